@@ -1,0 +1,141 @@
+"""Diagnose: upload or photograph a lesion, see the class probabilities and where the model looked."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages.common import active_predictor, notice
+from skin_core import explain, images, quality
+from skin_core.classes import BY_CODE, full_name
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+SEVERITY = {"melanoma": "error", "malignant": "error", "uncertain": "warning"}
+
+
+def example_images() -> list[tuple[str, Path]]:
+    """One sample image per class from sample_data/, for a one-click first result."""
+    meta_file = SAMPLE_DIR / "HAM10000_metadata.csv"
+    if not meta_file.is_file():
+        return []
+    meta = pd.read_csv(meta_file).drop_duplicates("dx")
+    found = []
+    for row in meta.itertuples():
+        path = next(SAMPLE_DIR.rglob(f"{row.image_id}.jpg"), None)
+        if path:
+            found.append((f"{full_name(row.dx)} ({row.image_id})", path))
+    return found
+
+
+def safe_label(name: str) -> str:
+    """A file name as the user may see it: printable, no path, bounded length."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(ch if ch.isprintable() else "?" for ch in name)[:80] or "image"
+
+
+def probability_chart(ranked: list[tuple[str, float]]) -> go.Figure:
+    labels = [f"{full_name(c)} ({c}) {'● malignant' if BY_CODE[c].malignant else '○ benign'}" for c, _ in ranked]
+    values = [p for _, p in ranked]
+    colours = ["#c0392b" if BY_CODE[c].malignant else "#2e86c1" for c, _ in ranked]
+    figure = go.Figure(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", marker_color=colours[::-1],
+                              text=[f"{p:.1%}" for p in values[::-1]], textposition="outside",
+                              hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    figure.update_layout(xaxis=dict(range=[0, 1.15], tickformat=".0%", title="calibrated probability"),
+                         height=320, margin=dict(l=10, r=10, t=10, b=10))
+    return figure
+
+
+def report_json(label: str, analysis, findings, predictor) -> str:
+    return json.dumps({
+        "image": label,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": predictor.bundle.name,
+        "model_created": predictor.bundle.manifest.get("created"),
+        "model_checksum": predictor.bundle.manifest["files"]["model.keras"],
+        "probabilities": analysis.as_dict(),
+        "top3": analysis.ranked()[:3],
+        "flags": [{"code": f.code, "message": f.message} for f in findings],
+        "thresholds": predictor.bundle.thresholds,
+        "notice": "Research demo, not a medical device.",
+    }, indent=2)
+
+
+def show_result(index: int, label: str, data: bytes, predictor) -> None:
+    st.subheader(label)
+    try:
+        decoded = images.decode(data)
+    except images.ImageError as exc:
+        st.error(f"Cannot use this file: {exc}", icon="🚫")
+        return
+    analysis = predictor.analyse(decoded)
+    ranked = analysis.ranked()
+    photo_findings = quality.image_findings(decoded.rgb)
+    model_findings = quality.prediction_findings(analysis.classes, analysis.probabilities, predictor.bundle.thresholds)
+    key = f"{index}-{hashlib.sha1(data).hexdigest()[:10]}"
+    left, right = st.columns([1, 1.25])
+    with left:
+        explained = st.selectbox("Explain class", [c for c, _ in ranked], key=f"cls-{key}",
+                                 format_func=lambda c: f"{full_name(c)} ({c})")
+        opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key=f"op-{key}")
+        square = explain.centre_square(decoded.rgb)
+        overlay = explain.overlay(square, analysis.cam(explained), opacity)
+        st.image([square, overlay], caption=["What the model sees (centre square)",
+                                             f"Grad-CAM for {full_name(explained)}"], width=260)
+        st.download_button("Download overlay (PNG)", explain.png_bytes(overlay), file_name=f"gradcam_{explained}.png",
+                           mime="image/png", key=f"png-{key}")
+        for note in decoded.notes:
+            st.caption(note)
+    with right:
+        top_code, top_p = ranked[0]
+        st.markdown(f"**Most likely: {full_name(top_code)}** ({top_p:.0%}) — {BY_CODE[top_code].description}")
+        st.plotly_chart(probability_chart(ranked), key=f"chart-{key}")
+        st.markdown("**Top 3:** " + " · ".join(f"{i}. {full_name(c)} {p:.0%}" for i, (c, p) in enumerate(ranked[:3], 1)))
+        for finding in model_findings:
+            getattr(st, SEVERITY.get(finding.code, "info"))(finding.message)
+        if photo_findings:
+            st.warning("This photo looks unlike the dermoscopy images the model learned from, so its answer "
+                       "deserves less trust:\n" + "\n".join(f"- {f.message}" for f in photo_findings))
+        st.download_button("Download report (JSON)", report_json(label, analysis, model_findings + photo_findings,
+                                                                 predictor),
+                           file_name="lesion_report.json", mime="application/json", key=f"json-{key}")
+
+
+st.title("🔬 Diagnose")
+notice()
+predictor = active_predictor()
+st.write("Upload one or more dermatoscopic photos (or take one). The model gives calibrated probabilities "
+         "for the seven HAM10000 classes and a Grad-CAM heat map of the regions that drove its answer. "
+         "Uploads stay in memory and are never stored.")
+
+upload_tab, camera_tab, example_tab = st.tabs(["Upload", "Camera", "Examples"])
+inputs: list[tuple[str, bytes]] = []
+with upload_tab:
+    files = st.file_uploader("Dermatoscopic photos", type=list(images.UPLOAD_EXTENSIONS), accept_multiple_files=True)
+    inputs += [(safe_label(f.name), f.getvalue()) for f in files or []]
+with camera_tab:
+    shot = st.camera_input("Take a photo through a dermatoscope")
+    if shot is not None:
+        inputs.append(("camera photo", shot.getvalue()))
+with example_tab:
+    st.caption("Real HAM10000 images (Tschandl et al. 2018, CC BY-NC 4.0), one per class.")
+    examples = example_images()
+    columns = st.columns(max(len(examples), 1))
+    for column, (name, path) in zip(columns, examples):
+        with column:
+            st.image(str(path), width="stretch")
+            if st.button("Try", key=f"ex-{path.stem}", help=name):
+                st.session_state["example"] = str(path)
+    if st.session_state.get("example"):
+        chosen = Path(st.session_state["example"])
+        inputs.append((f"example {chosen.stem}", chosen.read_bytes()))
+
+if not inputs:
+    st.info("Choose a photo to begin, or try one of the examples.")
+for index, (label, data) in enumerate(inputs):
+    st.divider()
+    show_result(index, label, data, predictor)

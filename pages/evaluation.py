@@ -1,0 +1,208 @@
+"""Evaluation: how good a model is, on lesions it never trained on. Every number comes from the
+bundle's evaluation.json (written by skin_core.evaluation); the page only draws it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages.common import notice
+from skin_core import evaluation, registry
+from skin_core.bundle import EVALUATION_FILE, HISTORY_FILE, BundleError, read_manifest
+from skin_core.classes import full_name
+
+HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
+            ("top2_accuracy", "Top-2 accuracy"), ("top3_accuracy", "Top-3 accuracy")]
+
+
+def load(name: str):
+    path = registry.bundle_path(name)
+    manifest = read_manifest(path)
+    report = json.loads((path / EVALUATION_FILE).read_text()) if (path / EVALUATION_FILE).is_file() else None
+    history = pd.read_csv(path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else None
+    return path, manifest, report, history
+
+
+def headline(report: dict, key: str) -> None:
+    ci = report.get("ci95") or {}
+    columns = st.columns(len(HEADLINE) + 1)
+    for column, (metric, label) in zip(columns, HEADLINE):
+        interval = ci.get(metric)
+        column.metric(label, f"{report[metric]:.3f}",
+                      help=f"95% CI {interval[0]:.3f}–{interval[1]:.3f} (bootstrap over lesions)" if interval else None)
+        if interval:
+            column.caption(f"95% CI {interval[0]:.3f}–{interval[1]:.3f}")
+    columns[-1].metric("Majority baseline", f"{report['majority_baseline_accuracy']:.3f}",
+                       help=f"Accuracy of always answering '{report.get('majority_class', 'nv')}'")
+    columns[-1].caption(f"always '{report.get('majority_class', 'nv')}'")
+    counts = ", ".join(f"{c} {n}" for c, n in report["class_counts"].items())
+    st.caption(f"{report['n']} images of {report.get('n_lesions', '?')} lesions ({counts}); "
+               f"{report.get('dataset', 'held-out test split')}. Splits are grouped by lesion, so no lesion seen in "
+               f"training or model selection is scored here. ECE {report['ece']:.3f}.")
+
+
+def confusion(report: dict, key: str) -> None:
+    classes = report["classes"]
+    matrix = np.array(report["confusion_matrix"], dtype=float)
+    normalise = st.toggle("Row-normalised (recall)", key=f"norm-{key}")
+    shown = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalise else matrix
+    hover = [[f"true {full_name(t)}<br>predicted {full_name(p)}" for p in classes] for t in classes]
+    figure = go.Figure(go.Heatmap(z=shown, x=classes, y=classes, colorscale="Blues", customdata=hover,
+                                  text=np.round(shown, 2) if normalise else matrix.astype(int), texttemplate="%{text}",
+                                  hovertemplate="%{customdata}<br>%{z}<extra></extra>"))
+    figure.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", height=450)
+    st.plotly_chart(figure, key=f"cm-{key}")
+
+
+def per_class(report: dict, key: str) -> pd.DataFrame:
+    table = pd.DataFrame(report["per_class"]).T[["precision", "recall", "f1", "support", "auc"]]
+    table.index = [f"{full_name(c)} ({c})" for c in table.index]
+    averages = pd.DataFrame([{**report["macro_avg"], "support": report["n"]},
+                             {**report["weighted_avg"], "support": report["n"]}],
+                            index=["macro average", "weighted average"])
+    full = pd.concat([table, averages])
+    st.dataframe(full.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}",
+                                    "support": "{:.0f}", "auc": "{:.3f}"}, na_rep="–"), key=f"pc-{key}")
+    bars = table[["precision", "recall", "f1"]].reset_index(names="class").melt("class", var_name="metric")
+    st.plotly_chart(px.bar(bars, x="class", y="value", color="metric", barmode="group", range_y=[0, 1]),
+                    key=f"pcb-{key}")
+    return full
+
+
+def roc_and_threshold(report: dict, manifest: dict, key: str) -> None:
+    figure = go.Figure()
+    for code, curve in report.get("roc", {}).items():
+        auc = report["per_class"][code]["auc"]
+        figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], name=f"{code} (AUC {auc:.3f})", mode="lines"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], line=dict(dash="dot", color="grey"), showlegend=False))
+    figure.update_layout(xaxis_title="false positive rate", yaxis_title="true positive rate", height=420)
+    st.plotly_chart(figure, key=f"roc-{key}")
+    predictions = report.get("predictions")
+    if not predictions or "mel" not in report["classes"]:
+        return
+    st.markdown("**Melanoma operating point** — move the threshold to see what a triage rule would catch and miss.")
+    y_true, probs = np.array(predictions["y_true"]), np.array(predictions["probs"])
+    default = float(manifest.get("thresholds", {}).get("mel", 0.5))
+    threshold = st.slider("Flag as possible melanoma when p(mel) ≥", 0.0, 1.0, round(default, 3), 0.005,
+                          key=f"thr-{key}")
+    point = evaluation.operating_point(y_true, probs, report["classes"].index("mel"), threshold)
+    columns = st.columns(4)
+    columns[0].metric("Sensitivity", f"{point['sensitivity']:.3f}" if point["sensitivity"] is not None else "–")
+    columns[1].metric("Specificity", f"{point['specificity']:.3f}" if point["specificity"] is not None else "–")
+    columns[2].metric("Melanomas missed", point["fn"])
+    columns[3].metric("False alarms", point["fp"])
+    st.caption(f"The model's stored threshold is {default:.3f}, chosen on the validation split. "
+               f"At {threshold:.3f}: {point['tp']} melanomas flagged, {point['fn']} missed, "
+               f"{point['fp']} other lesions flagged, {point['tn']} correctly left alone.")
+
+
+def calibration(report: dict, key: str) -> None:
+    bins = pd.DataFrame([b for b in report["reliability"] if b["count"]])
+    figure = go.Figure([go.Bar(x=bins["confidence"], y=bins["accuracy"], width=1 / len(report["reliability"]),
+                               name="accuracy in bin", customdata=bins["count"],
+                               hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"),
+                        go.Scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line=dict(dash="dot"))])
+    figure.update_layout(xaxis_title="confidence (top probability)", yaxis_title="accuracy", height=400,
+                         xaxis_range=[0, 1], yaxis_range=[0, 1])
+    st.plotly_chart(figure, key=f"rel-{key}")
+    st.caption(f"Expected calibration error (15 bins): {report['ece']:.3f}")
+
+
+def curves(history: pd.DataFrame | None, key: str) -> None:
+    if history is None:
+        st.info("This bundle has no training history.")
+        return
+    for metric, label in (("loss", "Loss"), ("accuracy", "Categorical accuracy"), ("top2", "Top-2 accuracy"),
+                          ("top3", "Top-3 accuracy")):
+        if metric not in history:
+            continue
+        frame = history[["epoch", metric] + ([f"val_{metric}"] if f"val_{metric}" in history else [])]
+        frame = frame.rename(columns={metric: "training", f"val_{metric}": "validation"}).melt("epoch", var_name="split")
+        st.plotly_chart(px.line(frame, x="epoch", y="value", color="split", title=label, markers=True, height=300),
+                        key=f"hist-{metric}-{key}")
+
+
+def show(name: str, key: str) -> None:
+    try:
+        path, manifest, report, history = load(name)
+    except BundleError as exc:
+        st.error(str(exc))
+        return
+    st.markdown(f"#### {manifest.get('name', name)}")
+    if report is None:
+        st.info("This bundle has no evaluation report.")
+        curves(history, key)
+        return
+    headline(report, key)
+    tabs = st.tabs(["Confusion matrix", "Per class", "ROC & threshold", "Calibration", "Training curves",
+                    "Download"])
+    with tabs[0]:
+        confusion(report, key)
+    with tabs[1]:
+        table = per_class(report, key)
+    with tabs[2]:
+        roc_and_threshold(report, manifest, key)
+    with tabs[3]:
+        calibration(report, key)
+    with tabs[4]:
+        curves(history, key)
+    with tabs[5]:
+        st.download_button("Per-class table (CSV)", table.to_csv(), file_name=f"{name}_per_class.csv", key=f"csv-{key}")
+        st.download_button("Full report (JSON)", json.dumps(report), file_name=f"{name}_evaluation.json",
+                           key=f"json-{key}")
+    other_dataset(path, manifest, key)
+
+
+def other_dataset(path, manifest, key: str) -> None:
+    with st.expander("Evaluate on another labelled dataset"):
+        folder = st.text_input("Dataset folder on the server (HAM10000 layout or one folder per class)",
+                               key=f"ds-{key}")
+        if st.button("Evaluate", key=f"go-{key}") and folder:
+            from skin_core import data
+            from skin_core.predict import Predictor
+            progress = st.progress(0.0, "Reading images...")
+            try:
+                predictor = Predictor.from_path(path)
+                dataset = data.load_dataset(folder, classes=predictor.classes)
+                arrays = data.read_images(dataset.table, predictor.input_size, predictor.detail_side,
+                                          on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
+            except (data.DatasetError, BundleError) as exc:
+                progress.empty()
+                st.error(str(exc))
+                return
+            progress.progress(1.0, "Predicting...")
+            labels = arrays.table["dx"].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
+            result = evaluation.build_report(labels, predictor.probabilities(arrays.pixels), predictor.classes,
+                                             groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
+                                             thresholds=predictor.bundle.thresholds)
+            result["dataset"] = folder
+            from skin_core.bundle import update_report
+            safe = "".join(ch if ch.isalnum() else "_" for ch in folder.strip("/").rsplit("/", 1)[-1])[:40]
+            update_report(path, f"evaluation-{safe}.json", result)
+            progress.empty()
+            st.success(f"Saved as evaluation-{safe}.json beside the bundle.")
+            headline(result, f"{key}-other")
+
+
+st.title("📊 Evaluation")
+notice()
+names = registry.list_bundles()
+if not names:
+    st.error("No model bundles found in models/.")
+    st.stop()
+active = registry.active_name()
+compare = st.toggle("Compare two models side by side")
+if compare and len(names) > 1:
+    first, second = st.columns(2)
+    with first:
+        show(st.selectbox("Model A", names, index=names.index(active) if active in names else 0), "a")
+    with second:
+        show(st.selectbox("Model B", names, index=1 if names[0] == active or active not in names else 0), "b")
+else:
+    if compare:
+        st.info("Only one model bundle exists.")
+    show(st.selectbox("Model", names, index=names.index(active) if active in names else 0), "main")

@@ -1,0 +1,116 @@
+"""Command line: predict, evaluate and export with a model bundle.
+
+    python -m skin_core predict  --model models/default photo.jpg [more.jpg ...] [--gradcam OUTDIR]
+    python -m skin_core evaluate --model models/default --data DATASET --json report.json
+    python -m skin_core export   --model models/default --format tflite|savedmodel --out PATH
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m skin_core", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="class probabilities of images, as JSON lines")
+    predict.add_argument("--model", default="models/default", help="bundle folder")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--gradcam", metavar="OUTDIR", help="also write a Grad-CAM overlay PNG per image here")
+    evaluate = commands.add_parser("evaluate", help="evaluate a bundle on a labelled dataset")
+    evaluate.add_argument("--model", default="models/default")
+    evaluate.add_argument("--data", required=True, help="dataset folder in either layout")
+    evaluate.add_argument("--json", help="write the full report here")
+    evaluate.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images")
+    export = commands.add_parser("export", help="export a bundle for TFLite or TF Serving")
+    export.add_argument("--model", default="models/default")
+    export.add_argument("--format", choices=["tflite", "savedmodel"], required=True)
+    export.add_argument("--quantize", choices=["none", "float16", "int8"], default="none")
+    export.add_argument("--out", required=True)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_predict(args) -> int:
+    from . import explain, images
+    from .predict import Predictor
+    predictor = Predictor.from_path(args.model)
+    if args.gradcam:
+        Path(args.gradcam).mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in args.images:
+        shown = ascii(path)[1:-1]
+        try:
+            analysis = predictor.analyse(images.load_file(path))
+        except (images.ImageError, OSError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(f"error: {shown}: {message}", file=sys.stderr)
+            failures += 1
+            continue
+        top = analysis.ranked()[0][0]
+        record = {"image": path, "probabilities": analysis.as_dict(), "top": top,
+                  "flags": {code: float(analysis.probabilities[predictor.classes.index(code)]) >= t
+                            for code, t in predictor.bundle.thresholds.items()}}
+        if args.gradcam:
+            square = explain.centre_square(analysis.decoded.rgb)
+            target = Path(args.gradcam) / f"{_safe_stem(path)}_gradcam_{top}.png"
+            target.write_bytes(explain.png_bytes(explain.overlay(square, analysis.cam(top))))
+            record["gradcam"] = str(target)
+        print(json.dumps(record))
+    return 1 if failures else 0
+
+
+def _safe_stem(path: str) -> str:
+    stem = Path(path).stem
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:80] or "image"
+
+
+def cmd_evaluate(args) -> int:
+    from . import data, evaluation
+    from .predict import Predictor
+    predictor = Predictor.from_path(args.model)
+    dataset = data.load_dataset(args.data, skip_bad=args.skip_bad, classes=predictor.classes)
+    arrays = data.read_images(dataset.table, predictor.input_size, predictor.detail_side, skip_bad=args.skip_bad)
+    labels = arrays.table["dx"].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
+    probs = predictor.probabilities(arrays.pixels)
+    report = evaluation.build_report(labels, probs, predictor.classes, groups=arrays.table["lesion_id"],
+                                     image_ids=arrays.table["image_id"], thresholds=predictor.bundle.thresholds)
+    report["dataset"] = str(args.data)
+    report["model"] = predictor.bundle.name
+    print("\n".join(evaluation.summary_lines(report)))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as handle:
+            json.dump(report, handle)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import export
+    out = export.export_bundle(args.model, args.format, args.out, quantize=args.quantize)
+    print(f"exported {args.format} to {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .bundle import BundleError
+    from .data import DatasetError
+    try:
+        return {"predict": cmd_predict, "evaluate": cmd_evaluate, "export": cmd_export}[args.command](args)
+    except (BundleError, DatasetError) as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

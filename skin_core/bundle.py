@@ -1,0 +1,185 @@
+"""A trained model on disk: model.keras + manifest.json + its reports, saved and loaded as one.
+
+Training writes a bundle; everything else reads one. The manifest carries what serving needs to
+prepare inputs exactly as training did (input size, detail cap, class order, temperature,
+thresholds) and the sha256 of every file, so a changed or swapped file is refused at load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+MANIFEST_FILE = "manifest.json"
+HISTORY_FILE = "history.csv"
+EVALUATION_FILE = "evaluation.json"
+SPLIT_FILE = "split.csv"
+CARD_FILE = "MODEL_CARD.md"
+CHECKED_FILES = (MODEL_FILE, HISTORY_FILE, EVALUATION_FILE, SPLIT_FILE)
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be loaded or saved, with the reason."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    model: keras.Model
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input_size"])
+
+    @property
+    def detail_side(self) -> int | None:
+        return self.manifest["preprocessing"].get("detail_side")
+
+    @property
+    def temperature(self) -> float:
+        return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.manifest.get("thresholds", {}))
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name") or self.path.name
+
+    def report(self, file: str = EVALUATION_FILE):
+        return read_json(self.path / file) if (self.path / file).is_file() else None
+
+
+def read_json(path: Path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def read_manifest(path) -> dict:
+    """The manifest alone (cheap: no model load), checked for a known format version."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} is not a model bundle: {MANIFEST_FILE} is missing.")
+    try:
+        manifest = read_json(manifest_path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}).") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{path.name}: unknown bundle format version {version!r} (this code reads {FORMAT_VERSION}).")
+    for key in ("classes", "input_size", "preprocessing", "files"):
+        if key not in manifest:
+            raise BundleError(f"{path.name}: the manifest has no '{key}'.")
+    return manifest
+
+
+def verify_files(path: Path, manifest: dict) -> None:
+    """Every file the manifest lists exists and has the recorded sha256."""
+    for name, expected in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"{path.name}: {name} is missing.")
+        if sha256_file(file) != expected:
+            raise BundleError(f"{path.name}: {name} does not match its manifest checksum (changed or corrupted).")
+    if MODEL_FILE not in manifest["files"]:
+        raise BundleError(f"{path.name}: the manifest does not list {MODEL_FILE}.")
+
+
+def load_bundle(path) -> Bundle:
+    """Load and check a bundle; raise BundleError naming the problem."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_files(path, manifest)
+    try:
+        model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise BundleError(f"{path.name}: {MODEL_FILE} cannot be loaded safely ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    if any(type(layer).__name__ == "Lambda" for layer in model.layers):
+        raise BundleError(f"{path.name}: the model contains a Lambda layer, which is not allowed.")
+    outputs, size = model.output_shape[-1], manifest["input_size"]
+    if outputs != len(manifest["classes"]):
+        raise BundleError(f"{path.name}: the model has {outputs} outputs but the manifest lists "
+                          f"{len(manifest['classes'])} classes.")
+    if tuple(model.input_shape[1:3]) != (size, size):
+        raise BundleError(f"{path.name}: the model takes {model.input_shape[1:3]} inputs, the manifest says {size}.")
+    return Bundle(path=path, manifest=manifest, model=model)
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The same architecture and weights with no optimizer state, for a small bundle."""
+    clean = keras.Model.from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, evaluation=None,
+                 split=None, card: str | None = None) -> Path:
+    """Write a complete bundle into a temporary folder beside `target`, then move it into place.
+
+    A crash at any point leaves either no bundle or the previous one, never half of one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir()
+        inference_copy(model).save(staging / MODEL_FILE)
+        if history is not None:
+            history.to_csv(staging / HISTORY_FILE, index_label="epoch")
+        if evaluation is not None:
+            with open(staging / EVALUATION_FILE, "w") as handle:
+                json.dump(evaluation, handle)
+        if split is not None:
+            split.to_csv(staging / SPLIT_FILE, index=False)
+        files = {name: sha256_file(staging / name) for name in CHECKED_FILES if (staging / name).is_file()}
+        manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
+        with open(staging / MANIFEST_FILE, "w") as handle:
+            json.dump(manifest, handle, indent=2)
+        if card is not None:
+            (staging / CARD_FILE).write_text(card)
+        _swap_into_place(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BundleError(f"Could not write the bundle to {target}: {exc.strerror or exc}.") from None
+    return target
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    if target.exists():
+        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+def update_report(path, name: str, report: dict) -> None:
+    """Add or replace a report file beside a bundle (e.g. an evaluation on another dataset)."""
+    path = Path(path)
+    tmp = path / f".{name}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(report, handle)
+    tmp.replace(path / name)

@@ -1,0 +1,208 @@
+"""Reading a labelled dataset, checking it, and splitting it by lesion.
+
+Two layouts are understood and detected automatically:
+- HAM10000: a metadata CSV (lesion_id, image_id, dx, ...) and `<image_id>.jpg` files anywhere below;
+- one sub-folder per class (`akiec/`, `bcc/`, ...); each image is its own lesion unless a CSV
+  with image_id and lesion_id columns sits beside the class folders.
+The result is always the same table: path, image_id, lesion_id, dx.
+"""
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from . import images
+from .classes import CLASS_CODES
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+METADATA_NAMES = ("HAM10000_metadata.csv", "metadata.csv")
+SHOW = 5  # how many offending rows or files an error names
+
+
+class DatasetError(ValueError):
+    """A dataset we cannot use, with a message naming the problem and the first offenders."""
+
+
+@dataclass
+class Dataset:
+    root: Path
+    layout: str                # "ham10000" or "folders"
+    table: pd.DataFrame        # path, image_id, lesion_id, dx
+    skipped: list[str]         # files left out by skip_bad, with the reason
+
+    def counts(self) -> dict[str, int]:
+        return {c: int(n) for c, n in self.table["dx"].value_counts().reindex(CLASS_CODES, fill_value=0).items()}
+
+
+def _first(items, n=SHOW) -> str:
+    items = list(items)
+    more = f" (and {len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(str(i) for i in items[:n]) + more
+
+
+def _find_metadata(root: Path) -> Path | None:
+    for name in METADATA_NAMES:
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def _index_images(root: Path) -> dict[str, Path]:
+    """image_id (file stem) -> path, for every image file below root."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.setdefault(path.stem, path)
+    return found
+
+
+def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:
+    """Read and check a dataset folder; raise DatasetError with a specific message if it is unusable."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"Dataset folder not found: {root}")
+    metadata = _find_metadata(root)
+    if metadata is not None:
+        table, layout = _read_ham10000(root, metadata), "ham10000"
+    elif any((root / c).is_dir() for c in classes):
+        table, layout = _read_class_folders(root, classes), "folders"
+    elif not any(root.iterdir()):
+        raise DatasetError(f"The dataset folder {root} is empty.")
+    else:
+        raise DatasetError(
+            f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx) "
+            f"or one sub-folder per class ({', '.join(classes)}).")
+    if table.empty:
+        raise DatasetError(f"The dataset in {root} has no images.")
+    unknown = table[~table["dx"].isin(classes)]
+    if len(unknown):
+        raise DatasetError(
+            f"{len(unknown)} rows have unknown dx values {sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
+            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}")
+    skipped = []
+    missing = table[table["path"].isna()]
+    if len(missing):
+        if not skip_bad:
+            raise DatasetError(
+                f"{len(missing)} images listed in the metadata are missing: {_first(missing['image_id'])}")
+        skipped += [f"{i}: missing" for i in missing["image_id"]]
+        table = table.dropna(subset=["path"])
+    empty = [c for c in classes if not (table["dx"] == c).any()]
+    if empty:
+        raise DatasetError(f"These classes have no images: {', '.join(empty)}.")
+    return Dataset(root=root, layout=layout, table=table.reset_index(drop=True), skipped=skipped)
+
+
+def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(metadata, dtype=str)
+    except Exception as exc:
+        raise DatasetError(f"Cannot read {metadata.name}: {exc}") from None
+    needed = {"image_id", "dx"}
+    if not needed <= set(frame.columns):
+        raise DatasetError(f"{metadata.name} lacks the columns {sorted(needed - set(frame.columns))}.")
+    if frame.empty:
+        raise DatasetError(f"{metadata.name} has no rows.")
+    blank = frame[frame["dx"].isna() | frame["image_id"].isna()]
+    if len(blank):
+        raise DatasetError(f"{len(blank)} rows of {metadata.name} have no image_id or dx: rows {_first(blank.index + 2)}")
+    if "lesion_id" not in frame:
+        frame["lesion_id"] = frame["image_id"]
+    frame["lesion_id"] = frame["lesion_id"].fillna(frame["image_id"])
+    duplicated = frame[frame["image_id"].duplicated()]
+    if len(duplicated):
+        raise DatasetError(f"{len(duplicated)} image_ids appear twice in {metadata.name}: {_first(duplicated['image_id'])}")
+    index = _index_images(root)
+    frame["path"] = frame["image_id"].map(lambda i: str(index[i]) if i in index else None)
+    return frame[["path", "image_id", "lesion_id", "dx"]]
+
+
+def _read_class_folders(root: Path, classes) -> pd.DataFrame:
+    strays = [p.name for p in root.iterdir() if p.is_dir() and p.name not in classes]
+    if strays:
+        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}.")
+    rows = [(str(path), path.stem, path.stem, path.parent.name)
+            for code in classes if (root / code).is_dir()
+            for path in sorted((root / code).rglob("*"))
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
+    frame = pd.DataFrame(rows, columns=["path", "image_id", "lesion_id", "dx"])
+    lesions = _find_metadata(root)
+    if lesions is None:
+        extra = sorted(root.glob("*.csv"))
+        lesions = extra[0] if extra else None
+    if lesions is not None and len(frame):
+        meta = pd.read_csv(lesions, dtype=str)
+        if {"image_id", "lesion_id"} <= set(meta.columns):
+            mapping = dict(zip(meta["image_id"], meta["lesion_id"]))
+            frame["lesion_id"] = frame["image_id"].map(mapping).fillna(frame["lesion_id"])
+    return frame
+
+
+@dataclass
+class ImageArrays:
+    """A dataset's pictures prepared for the model, with what could not be read."""
+    pixels: np.ndarray        # (n, size, size, 3) uint8
+    table: pd.DataFrame       # the rows that were read, in the same order
+    fingerprint: str          # sha256 over image ids, labels and file bytes
+    unreadable: list[str]
+
+
+def read_images(table: pd.DataFrame, input_size: int, detail_side: int | None = None, *,
+                skip_bad: bool = False, workers: int = 4, on_progress=None) -> ImageArrays:
+    """Decode and prepare every image once (Pillow releases the GIL, so threads help)."""
+    paths = list(table["path"])
+
+    def load(path):
+        try:
+            data = Path(path).read_bytes()
+            return data, images.prepare(images.decode(data).rgb, input_size, detail_side), None
+        except (images.ImageError, OSError) as exc:
+            return b"", None, str(exc)
+
+    results = []
+    with ThreadPoolExecutor(workers) as pool:
+        for i, result in enumerate(pool.map(load, paths), 1):
+            results.append(result)
+            if on_progress and (i % 200 == 0 or i == len(paths)):
+                on_progress(i, len(paths))
+    bad = [f"{Path(p).name} ({err})" for p, (_, _, err) in zip(paths, results) if err]
+    if bad and not skip_bad:
+        raise DatasetError(f"{len(bad)} images cannot be read: {_first(bad)}. "
+                           "Fix or remove them, or pass --skip-bad to go on without them.")
+    keep = [err is None for _, _, err in results]
+    digest = hashlib.sha256()
+    for (image_id, dx), (data, _, err) in zip(table[["image_id", "dx"]].itertuples(index=False), results):
+        if err is None:
+            digest.update(f"{image_id}:{dx}:".encode())
+            digest.update(hashlib.sha256(data).digest())
+    pixels = np.stack([arr for _, arr, err in results if err is None]) if any(keep) else \
+        np.zeros((0, input_size, input_size, 3), np.uint8)
+    return ImageArrays(pixels=pixels, table=table[keep].reset_index(drop=True),
+                       fingerprint=digest.hexdigest(), unreadable=bad)
+
+
+def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
+                    seed: int = 42) -> pd.Series:
+    """Assign each row to train / val / test, stratified by dx and grouped by lesion_id.
+
+    Uses StratifiedGroupKFold twice: one fold becomes the test set, then one fold of the rest the
+    validation set, so no lesion ever sits on two sides. Returns a Series of subset names.
+    """
+    subset = pd.Series("train", index=table.index)
+    rest = table.index.to_numpy()
+    for name, fraction in (("test", test_fraction), ("val", val_fraction / (1 - test_fraction))):
+        if fraction <= 0:
+            continue
+        n_splits = max(2, round(1 / fraction))
+        part = table.loc[rest]
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held = next(folds.split(part, part["dx"], groups=part["lesion_id"]))
+        subset.loc[rest[held]] = name
+        rest = np.setdiff1d(rest, rest[held])
+    return subset

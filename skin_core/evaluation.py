@@ -1,0 +1,161 @@
+"""Metrics from true labels and predicted probabilities, and the evaluation report.
+
+One function, `build_report`, makes the JSON that training writes, the CLI writes and the app
+reads. scikit-learn computes every metric it has; only the expected calibration error and the
+lesion bootstrap are written here because scikit-learn has no multi-class version of them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             precision_recall_fscore_support, roc_auc_score, roc_curve,
+                             top_k_accuracy_score)
+
+ECE_BINS = 15
+BOOTSTRAP_ROUNDS = 1000
+ROC_POINTS = 101
+
+
+def expected_calibration_error(y_true, probs, n_bins: int = ECE_BINS) -> tuple[float, list[dict]]:
+    """Top-label ECE with equal-width confidence bins, and the bins for a reliability diagram."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    ece, bins = 0.0, []
+    for b in range(n_bins):
+        mask = which == b
+        count = int(mask.sum())
+        if count:
+            gap = abs(correct[mask].mean() - confidence[mask].mean())
+            ece += gap * count / len(y_true)
+        bins.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": count,
+                     "confidence": float(confidence[mask].mean()) if count else None,
+                     "accuracy": float(correct[mask].mean()) if count else None})
+    return float(ece), bins
+
+
+def _headline(y_true, y_pred, labels) -> dict:
+    return {"accuracy": accuracy_score(y_true, y_pred),
+            "balanced_accuracy": _balanced(y_true, y_pred),
+            "macro_f1": f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)}
+
+
+def _balanced(y_true, y_pred) -> float:
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def bootstrap_ci(y_true, y_pred, groups, labels, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict:
+    """95% percentile intervals, resampling whole lesions so repeated photos move together."""
+    rng = np.random.default_rng(seed)
+    unique, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+    samples = {"accuracy": [], "balanced_accuracy": [], "macro_f1": []}
+    for _ in range(rounds):
+        chosen = rng.integers(0, len(unique), len(unique))
+        idx = np.concatenate([members[g] for g in chosen])
+        for name, value in _headline(y_true[idx], y_pred[idx], labels).items():
+            samples[name].append(value)
+    return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in samples.items()}
+
+
+def operating_point(y_true, probs, class_index: int, threshold: float) -> dict:
+    """Sensitivity and specificity of 'p(class) >= threshold' as a one-against-rest decision."""
+    positive = y_true == class_index
+    flagged = probs[:, class_index] >= threshold
+    tp, fn = int((flagged & positive).sum()), int((~flagged & positive).sum())
+    tn, fp = int((~flagged & ~positive).sum()), int((flagged & ~positive).sum())
+    return {"threshold": float(threshold), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+            "sensitivity": tp / (tp + fn) if tp + fn else None,
+            "specificity": tn / (tn + fp) if tn + fp else None,
+            "precision": tp / (tp + fp) if tp + fp else None}
+
+
+def threshold_for_sensitivity(y_true, probs, class_index: int, target: float) -> float:
+    """The highest threshold whose one-against-rest sensitivity still reaches `target`."""
+    scores = np.sort(probs[y_true == class_index, class_index])[::-1]
+    if len(scores) == 0:
+        return 0.5
+    needed = int(np.ceil(target * len(scores)))
+    return float(scores[max(needed, 1) - 1])
+
+
+def build_report(y_true, probs, classes, *, groups=None, image_ids=None, thresholds=None,
+                 bootstrap_rounds: int = BOOTSTRAP_ROUNDS) -> dict:
+    """Every number the Evaluation page and the model card show, from labels and probabilities."""
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = list(range(len(classes)))
+    y_pred = probs.argmax(axis=1)
+    groups = np.asarray(groups if groups is not None else np.arange(len(y_true)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    per_class, roc = {}, {}
+    for i, code in enumerate(classes):
+        positive = y_true == i
+        auc = None
+        if 0 < positive.sum() < len(y_true):
+            auc = float(roc_auc_score(positive, probs[:, i]))
+            fpr, tpr, _ = roc_curve(positive, probs[:, i])
+            keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).round().astype(int))
+            roc[code] = {"fpr": fpr[keep].round(4).tolist(), "tpr": tpr[keep].round(4).tolist()}
+        per_class[code] = {"precision": float(precision[i]), "recall": float(recall[i]),
+                           "f1": float(f1[i]), "support": int(support[i]), "auc": auc}
+    ece, reliability = expected_calibration_error(y_true, probs)
+    counts = np.bincount(y_true, minlength=len(classes))
+    report = {
+        "n": int(len(y_true)),
+        "n_lesions": int(len(np.unique(groups))),
+        "classes": list(classes),
+        "class_counts": {c: int(n) for c, n in zip(classes, counts)},
+        **{k: float(v) for k, v in _headline(y_true, y_pred, labels).items()},
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "top2_accuracy": float(top_k_accuracy_score(y_true, probs, k=2, labels=labels)),
+        "top3_accuracy": float(top_k_accuracy_score(y_true, probs, k=3, labels=labels)),
+        "majority_baseline_accuracy": float(counts.max() / counts.sum()),
+        "majority_class": classes[int(counts.argmax())],
+        "per_class": per_class,
+        "macro_avg": {k: float(np.mean([per_class[c][k] for c in classes])) for k in ("precision", "recall", "f1")},
+        "weighted_avg": {k: float(np.average([per_class[c][k] for c in classes], weights=counts))
+                         for k in ("precision", "recall", "f1")},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "ece": ece,
+        "reliability": reliability,
+        "roc": roc,
+        "ci95": bootstrap_ci(y_true, y_pred, groups, labels, rounds=bootstrap_rounds) if bootstrap_rounds else None,
+        "operating_points": {code: operating_point(y_true, probs, classes.index(code), t)
+                             for code, t in (thresholds or {}).items() if code in classes},
+        "predictions": {
+            "image_id": [str(i) for i in (image_ids if image_ids is not None else range(len(y_true)))],
+            "lesion_id": [str(g) for g in groups],
+            "y_true": y_true.tolist(),
+            "probs": probs.round(5).tolist(),
+        },
+    }
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short human summary for the command line."""
+    ci = report["ci95"] or {k: [float("nan")] * 2 for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+    lines = [
+        f"images: {report['n']}  lesions: {report['n_lesions']}",
+        f"accuracy           {report['accuracy']:.3f}  (95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}; "
+        f"majority-class baseline {report['majority_baseline_accuracy']:.3f})",
+        f"balanced accuracy  {report['balanced_accuracy']:.3f}  (95% CI {ci['balanced_accuracy'][0]:.3f}-{ci['balanced_accuracy'][1]:.3f})",
+        f"macro F1           {report['macro_f1']:.3f}  (95% CI {ci['macro_f1'][0]:.3f}-{ci['macro_f1'][1]:.3f})",
+        f"top-2 / top-3      {report['top2_accuracy']:.3f} / {report['top3_accuracy']:.3f}",
+        f"ECE (15 bins)      {report['ece']:.3f}",
+    ]
+    for code, point in report.get("operating_points", {}).items():
+        if point["sensitivity"] is not None and point["specificity"] is not None:
+            lines.append(f"{code} at threshold {point['threshold']:.3f}: sensitivity {point['sensitivity']:.3f}, "
+                         f"specificity {point['specificity']:.3f}")
+    lines.append("class   precision recall  f1     support auc")
+    for code, row in report["per_class"].items():
+        auc = f"{row['auc']:.3f}" if row["auc"] is not None else "  -  "
+        lines.append(f"{code:<7} {row['precision']:.3f}     {row['recall']:.3f}   {row['f1']:.3f}  {row['support']:<7} {auc}")
+    return lines

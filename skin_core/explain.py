@@ -1,0 +1,73 @@
+"""Grad-CAM for the bundle's MobileNet, computed in the same traced call as the prediction,
+and the heat-map overlay a user sees.
+
+Grad-CAM weights each channel of the last convolutional block by the mean gradient of a class
+logit with respect to it. Between that block and the logits there is only pooling and a dense
+layer, so the backward pass is tiny and we compute the maps of all classes at once: the page can
+switch the explained class without another forward pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from matplotlib import colormaps
+from PIL import Image
+
+from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
+
+import keras
+
+
+def make_forward(model: keras.Model, temperature: float = 1.0):
+    """Two traced functions over uint8-valued float batches: (probs) and (probs, logits, cams)."""
+    size = model.input_shape[1]
+    spec = [tf.TensorSpec((None, size, size, 3), tf.float32)]
+    features_model = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER).output)
+    pool, dense = model.get_layer(POOL_LAYER), model.get_layer(LOGITS_LAYER)
+    temp = tf.constant(float(temperature), tf.float32)
+
+    @tf.function(input_signature=spec)
+    def logits_only(images):
+        return dense(pool(features_model(images, training=False)))
+
+    @tf.function(input_signature=spec)
+    def with_cams(images):
+        features = features_model(images, training=False)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            logits = dense(pool(features))
+        jacobian = tape.batch_jacobian(logits, features)           # (batch, classes, h, w, k)
+        channel_weights = tf.reduce_mean(jacobian, axis=[2, 3])    # (batch, classes, k)
+        cams = tf.nn.relu(tf.einsum("bhwk,bck->bhwc", features, channel_weights))
+        peak = tf.reduce_max(cams, axis=[1, 2], keepdims=True)
+        cams = tf.math.divide_no_nan(cams, peak)                    # each class map in [0, 1]
+        return tf.nn.softmax(logits / temp), logits, cams
+
+    return logits_only, with_cams
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45, colormap: str = "jet") -> np.ndarray:
+    """Blend a [0, 1] heat map (any resolution) over an RGB image of any size."""
+    height, width = rgb.shape[:2]
+    heat = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
+    colours = colormaps[colormap](np.asarray(heat) / 255.0)[..., :3] * 255.0
+    blended = (1 - opacity) * rgb.astype(np.float32) + opacity * colours
+    return blended.clip(0, 255).astype(np.uint8)
+
+
+def centre_square(rgb: np.ndarray, max_side: int = 448) -> np.ndarray:
+    """The part of a photo the model sees (its centre square), at a size fit for display."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = Image.fromarray(np.ascontiguousarray(rgb[top:top + side, left:left + side]))
+    if side > max_side:
+        square = square.resize((max_side, max_side), Image.Resampling.BILINEAR)
+    return np.asarray(square)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()

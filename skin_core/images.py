@@ -1,0 +1,132 @@
+"""Turning untrusted bytes into a safe RGB array, and the one preprocessing every path shares.
+
+Everything that reads a picture (training, evaluation, prediction, the app) goes through
+`decode` and `prepare`, so a model never sees an image prepared differently from the ones it
+was trained on. Limits are explicit here rather than left to Pillow's warning-only defaults.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_BYTES = 25 * 1024 * 1024          # larger than any dermatoscope export we know of
+MAX_PIXELS = 50_000_000               # ~7000x7000; anything bigger is refused before decoding
+MIN_SIDE = 32                         # below this there is no lesion left to see
+ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO"}
+UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
+
+
+class ImageError(ValueError):
+    """An image we refuse, with a message a user can act on."""
+
+
+@dataclass
+class DecodedImage:
+    """An upright 8-bit RGB picture and what we had to do to get it."""
+    rgb: np.ndarray                   # (height, width, 3) uint8
+    source_format: str
+    source_mode: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode untrusted bytes to an upright RGB array, or raise ImageError saying why not."""
+    if not data:
+        raise ImageError("The file is empty (0 bytes).")
+    if len(data) > max_bytes:
+        raise ImageError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageError("This is not an image file we can read (JPEG, PNG, BMP, TIFF or WebP expected).") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"The image declares too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels.") from None
+        except Exception as exc:  # Pillow raises a zoo of errors for malformed headers
+            raise ImageError(f"The image header is damaged ({type(exc).__name__}).") from None
+        if image.format not in ALLOWED_FORMATS:
+            raise ImageError(f"{image.format} images are not accepted; use JPEG, PNG, BMP, TIFF or WebP.")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"The image is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
+        if min(width, height) < MIN_SIDE:
+            raise ImageError(f"The image is only {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed.")
+        notes = []
+        if getattr(image, "n_frames", 1) > 1:
+            notes.append(f"The file holds {image.n_frames} frames or pages; only the first was used.")
+        try:
+            image.seek(0)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+        except Exception as exc:
+            raise ImageError(f"The image data is incomplete or corrupt ({_reason(exc)}).") from None
+    if _orientation(image) not in (None, 1):
+        notes.append("Rotated upright using the photo's EXIF orientation.")
+    rgb = _to_rgb_array(upright, notes)
+    return DecodedImage(rgb=rgb, source_format=image.format, source_mode=image.mode, notes=notes)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().rstrip(".")
+    return text[:120] if text else type(exc).__name__
+
+
+def _orientation(image: Image.Image):
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:
+        return None
+
+
+def _to_rgb_array(image: Image.Image, notes: list[str]) -> np.ndarray:
+    """Any Pillow mode to 8-bit RGB; transparency is flattened onto white, deep images rescaled."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = np.zeros_like(values) if high <= low else (values - low) / (high - low) * 255.0
+        notes.append(f"High bit-depth ({mode}) image rescaled to 8 bits.")
+        return np.repeat(scaled.round().astype(np.uint8)[..., None], 3, axis=2)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append("Transparent areas were filled with white.")
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def prepare(rgb: np.ndarray, input_size: int, detail_side: int | None = None) -> np.ndarray:
+    """The model's view of a picture: centre square crop, optional detail cap, resize.
+
+    `detail_side` caps the resolution of the square before the final resize: a model trained on
+    150-pixel copies then sees sharper uploads at the same level of detail it learned from.
+    Returns (input_size, input_size, 3) uint8; scaling to [-1, 1] happens inside the model.
+    """
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = Image.fromarray(np.ascontiguousarray(rgb[top:top + side, left:left + side]))
+    if detail_side and side > detail_side:
+        square = square.resize((detail_side, detail_side), Image.Resampling.BILINEAR)
+    if square.size != (input_size, input_size):
+        square = square.resize((input_size, input_size), Image.Resampling.BILINEAR)
+    return np.asarray(square, dtype=np.uint8)
+
+
+def load_file(path) -> DecodedImage:
+    """Decode an image file from disk with the same limits as an upload."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_BYTES + 1)
+    return decode(data)

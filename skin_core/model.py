@@ -1,0 +1,71 @@
+"""MobileNet V1 with a seven-way head, and where its starting weights come from.
+
+Scaling to [-1, 1] is a layer inside the model, so anything that feeds it 0-255 RGB from
+`images.prepare` gets exactly the input the network was trained on. The softmax is a separate
+layer after named logits, so the predictor can apply a calibration temperature.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+LAST_CONV_LAYER = "conv_pw_13_relu"   # Grad-CAM reads this block's activations
+LOGITS_LAYER = "logits"
+POOL_LAYER = "pool"
+DROPOUT_LAYER = "head_dropout"
+
+
+class WeightsError(ValueError):
+    """Starting weights that cannot be used."""
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """'imagenet' (Keras download), a path to a Keras .h5 weights file, or None / 'none'."""
+    if weights in (None, "", "none", "None"):
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"Weights file not found: {path}")
+    if path.suffix not in (".h5", ".hdf5") and not path.name.endswith(".weights.h5"):
+        raise WeightsError(f"Weights must be a Keras .h5 file, got {path.name}")
+    return str(path)
+
+
+def build_model(num_classes: int = 7, input_size: int = 224, alpha: float = 1.0,
+                weights: str | None = "imagenet", dropout: float = 0.3) -> keras.Model:
+    """A flat functional model: scale -> MobileNet V1 body -> pool -> dropout -> logits -> softmax."""
+    if input_size < 32:
+        raise ValueError(f"MobileNet needs inputs of at least 32x32, got {input_size}.")
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit")(inputs)
+    try:
+        body = keras.applications.MobileNet(input_tensor=scaled, alpha=alpha, include_top=False,
+                                            weights=resolve_weights(weights))
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"Cannot load weights {weights!r} into MobileNet(alpha={alpha}): {exc}") from None
+    features = body.get_layer(LAST_CONV_LAYER).output
+    x = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(features)
+    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(x)
+    logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(x)
+    probabilities = keras.layers.Activation("softmax", name="probabilities", dtype="float32")(logits)
+    return keras.Model(inputs, probabilities, name=f"mobilenet_v1_{alpha}_{input_size}")
+
+
+def body_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The pretrained MobileNet layers, in order (everything between the scaling and the head)."""
+    names = [layer.name for layer in model.layers]
+    start, stop = names.index("scale_to_unit") + 1, names.index(POOL_LAYER)
+    return model.layers[start:stop]
+
+
+def set_trainable_from(model: keras.Model, fraction: float) -> None:
+    """Freeze the body except its last `fraction` of layers (0 = head only, 1 = everything)."""
+    body = body_layers(model)
+    first_trainable = int(round(len(body) * (1 - fraction)))
+    for i, layer in enumerate(body):
+        layer.trainable = i >= first_trainable

@@ -1,0 +1,78 @@
+"""The Predictor: a loaded bundle ready to answer, with calibration and Grad-CAM built in.
+
+It is created once per process (the app caches it), traces its functions once with a fixed input
+signature and warms them up, so every later call is a single graph execution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from . import explain, images
+from .bundle import Bundle, load_bundle
+
+
+@dataclass
+class Analysis:
+    """One image's result: calibrated probabilities and a Grad-CAM map per class."""
+    classes: list[str]
+    probabilities: np.ndarray     # (classes,)
+    cams: np.ndarray              # (h, w, classes), each in [0, 1]
+    model_input: np.ndarray       # the (size, size, 3) uint8 picture the model saw
+    decoded: images.DecodedImage
+
+    def ranked(self) -> list[tuple[str, float]]:
+        order = np.argsort(self.probabilities)[::-1]
+        return [(self.classes[i], float(self.probabilities[i])) for i in order]
+
+    def as_dict(self) -> dict:
+        return {c: round(float(p), 6) for c, p in zip(self.classes, self.probabilities)}
+
+    def cam(self, code: str) -> np.ndarray:
+        return self.cams[..., self.classes.index(code)]
+
+
+class Predictor:
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.classes = bundle.classes
+        self.input_size = bundle.input_size
+        self.detail_side = bundle.detail_side
+        self.temperature = bundle.temperature
+        self._logits, self._with_cams = explain.make_forward(bundle.model, self.temperature)
+        warm = tf.zeros((1, self.input_size, self.input_size, 3), tf.float32)
+        self._with_cams(warm)
+        self._logits(warm)
+
+    @classmethod
+    def from_path(cls, path) -> "Predictor":
+        return cls(load_bundle(path))
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        return images.prepare(rgb, self.input_size, self.detail_side)
+
+    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Uncalibrated logits for prepared uint8 pictures (n, size, size, 3)."""
+        out = [self._logits(tf.convert_to_tensor(pixels[i:i + batch_size], tf.float32)).numpy()
+               for i in range(0, len(pixels), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def probabilities(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
+        return softmax(self.logits(pixels, batch_size) / self.temperature)
+
+    def analyse(self, decoded: images.DecodedImage) -> Analysis:
+        model_input = self.prepare(decoded.rgb)
+        probs, _, cams = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
+        return Analysis(self.classes, probs.numpy()[0].astype(np.float64), cams.numpy()[0], model_input, decoded)
+
+    def analyse_bytes(self, data: bytes) -> Analysis:
+        return self.analyse(images.decode(data))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)

@@ -1,0 +1,74 @@
+"""Measurable reasons to distrust a prediction: the photo looks unlike the training dermoscopy,
+or the model itself is unsure. Each check is simple enough to explain on the page."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .classes import MALIGNANT_CODES
+
+MIN_SHORT_SIDE = 120          # HAM10000 copies here are 200x150; far smaller has little detail
+MAX_ASPECT = 2.0              # dermatoscope photos are close to 4:3 or square
+MIN_CONTRAST = 10.0           # grey-level standard deviation below this is a nearly blank image
+MIN_COLOURFULNESS = 4.0       # mean |R-G|+|R-B| below this is a grey-scale picture
+DARK, BRIGHT = 25.0, 235.0    # mean grey level outside this range: badly exposed
+MIN_SKIN_SHARE = 0.35         # share of pixels with skin-like ordering of channels (R >= G >= B-ish)
+UNCERTAIN_TOP = 0.50          # top probability below this ...
+UNCERTAIN_MARGIN = 0.15       # ... or a top-2 margin below this: "uncertain"
+MALIGNANT_GROUP_HIGH = 0.50
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+
+
+def image_findings(rgb: np.ndarray) -> list[Finding]:
+    """Checks on the photo alone, before trusting any model output."""
+    height, width = rgb.shape[:2]
+    pixels = rgb.reshape(-1, 3).astype(np.float32)
+    if len(pixels) > 250_000:  # a fixed subsample keeps the checks fast on large photos
+        pixels = pixels[:: len(pixels) // 250_000]
+    grey = pixels.mean(axis=1)
+    r, g, b = pixels.T
+    findings = []
+    if min(height, width) < MIN_SHORT_SIDE:
+        findings.append(Finding("small", f"The photo is only {width}x{height} pixels; the model was trained on "
+                                         f"dermoscopy images of at least 150 pixels on the short side."))
+    aspect = max(height, width) / min(height, width)
+    if aspect > MAX_ASPECT:
+        findings.append(Finding("aspect", f"The photo is {aspect:.1f} times wider than high (or the reverse); "
+                                          "dermoscopy photos are close to square, and only the centre square is used."))
+    if grey.std() < MIN_CONTRAST:
+        findings.append(Finding("uniform", "The photo is nearly uniform: there is no visible lesion."))
+    colourfulness = (np.abs(r - g) + np.abs(r - b)).mean()
+    if colourfulness < MIN_COLOURFULNESS:
+        findings.append(Finding("greyscale", "The photo has no colour; the model learned from colour dermoscopy."))
+    if grey.mean() < DARK or grey.mean() > BRIGHT:
+        findings.append(Finding("exposure", f"The photo is very {'dark' if grey.mean() < DARK else 'bright'} "
+                                            f"(mean level {grey.mean():.0f} of 255)."))
+    skin_share = float(((r >= g - 5) & (g >= b - 15)).mean())
+    if colourfulness >= MIN_COLOURFULNESS and skin_share < MIN_SKIN_SHARE:
+        findings.append(Finding("colour", f"Only {skin_share:.0%} of the pixels have skin-like colours; "
+                                          "this may not be a photo of skin."))
+    return findings
+
+
+def prediction_findings(classes: list[str], probabilities: np.ndarray, thresholds: dict[str, float]) -> list[Finding]:
+    """Flags from the calibrated probabilities: uncertainty, the melanoma threshold, the malignant group."""
+    probs = dict(zip(classes, map(float, probabilities)))
+    ranked = sorted(probs.values(), reverse=True)
+    findings = []
+    if ranked[0] < UNCERTAIN_TOP or ranked[0] - ranked[1] < UNCERTAIN_MARGIN:
+        findings.append(Finding("uncertain", f"Uncertain: the top class has {ranked[0]:.0%} and leads the next by "
+                                             f"{ranked[0] - ranked[1]:.0%}. Read the top three together."))
+    if "mel" in probs and "mel" in thresholds and probs["mel"] >= thresholds["mel"]:
+        findings.append(Finding("melanoma", f"Melanoma probability {probs['mel']:.0%} is above the model's "
+                                            f"melanoma threshold ({thresholds['mel']:.0%})."))
+    malignant = sum(probs.get(c, 0.0) for c in MALIGNANT_CODES)
+    if malignant >= MALIGNANT_GROUP_HIGH:
+        findings.append(Finding("malignant", f"The malignant group (melanoma, basal cell carcinoma, actinic keratosis) "
+                                             f"totals {malignant:.0%}."))
+    return findings

@@ -1,0 +1,90 @@
+"""The models/ folder: which bundles exist and which one the app serves.
+
+The active model is named by a small pointer file, models/active.json, replaced atomically
+(write a temporary file, then os.replace), so a reader sees either the old or the new pointer,
+never half of one. Without a pointer the committed models/default is active.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .bundle import BundleError, read_manifest
+
+DEFAULT_NAME = "default"
+POINTER = "active.json"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("SKIN_MODELS_DIR", Path(__file__).resolve().parents[1] / "models"))
+
+
+def _read_pointer(root: Path) -> dict:
+    try:
+        return json.loads((root / POINTER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"active": DEFAULT_NAME, "previous": []}
+
+
+def _write_pointer(root: Path, pointer: dict) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".active.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(pointer, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, root / POINTER)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise BundleError(f"Could not update the active model pointer: {exc.strerror or exc}") from None
+
+
+def bundle_path(name: str, root: Path | None = None) -> Path:
+    root = root or models_dir()
+    return root / name if (root / name / "manifest.json").exists() else root / "runs" / name
+
+
+def list_bundles(root: Path | None = None) -> list[str]:
+    """Names of readable bundles: models/<name> and the finished runs in models/runs/<name>."""
+    root = root or models_dir()
+    names = []
+    for folder in sorted(root.glob("*")) + sorted(root.glob("runs/*")):
+        if folder.is_dir() and not folder.name.startswith("."):
+            try:
+                read_manifest(folder)
+                names.append(folder.name)
+            except BundleError:
+                continue
+    return names
+
+
+def active_name(root: Path | None = None) -> str:
+    return _read_pointer(root or models_dir())["active"]
+
+
+def active_path(root: Path | None = None) -> Path:
+    return bundle_path(active_name(root), root)
+
+
+def promote(name: str, root: Path | None = None) -> None:
+    """Make a bundle the active model; the old one is remembered for roll-back."""
+    root = root or models_dir()
+    read_manifest(bundle_path(name, root))     # refuse a folder that is not a bundle
+    pointer = _read_pointer(root)
+    if pointer["active"] != name:
+        pointer = {"active": name, "previous": (pointer.get("previous", []) + [pointer["active"]])[-20:]}
+        _write_pointer(root, pointer)
+
+
+def rollback(root: Path | None = None) -> str:
+    """Go back to the model that was active before the last promotion; returns its name."""
+    root = root or models_dir()
+    pointer = _read_pointer(root)
+    previous = [p for p in pointer.get("previous", []) if (bundle_path(p, root) / "manifest.json").exists()]
+    if not previous:
+        raise BundleError("There is no earlier active model to roll back to.")
+    _write_pointer(root, {"active": previous[-1], "previous": previous[:-1]})
+    return previous[-1]

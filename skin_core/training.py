@@ -1,0 +1,373 @@
+"""Fine-tuning MobileNet V1 on a dataset and writing the result as a bundle.
+
+The flow: read and check the dataset -> split by lesion -> decode every image once through
+images.prepare -> tf.data (shuffle, balance, batch, augment, prefetch) -> phase 1 trains the head
+on a frozen body -> phase 2 fine-tunes the whole network with a cosine schedule and early
+stopping -> the best epoch on the validation split is kept -> temperature and melanoma threshold
+are fitted on the validation split -> the untouched test split is evaluated -> bundle.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import keras
+import tensorflow as tf
+
+from . import __version__, bundle as bundles, calibration, data, evaluation
+from .classes import CLASS_CODES
+from .model import build_model, set_trainable_from
+from .recipe import BestWeights, augmenter, class_weights, compile_model
+from .predict import Predictor, softmax
+
+BALANCE_CHOICES = ("weights", "sqrt_weights", "sampling", "none")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    epochs: int = 30                 # total, head phase included
+    head_epochs: int = 2
+    img_size: int = 224
+    alpha: float = 1.0
+    weights: str | None = "imagenet"
+    init_bundle: str | None = None   # start from an existing bundle's weights instead
+    batch_size: int = 32
+    lr: float = 3e-4                 # peak learning rate of the fine-tuning phase
+    head_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    fine_tune_fraction: float = 1.0  # share of the body unfrozen in phase 2
+    seed: int = 42
+    balance: str = "sqrt_weights"
+    augment: bool = True
+    label_smoothing: float = 0.1
+    dropout: float = 0.3
+    patience: int = 8
+    test_fraction: float = 0.2
+    val_fraction: float = 0.15
+    detail_side: int | None = -1     # -1: the dataset's median short side when smaller than img_size
+    mel_sensitivity: float = 0.85    # the melanoma threshold is set to reach this on validation
+    skip_bad: bool = False
+    progress_file: str | None = None
+    name: str | None = None
+    strategy: str = "default"
+    workers: int = 4
+    notes: list[str] = field(default_factory=list)
+
+
+class TrainingCancelled(Exception):
+    pass
+
+
+class ProgressLog:
+    """Human lines on stdout and, optionally, JSON lines another process can follow."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def event(self, kind: str, message: str | None = None, **fields):
+        if message:
+            print(message, flush=True)
+        if self.path:
+            record = {"event": kind, "time": time.time(), **fields}
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Epoch, batch, metrics and ETA, every few seconds and at each epoch end."""
+
+    def __init__(self, log: ProgressLog, phase: str, total_epochs: int, steps: int, batch_size: int,
+                 every_s: float = 5.0):
+        super().__init__()
+        self.log, self.phase, self.total_epochs, self.steps = log, phase, total_epochs, steps
+        self.batch_size, self.every_s = batch_size, every_s
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.start, self.last = epoch, time.time(), 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if now - self.last < self.every_s and batch + 1 < self.steps:
+            return
+        self.last = now
+        done = batch + 1
+        per_step = (now - self.start) / done
+        eta_epoch = per_step * (self.steps - done)
+        eta_total = eta_epoch + per_step * self.steps * (self.total_epochs - self.epoch - 1)
+        metrics = {k: float(v) for k, v in (logs or {}).items()}
+        self.log.event("batch", f"  [{self.phase}] epoch {self.epoch + 1}/{self.total_epochs} batch {done}/{self.steps} "
+                       f"loss {metrics.get('loss', float('nan')):.4f} acc {metrics.get('accuracy', float('nan')):.3f} "
+                       f"ETA {eta_epoch:.0f}s (run {eta_total / 60:.1f} min)",
+                       phase=self.phase, epoch=self.epoch + 1, epochs=self.total_epochs, batch=done,
+                       batches=self.steps, metrics=metrics, eta_s=eta_total)
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.time() - self.start
+        metrics = {k: float(v) for k, v in (logs or {}).items()}
+        images_per_s = self.steps * self.batch_size / seconds if seconds else 0.0
+        metrics.update(epoch_seconds=seconds, images_per_s=images_per_s)
+        if logs is not None:
+            logs.update(epoch_seconds=seconds, images_per_s=images_per_s)
+        summary = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("loss", "val_", "accuracy")))
+        self.log.event("epoch", f"[{self.phase}] epoch {epoch + 1}/{self.total_epochs} {summary} "
+                       f"({seconds:.0f}s, {images_per_s:.1f} img/s)",
+                       phase=self.phase, epoch=epoch + 1, epochs=self.total_epochs, metrics=metrics)
+
+
+def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
+    """Shuffled (or class-balanced) batches with augmentation, prefetched."""
+    onehot = np.eye(n_classes, dtype=np.float32)[labels]
+    if cfg.balance == "sampling":
+        per_class = [tf.data.Dataset.from_tensor_slices((pixels[labels == c], onehot[labels == c]))
+                     .shuffle(4096, seed=cfg.seed + c).repeat() for c in range(n_classes) if (labels == c).any()]
+        ds = tf.data.Dataset.sample_from_datasets(per_class, seed=cfg.seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((pixels, onehot)).shuffle(len(labels), seed=cfg.seed).repeat()
+    steps = max(1, len(labels) // cfg.batch_size)
+    ds = ds.batch(cfg.batch_size, drop_remainder=True)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.augment:
+        augment = augmenter(cfg.seed)
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+def eval_dataset(pixels, labels, n_classes, batch_size) -> tf.data.Dataset:
+    onehot = np.eye(n_classes, dtype=np.float32)[labels]
+    return (tf.data.Dataset.from_tensor_slices((pixels, onehot)).batch(batch_size)
+            .map(lambda x, y: (tf.cast(x, tf.float32), y)).cache().prefetch(tf.data.AUTOTUNE))
+
+
+def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+@dataclass
+class Prepared:
+    """A dataset read, split and decoded: what fitting and finishing both need."""
+    dataset: data.Dataset
+    arrays: data.ImageArrays
+    labels: np.ndarray
+    parts: dict[str, np.ndarray]
+    detail_side: int | None
+    classes: list[str]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.arrays.table
+
+    def subset(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.arrays.pixels[self.parts[name]], self.labels[self.parts[name]]
+
+
+def prepare(cfg: TrainConfig, log: ProgressLog) -> Prepared:
+    """Read and check the dataset, decode it once at the model's input size, split it by lesion."""
+    dataset = data.load_dataset(cfg.data, skip_bad=cfg.skip_bad)
+    classes = list(CLASS_CODES)
+    detail_side = cfg.detail_side
+    if detail_side == -1:
+        detail_side = _median_short_side(dataset.table)
+        detail_side = detail_side if detail_side < cfg.img_size else None
+    log.event("dataset", f"Dataset: {len(dataset.table)} images ({dataset.layout} layout), "
+              f"{dataset.table['lesion_id'].nunique()} lesions; reading at {cfg.img_size}px"
+              + (f" (detail cap {detail_side}px)" if detail_side else ""), counts=dataset.counts())
+    arrays = data.read_images(dataset.table, cfg.img_size, detail_side, skip_bad=cfg.skip_bad, workers=cfg.workers,
+                              on_progress=lambda i, n: log.event("reading", None, done=i, total=n))
+    table = arrays.table
+    table["subset"] = data.split_by_lesion(table, test_fraction=cfg.test_fraction,
+                                           val_fraction=cfg.val_fraction, seed=cfg.seed)
+    labels = table["dx"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    parts = {name: (table["subset"] == name).to_numpy() for name in ("train", "val", "test")}
+    log.event("split", "Split by lesion: " + ", ".join(f"{k} {int(v.sum())}" for k, v in parts.items()),
+              sizes={k: int(v.sum()) for k, v in parts.items()})
+    return Prepared(dataset, arrays, labels, parts, detail_side, classes)
+
+
+def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model, pd.DataFrame, dict]:
+    """Phase 1 trains the head on a frozen body, phase 2 fine-tunes; returns the best epoch's model."""
+    strategy = distribution_strategy(cfg.strategy)
+    replicas = strategy.num_replicas_in_sync
+    run_cfg = cfg if replicas == 1 else _scaled(cfg, replicas)
+    n_classes = len(prep.classes)
+    train_ds, steps = training_dataset(*prep.subset("train"), n_classes, run_cfg)
+    val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size)
+    weights = class_weights(prep.subset("train")[1], n_classes, cfg.balance)
+    with strategy.scope():
+        model = _initial_model(cfg, n_classes)
+    best = BestWeights("val_macro_f1")
+    histories = []
+    head_epochs = min(cfg.head_epochs, cfg.epochs)
+    phases = [("head", 0, head_epochs, 0.0, run_cfg.head_lr),
+              ("fine-tune", head_epochs, cfg.epochs, cfg.fine_tune_fraction, run_cfg.lr)]
+    for phase, first, last, fraction, lr in phases:
+        if last <= first:
+            continue
+        with strategy.scope():
+            set_trainable_from(model, fraction)
+            schedule = lr if phase == "head" else keras.optimizers.schedules.CosineDecay(
+                lr * 0.1, decay_steps=steps * (last - first), warmup_target=lr, warmup_steps=steps)
+            compile_model(model, schedule, cfg.weight_decay, cfg.label_smoothing)
+        log.event("phase", f"Phase {phase}: epochs {first + 1}-{last}, learning rate {lr:g}, "
+                  f"trainable share of the body {fraction:.0%}", phase=phase)
+        callbacks = [ProgressCallback(log, phase, cfg.epochs, steps, run_cfg.batch_size), best]
+        if phase != "head":
+            callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=cfg.patience))
+        fitted = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
+                           steps_per_epoch=steps, class_weight=weights, callbacks=callbacks, verbose=0)
+        frame = pd.DataFrame(fitted.history)
+        frame.index = range(first + 1, first + 1 + len(frame))
+        frame["phase"] = phase
+        histories.append(frame)
+    if best.weights is not None:
+        model.set_weights(best.weights)
+    history = pd.concat(histories)
+    history.index.name = "epoch"
+    return model, history, {"best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "replicas": replicas,
+                            "backend": keras.backend.backend()}
+
+
+def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.DataFrame, fit_info: dict,
+           log: ProgressLog, started: float) -> Path:
+    """Calibrate and set the melanoma threshold on validation, evaluate on test, write the bundle."""
+    classes, table, parts = prep.classes, prep.table, prep.parts
+    manifest = {
+        "name": cfg.name or Path(cfg.out).name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "classes": classes,
+        "input_size": cfg.img_size,
+        "alpha": cfg.alpha,
+        "architecture": "keras.applications.MobileNet (V1), GlobalAveragePooling, Dropout, Dense",
+        "preprocessing": {"crop": "centre square", "detail_side": prep.detail_side, "resize": "bilinear (Pillow)",
+                          "scale": "x / 127.5 - 1, inside the model (layer scale_to_unit)",
+                          "colour": "RGB, EXIF-upright, transparency on white"},
+        "weights_source": cfg.init_bundle or (Path(cfg.weights).name if cfg.weights not in (None, "imagenet") else cfg.weights),
+        "dataset": {"root": Path(cfg.data).name, "layout": prep.dataset.layout, "fingerprint": prep.arrays.fingerprint,
+                    "n_images": int(len(table)), "n_lesions": int(table["lesion_id"].nunique()),
+                    "counts": prep.dataset.counts(), "skipped": prep.dataset.skipped + prep.arrays.unreadable},
+        "split": {"method": "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold)",
+                  "seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
+                  "sizes": {k: int(v.sum()) for k, v in parts.items()}, "file": bundles.SPLIT_FILE},
+        "seed": cfg.seed,
+        "training": {**asdict(cfg), **fit_info, "seconds": None},
+        "versions": _versions(),
+    }
+    log.event("calibrate", "Fitting temperature and melanoma threshold on the validation split")
+    staged = bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": {"temperature": 1.0}}, model=model)
+    predictor = Predictor(staged)
+    val_pixels, val_labels = prep.subset("val")
+    val_logits = predictor.logits(val_pixels)
+    calib = calibration.fit_temperature(val_logits, val_labels)
+    val_probs = softmax(val_logits / calib["temperature"])
+    threshold = evaluation.threshold_for_sensitivity(val_labels, val_probs, classes.index("mel"), cfg.mel_sensitivity)
+    manifest["calibration"] = calib
+    manifest["thresholds"] = {"mel": threshold}
+    val_report = evaluation.build_report(val_labels, val_probs, classes, groups=table.loc[parts["val"], "lesion_id"],
+                                         thresholds=manifest["thresholds"], bootstrap_rounds=0)
+    manifest["validation"] = {k: val_report[k] for k in HEADLINE + ("operating_points",)}
+
+    report = None
+    if parts["test"].any():
+        log.event("evaluate", "Evaluating the held-out test split")
+        test_pixels, test_labels = prep.subset("test")
+        test = table[parts["test"]]
+        test_probs = softmax(predictor.logits(test_pixels) / calib["temperature"])
+        report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"], image_ids=test["image_id"],
+                                         thresholds=manifest["thresholds"])
+        report["dataset"] = "held-out test split of " + Path(cfg.data).name
+        manifest["test"] = {k: report[k] for k in HEADLINE + ("majority_baseline_accuracy", "ci95", "operating_points")}
+        for line in evaluation.summary_lines(report):
+            log.event("summary", line)
+    manifest["training"]["seconds"] = round(time.time() - started, 1)
+    split = table[["image_id", "lesion_id", "dx", "subset"]]
+    out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split)
+    log.event("done", f"Bundle written to {out} ({manifest['training']['seconds'] / 60:.1f} min)", bundle=str(out))
+    return out
+
+
+HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece")
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run a complete training and write the bundle to cfg.out; returns its path."""
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.balance not in BALANCE_CHOICES:
+        raise ValueError(f"balance must be one of {BALANCE_CHOICES}")
+    log = ProgressLog(cfg.progress_file)
+    started = time.time()
+    log.event("start", f"Training {cfg.name or Path(cfg.out).name} on {cfg.data}", config=asdict(cfg))
+    prep = prepare(cfg, log)
+    model, history, info = fit(cfg, prep, log)
+    return finish(cfg, prep, model, history, info, log, started)
+
+
+def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, fit_info: dict) -> Path:
+    """Make a bundle from weights trained elsewhere (e.g. the JAX backend on a GPU) with this recipe.
+
+    The dataset is re-read and re-split with the same seed, so validation and test are the same
+    lesions the training run held out; the fingerprint in the manifest proves it is the same data.
+    """
+    log = ProgressLog(cfg.progress_file)
+    started = time.time()
+    prep = prepare(cfg, log)
+    model = build_model(len(prep.classes), cfg.img_size, cfg.alpha, weights=None, dropout=cfg.dropout)
+    model.load_weights(weights_file)
+    history = pd.read_csv(history_csv, index_col="epoch")
+    return finish(cfg, prep, model, history, fit_info, log, started)
+
+
+def _initial_model(cfg: TrainConfig, n_classes: int) -> keras.Model:
+    model = build_model(n_classes, cfg.img_size, cfg.alpha,
+                        weights=None if cfg.init_bundle else cfg.weights, dropout=cfg.dropout)
+    if cfg.init_bundle:
+        source = bundles.load_bundle(cfg.init_bundle)
+        if source.input_size != cfg.img_size or source.manifest.get("alpha") != cfg.alpha:
+            raise ValueError(f"The starting bundle is alpha {source.manifest.get('alpha')} at "
+                             f"{source.input_size}px; set --alpha and --img-size to match.")
+        model.set_weights(source.model.get_weights())
+    return model
+
+
+def _scaled(cfg: TrainConfig, replicas: int) -> TrainConfig:
+    """The global batch grows with the replicas, and the learning rates with it (linear scaling)."""
+    from dataclasses import replace
+    return replace(cfg, batch_size=cfg.batch_size * replicas, lr=cfg.lr * replicas, head_lr=cfg.head_lr * replicas)
+
+
+def _median_short_side(table: pd.DataFrame, sample: int = 200) -> int:
+    from PIL import Image
+    paths = table["path"].sample(min(sample, len(table)), random_state=0)
+    sides = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except OSError:
+            continue
+    return int(np.median(sides)) if sides else 10_000
+
+
+def _versions() -> dict:
+    import sklearn
+    return {"skin_core": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}

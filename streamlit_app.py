@@ -1,0 +1,42 @@
+"""Skin-lesion classifier demo: the entry point. Run with `streamlit run streamlit_app.py`."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import streamlit as st
+
+from skin_core import registry
+from skin_core.bundle import BundleError, read_manifest
+from pages.common import NOTICE
+
+st.set_page_config(page_title="Skin lesion classifier (research demo)", page_icon="🔬", layout="wide")
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.markdown("### Active model")
+        try:
+            manifest = read_manifest(registry.active_path())
+        except BundleError as exc:
+            st.error(f"No usable active model: {exc}")
+        else:
+            st.markdown(f"**{manifest.get('name', registry.active_name())}**")
+            st.caption(f"Trained {manifest.get('created', '?')[:10]} · MobileNet V1 α={manifest.get('alpha')} · "
+                       f"{manifest['input_size']} px")
+            test = manifest.get("test")
+            if test:
+                st.caption(f"Held-out test ({test['n']} images): balanced accuracy {test['balanced_accuracy']:.2f}, "
+                           f"macro F1 {test['macro_f1']:.2f}, accuracy {test['accuracy']:.2f} "
+                           f"(always-nv baseline {test['majority_baseline_accuracy']:.2f})")
+        st.warning(NOTICE, icon="⚠️")
+
+
+pages = [
+    st.Page("pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
+    st.Page("pages/evaluation.py", title="Evaluation", icon="📊"),
+    st.Page("pages/retrain.py", title="Retrain", icon="🛠️"),
+    st.Page("pages/about.py", title="About", icon="ℹ️"),
+]
+navigation = st.navigation(pages)
+sidebar()
+navigation.run()

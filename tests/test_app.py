@@ -1,0 +1,90 @@
+"""The app shell and pages under Streamlit's AppTest, serving a tiny bundle trained in the tests."""
+import json
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, SAMPLE
+
+TIMEOUT = 120
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+
+
+def real_image() -> bytes:
+    return next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg")).read_bytes()
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_shell_shows_navigation_sidebar_and_notice(models_dir):
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    sidebar = " ".join(str(e.value) for e in at.sidebar.markdown) + " ".join(str(e.value) for e in at.sidebar.caption)
+    assert "Held-out test" in sidebar and "baseline" in sidebar
+    assert "not a medical device" in texts(at)
+
+
+def test_diagnose_a_real_image_gives_chart_top3_and_overlay(models_dir):
+    at = page("diagnose").run()
+    assert not at.exception
+    at.file_uploader[0].set_value(("lesion.jpg", real_image(), "image/jpeg")).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    assert any(str(m.value).startswith("**Top 3:**") for m in at.markdown)
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
+    assert at.selectbox[0].value in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    assert "not a medical device" in texts(at)
+
+
+def test_diagnose_refuses_a_bad_file_without_a_traceback(models_dir):
+    at = page("diagnose").run()
+    at.file_uploader[0].set_value(("notes.jpg", b"this is not a picture", "image/jpeg")).run()
+    assert not at.exception
+    assert any("Cannot use this file" in str(e.value) for e in at.error)
+    assert len(at.get("plotly_chart")) == 0
+
+
+def test_diagnose_example_gallery_gives_a_result_in_one_click(models_dir):
+    at = page("diagnose").run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_diagnose_marks_an_untrained_tiny_model_uncertain(models_dir):
+    # two epochs on 70 images cannot be confident about anything: the page must say so
+    at = page("diagnose").run()
+    at.file_uploader[0].set_value(("lesion.jpg", real_image(), "image/jpeg")).run()
+    assert any("Uncertain" in str(w.value) for w in at.warning)
+
+
+def test_evaluation_page_shows_the_numbers_in_the_json(models_dir):
+    report = json.loads((models_dir / "default" / "evaluation.json").read_text())
+    at = page("evaluation").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Balanced accuracy"] == f"{report['balanced_accuracy']:.3f}"
+    assert metrics["Macro F1"] == f"{report['macro_f1']:.3f}"
+    assert metrics["Majority baseline"] == f"{report['majority_baseline_accuracy']:.3f}"
+    assert len(at.get("plotly_chart")) >= 5
+
+
+def test_evaluation_page_without_history_and_comparing_two(models_dir):
+    shutil.copytree(models_dir / "default", models_dir / "second")
+    manifest = json.loads((models_dir / "second" / "manifest.json").read_text())
+    del manifest["files"]["history.csv"]
+    (models_dir / "second" / "manifest.json").write_text(json.dumps(manifest))
+    (models_dir / "second" / "history.csv").unlink()
+    at = page("evaluation").run()
+    at.toggle[0].set_value(True).run()
+    assert not at.exception
+    assert len(at.selectbox) == 2
+    assert any("no training history" in str(i.value) for i in at.info)

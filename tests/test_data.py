@@ -1,0 +1,110 @@
+"""Reading datasets in both layouts, refusing bad ones clearly, and splitting without leaks."""
+import pandas as pd
+import pytest
+
+from skin_core import data
+from skin_core.classes import CLASS_CODES
+from conftest import make_folder_dataset, make_ham_dataset
+
+
+def test_reads_official_layout_across_part_folders(tmp_path, sample_meta):
+    ds = data.load_dataset(make_ham_dataset(tmp_path / "ham", sample_meta))
+    assert ds.layout == "ham10000"
+    assert len(ds.table) == 70
+    assert ds.counts() == {c: 10 for c in CLASS_CODES}
+    assert ds.table["path"].str.contains("HAM10000_images_part_2").any()
+    assert (ds.table["lesion_id"] == sample_meta["lesion_id"]).all()
+
+
+def test_reads_class_folders_and_each_image_is_its_own_lesion(tmp_path, sample_meta):
+    ds = data.load_dataset(make_folder_dataset(tmp_path / "folders", sample_meta))
+    assert ds.layout == "folders"
+    assert ds.counts() == {c: 10 for c in CLASS_CODES}
+    assert (ds.table["lesion_id"] == ds.table["image_id"]).all()
+
+
+def test_class_folders_take_lesion_ids_from_a_csv(tmp_path, sample_meta):
+    root = make_folder_dataset(tmp_path / "folders", sample_meta)
+    sample_meta[["image_id", "lesion_id"]].to_csv(root / "lesions.csv", index=False)
+    ds = data.load_dataset(root)
+    assert set(ds.table["lesion_id"]) == set(sample_meta["lesion_id"])
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(data.DatasetError, match="empty"):
+        data.load_dataset(tmp_path)
+
+
+def test_no_labels(tmp_path, sample_meta):
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "a.jpg").write_bytes(open(sample_meta["path"][0], "rb").read())
+    with pytest.raises(data.DatasetError, match="No labels"):
+        data.load_dataset(tmp_path)
+
+
+def test_unknown_dx_values_are_named_with_first_rows(tmp_path, sample_meta):
+    meta = sample_meta.copy()
+    meta.loc[[0, 1], "dx"] = "melanoma"
+    with pytest.raises(data.DatasetError, match=r"unknown dx values \['melanoma'\].*" + meta["image_id"][0]):
+        data.load_dataset(make_ham_dataset(tmp_path / "ham", meta))
+
+
+def test_missing_images_are_named(tmp_path, sample_meta):
+    root = make_ham_dataset(tmp_path / "ham", sample_meta)
+    missing = sample_meta["image_id"][3]
+    next(root.rglob(f"{missing}.jpg")).unlink()
+    with pytest.raises(data.DatasetError, match=f"1 images listed in the metadata are missing: {missing}"):
+        data.load_dataset(root)
+    assert len(data.load_dataset(root, skip_bad=True).table) == 69
+
+
+def test_unreadable_images_are_counted_and_named(tmp_path, sample_meta):
+    root = make_ham_dataset(tmp_path / "ham", sample_meta)
+    broken = sample_meta["image_id"][5]
+    path = next(root.rglob(f"{broken}.jpg"))
+    path.write_bytes(path.read_bytes()[:300])
+    table = data.load_dataset(root).table
+    with pytest.raises(data.DatasetError, match=f"1 images cannot be read: {broken}.jpg"):
+        data.read_images(table, 32)
+    arrays = data.read_images(table, 32, skip_bad=True)
+    assert arrays.pixels.shape == (69, 32, 32, 3)
+    assert broken not in set(arrays.table["image_id"])
+
+
+def test_a_class_without_images(tmp_path, sample_meta):
+    meta = sample_meta[sample_meta["dx"] != "df"]
+    with pytest.raises(data.DatasetError, match="no images: df"):
+        data.load_dataset(make_ham_dataset(tmp_path / "ham", meta))
+
+
+def test_unknown_class_folder(tmp_path, sample_meta):
+    root = make_folder_dataset(tmp_path / "folders", sample_meta)
+    (root / "melanoma").mkdir()
+    with pytest.raises(data.DatasetError, match="Unknown class folders melanoma"):
+        data.load_dataset(root)
+
+
+def test_split_keeps_every_lesion_on_one_side_and_every_class_everywhere():
+    # 600 images of 250 lesions, several images per lesion, an nv-heavy mix like HAM10000
+    rows = []
+    for lesion in range(250):
+        dx = CLASS_CODES[lesion % 7] if lesion < 140 else "nv"
+        rows += [{"image_id": f"img{lesion}_{k}", "lesion_id": f"L{lesion}", "dx": dx}
+                 for k in range(1 + lesion % 4)]
+    table = pd.DataFrame(rows)
+    subset = data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.15, seed=3)
+    sides = table.assign(subset=subset).groupby("lesion_id")["subset"].nunique()
+    assert (sides == 1).all()
+    for name in ("train", "val", "test"):
+        assert set(table.loc[subset == name, "dx"]) == set(CLASS_CODES)
+    assert 0.12 < (subset == "test").mean() < 0.28
+    again = data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.15, seed=3)
+    assert (again == subset).all()
+
+
+def test_fingerprint_changes_with_the_pixels(sample_meta):
+    first = data.read_images(sample_meta.head(14), 32).fingerprint
+    assert first == data.read_images(sample_meta.head(14), 32).fingerprint
+    changed = sample_meta.head(14).copy()
+    changed.loc[0, "path"] = sample_meta["path"][20]
+    assert data.read_images(changed, 32).fingerprint != first

@@ -1,0 +1,89 @@
+"""The evaluation report on cases whose right answers are known by construction."""
+import numpy as np
+import pytest
+
+from skin_core import calibration, evaluation
+from skin_core.classes import CLASS_CODES
+
+
+def one_hot_probs(labels, confidence=0.9, n=7):
+    probs = np.full((len(labels), n), (1 - confidence) / (n - 1))
+    probs[np.arange(len(labels)), labels] = confidence
+    return probs
+
+
+def test_perfect_predictions():
+    y = np.repeat(np.arange(7), 10)
+    report = evaluation.build_report(y, one_hot_probs(y), list(CLASS_CODES), bootstrap_rounds=50)
+    assert report["accuracy"] == report["balanced_accuracy"] == report["macro_f1"] == 1.0
+    assert report["top2_accuracy"] == report["top3_accuracy"] == 1.0
+    assert np.array_equal(np.array(report["confusion_matrix"]), np.eye(7) * 10)
+    assert all(row["auc"] == 1.0 for row in report["per_class"].values())
+    assert report["ece"] == pytest.approx(0.1)  # always 90% sure, always right
+    assert report["ci95"]["accuracy"] == [1.0, 1.0]
+
+
+def test_majority_answer_matches_the_baseline_and_scores_low_balanced_accuracy():
+    y = np.array([5] * 60 + [0, 1, 2, 3, 4, 6] * 5)   # 60 nv, 5 of each other class
+    probs = one_hot_probs(np.full(len(y), 5))
+    report = evaluation.build_report(y, probs, list(CLASS_CODES), bootstrap_rounds=50)
+    assert report["accuracy"] == pytest.approx(60 / 90)
+    assert report["majority_baseline_accuracy"] == pytest.approx(60 / 90)
+    assert report["majority_class"] == "nv"
+    assert report["balanced_accuracy"] == pytest.approx(1 / 7)
+    assert report["per_class"]["nv"]["recall"] == 1.0
+    assert report["per_class"]["mel"]["recall"] == 0.0
+    assert report["confusion_matrix"][4][5] == 5        # every melanoma called nv: row = true class
+
+
+def test_known_confusions_and_top_k():
+    y = np.array([0, 0, 1, 1])
+    probs = np.zeros((4, 7))
+    probs[0, [0, 1, 2]] = [0.6, 0.3, 0.1]   # right
+    probs[1, [1, 0, 2]] = [0.6, 0.3, 0.1]   # second guess right
+    probs[2, [2, 3, 1]] = [0.5, 0.3, 0.2]   # third guess right
+    probs[3, [1, 0, 2]] = [0.7, 0.2, 0.1]   # right
+    report = evaluation.build_report(y, probs, list(CLASS_CODES), bootstrap_rounds=0)
+    assert report["accuracy"] == 0.5
+    assert report["top2_accuracy"] == 0.75
+    assert report["top3_accuracy"] == 1.0
+    assert report["per_class"]["akiec"]["precision"] == 1.0
+    assert report["per_class"]["akiec"]["recall"] == 0.5
+    assert report["ci95"] is None
+
+
+def test_bootstrap_resamples_lesions_not_images():
+    # one lesion photographed 50 times and always wrong, 50 lesions once each and right
+    y = np.zeros(100, int)
+    pred = np.r_[np.ones(50, int), np.zeros(50, int)]
+    groups = np.r_[np.zeros(50, int), np.arange(1, 51)]
+    ci = evaluation.bootstrap_ci(y, pred, groups, list(range(7)), rounds=300)
+    ci_images = evaluation.bootstrap_ci(y, pred, np.arange(100), list(range(7)), rounds=300)
+    width = ci["accuracy"][1] - ci["accuracy"][0]
+    assert width > 1.5 * (ci_images["accuracy"][1] - ci_images["accuracy"][0])
+
+
+def test_melanoma_threshold_reaches_the_sensitivity_asked_for():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 500)
+    probs = rng.dirichlet(np.ones(7), 500)
+    probs[y == 4, 4] += 0.3
+    probs /= probs.sum(1, keepdims=True)
+    t = evaluation.threshold_for_sensitivity(y, probs, 4, 0.85)
+    point = evaluation.operating_point(y, probs, 4, t)
+    assert point["sensitivity"] >= 0.85
+    assert evaluation.operating_point(y, probs, 4, t + 1e-6)["sensitivity"] < 0.85 or t >= 1
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    # labels drawn from softmax(z): a model reporting softmax(4 z) is overconfident by exactly T = 4
+    from skin_core.predict import softmax
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, (4000, 7))
+    y = np.array([rng.choice(7, p=p) for p in softmax(z)])
+    fit = calibration.fit_temperature(4 * z, y)
+    assert fit["temperature"] == pytest.approx(4, rel=0.1)
+    assert fit["val_nll_after"] < fit["val_nll_before"]
+    before, _ = evaluation.expected_calibration_error(y, softmax(4 * z))
+    after, _ = evaluation.expected_calibration_error(y, softmax(4 * z / fit["temperature"]))
+    assert after < 0.03 < before

@@ -1,0 +1,131 @@
+"""A real tiny training run writes a bundle that loads, predicts, and refuses tampering."""
+import json
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from skin_core import bundle as bundles
+from skin_core import images
+from skin_core.model import WeightsError, build_model
+from skin_core.predict import Predictor
+from conftest import SAMPLE
+
+
+def test_training_writes_a_complete_bundle(tiny_bundle):
+    names = {p.name for p in tiny_bundle.iterdir()}
+    assert {"model.keras", "manifest.json", "history.csv", "evaluation.json", "split.csv"} <= names
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    assert manifest["input_size"] == 32 and manifest["alpha"] == 0.25
+    assert manifest["dataset"]["n_images"] == 70 and len(manifest["dataset"]["fingerprint"]) == 64
+    assert set(manifest["versions"]) >= {"tensorflow", "keras", "scikit-learn", "numpy"}
+    assert 0 < manifest["thresholds"]["mel"] <= 1
+    assert manifest["calibration"]["temperature"] > 0
+    history = pd.read_csv(tiny_bundle / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert {"loss", "accuracy", "top2", "top3", "val_loss", "val_accuracy", "phase"} <= set(history.columns)
+    split = pd.read_csv(tiny_bundle / "split.csv")
+    assert (split.groupby("lesion_id")["subset"].nunique() == 1).all()
+    report = json.loads((tiny_bundle / "evaluation.json").read_text())
+    assert report["n"] == (split["subset"] == "test").sum()
+    assert set(report["predictions"]["image_id"]) == set(split.loc[split["subset"] == "test", "image_id"])
+
+
+def test_progress_file_is_machine_readable(tiny_bundle):
+    events = [json.loads(line) for line in (tiny_bundle.parent / "tiny_progress.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all("val_loss" in e["metrics"] for e in epochs)
+    assert any(e["event"] == "batch" and e["batches"] > 0 for e in events)
+
+
+def test_bundle_loads_and_predicts_a_real_image(tiny_bundle):
+    predictor = Predictor.from_path(tiny_bundle)
+    analysis = predictor.analyse(images.load_file(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))))
+    assert analysis.probabilities.shape == (7,)
+    assert analysis.probabilities.sum() == pytest.approx(1, abs=1e-5)
+    assert analysis.model_input.shape == (32, 32, 3)
+
+
+def copy_of(bundle, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def edit_manifest(path, **changes):
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(changes)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_changed_model_bytes_are_refused(tiny_bundle, tmp_path):
+    path = copy_of(tiny_bundle, tmp_path)
+    with open(path / "model.keras", "r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\x00\x01\x02")
+    with pytest.raises(bundles.BundleError, match="model.keras does not match its manifest checksum"):
+        bundles.load_bundle(path)
+
+
+def test_tampered_manifest_is_refused(tiny_bundle, tmp_path):
+    path = copy_of(tiny_bundle, tmp_path)
+    edit_manifest(path, classes=["akiec", "bcc", "bkl", "df", "mel", "nv"])
+    with pytest.raises(bundles.BundleError, match="7 outputs but the manifest lists 6 classes"):
+        bundles.load_bundle(path)
+    edit_manifest(path, format_version=99)
+    with pytest.raises(bundles.BundleError, match="unknown bundle format version 99"):
+        bundles.load_bundle(path)
+
+
+def test_missing_file_is_refused(tiny_bundle, tmp_path):
+    path = copy_of(tiny_bundle, tmp_path)
+    (path / "history.csv").unlink()
+    with pytest.raises(bundles.BundleError, match="history.csv is missing"):
+        bundles.load_bundle(path)
+    with pytest.raises(bundles.BundleError, match="manifest.json is missing"):
+        bundles.load_bundle(tmp_path)
+
+
+def test_a_lambda_layer_is_refused_by_safe_mode(tiny_bundle, tmp_path):
+    path = copy_of(tiny_bundle, tmp_path)
+    model = keras.saving.load_model(path / "model.keras", compile=False)
+    hacked = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Lambda(lambda x: x * 1.0), model])
+    hacked.save(path / "model.keras")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["model.keras"] = bundles.sha256_file(path / "model.keras")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(bundles.BundleError, match="cannot be loaded safely"):
+        bundles.load_bundle(path)
+
+
+def test_weights_from_an_h5_file(tmp_path):
+    source = keras.applications.MobileNet(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=None)
+    path = tmp_path / "mobilenet_2_5_no_top.h5"
+    _save_legacy_h5(source, path)
+    model = build_model(input_size=64, alpha=0.25, weights=str(path))
+    np.testing.assert_allclose(model.get_layer("conv_pw_5").get_weights()[0],
+                               source.get_layer("conv_pw_5").get_weights()[0])
+
+
+def _save_legacy_h5(model, path):
+    """Write weights in Keras's legacy HDF5 layout, the layout of the ImageNet weight files."""
+    from keras.src.legacy.saving import legacy_h5_format
+    import h5py
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+
+
+def test_missing_or_wrong_weights_give_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        build_model(input_size=64, alpha=0.25, weights=str(tmp_path / "nope.h5"))
+    wrong = tmp_path / "wrong.h5"
+    _save_legacy_h5(keras.applications.MobileNet(input_shape=(64, 64, 3), alpha=0.5, include_top=False,
+                                                 weights=None), wrong)
+    with pytest.raises(WeightsError):
+        build_model(input_size=64, alpha=0.25, weights=str(wrong))

@@ -1,0 +1,103 @@
+"""Train MobileNet V1 on a skin-lesion dataset and write a model bundle.
+
+    python train.py --data path/to/HAM10000 --out models/my_model
+
+See README.md ("Train your own model") for the command that reproduces models/default.
+"""
+import argparse
+import warnings
+import os
+import signal
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset folder (HAM10000 layout or one folder per class)")
+    p.add_argument("--out", required=True, help="bundle folder to write, e.g. models/my_model")
+    p.add_argument("--epochs", type=int, default=30, help="total epochs, head phase included")
+    p.add_argument("--head-epochs", type=int, default=2, help="epochs training only the new head")
+    p.add_argument("--img-size", type=int, default=224, help="square input size in pixels")
+    p.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier (0.25, 0.5, 0.75, 1.0)")
+    p.add_argument("--weights", default="imagenet", help="'imagenet', a Keras .h5 weights file, or 'none'")
+    p.add_argument("--init-bundle", default=None, help="start from this bundle's weights instead")
+    p.add_argument("--batch-size", type=int, default=32, help="per-replica batch size")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate while fine-tuning")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head phase")
+    p.add_argument("--fine-tune-fraction", type=float, default=1.0, help="share of the body unfrozen in phase 2")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--balance", default="sqrt_weights", choices=["weights", "sqrt_weights", "sampling", "none"],
+                   help="class balancing: loss weights, their square root, balanced sampling, or none")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--detail-side", type=int, default=-1,
+                   help="cap the detail of inputs to this many pixels (-1: the dataset's own resolution, 0: none)")
+    p.add_argument("--mel-sensitivity", type=float, default=0.85,
+                   help="melanoma sensitivity the decision threshold must reach on validation")
+    p.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images instead of stopping")
+    p.add_argument("--progress-file", default=None, help="also write progress as JSON lines to this file")
+    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                   help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    p.add_argument("--name", default=None, help="display name of the model (default: the --out folder name)")
+    p.add_argument("--finish-from", default=None, metavar="PREFIX",
+                   help="skip fitting: make the bundle from PREFIX.weights.h5, PREFIX.history.csv and PREFIX.json "
+                        "written by scripts/train_jax.py")
+    return p
+
+
+def main(args) -> int:
+    from skin_core import data, training
+    from skin_core.bundle import BundleError
+    from skin_core.model import WeightsError
+
+    settings = {k: v for k, v in vars(args).items() if k != "finish_from"}
+    config = training.TrainConfig(**settings)
+    if config.detail_side == 0:
+        config.detail_side = None
+    log = training.ProgressLog(config.progress_file)
+
+    def cancel(signum, frame):
+        raise training.TrainingCancelled()
+
+    signal.signal(signal.SIGTERM, cancel)
+    try:
+        if args.finish_from:
+            finish_from(config, args.finish_from)
+        else:
+            training.train(config)
+    except training.TrainingCancelled:
+        log.event("cancelled", "Training cancelled; nothing was written to " + config.out)
+        return 130
+    except KeyboardInterrupt:
+        log.event("cancelled", "Training interrupted; nothing was written to " + config.out)
+        return 130
+    except (data.DatasetError, WeightsError, BundleError, ValueError) as exc:
+        log.event("error", f"error: {exc}", error=str(exc))
+        return 2
+    except Exception as exc:
+        log.event("error", f"error: training failed: {type(exc).__name__}: {exc}", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return 0
+
+
+def finish_from(config, prefix: str):
+    """Bundle weights fitted by scripts/train_jax.py, recording the settings that run used."""
+    import dataclasses
+    import json
+    from skin_core import training
+    info = json.loads(open(prefix + ".json").read())
+    known = {f.name for f in dataclasses.fields(config)}
+    config = dataclasses.replace(config, **{k: v for k, v in info["settings"].items() if k in known})
+    fit_info = {k: v for k, v in info.items() if k != "settings"}
+    return training.finish_from_weights(config, prefix + ".weights.h5", prefix + ".history.csv", fit_info)
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
