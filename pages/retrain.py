@@ -1,9 +1,193 @@
-"""Retrain: launch, follow, cancel and promote a training run (being built)."""
+"""Retrain: launch a training run on a dataset, follow it live, cancel it, compare and promote."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
 import streamlit as st
 
 from pages.common import notice
+from skin_core import access, jobs, registry
+from skin_core.bundle import BundleError, read_manifest
+from skin_core.data import DatasetError, load_dataset
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
+            ("top2_accuracy", "Top-2"), ("top3_accuracy", "Top-3"), ("ece", "ECE (lower is better)")]
+
+
+def secrets() -> dict:
+    try:
+        return dict(st.secrets)
+    except Exception:   # no secrets.toml: Streamlit raises rather than returning {}
+        return {}
+
+
+def is_admin() -> bool:
+    required = access.required_password(secrets())
+    if not required:
+        return True
+    given = st.text_input("Admin password", type="password", key="admin_password",
+                          help="Launching, cancelling, promoting, rolling back and deleting need it on this server.")
+    if given and not access.allowed(given, required):
+        st.error("Wrong password.")
+    return access.allowed(given, required)
+
+
+@st.fragment(run_every=2)
+def follow(run_id: str, admin: bool) -> None:
+    state = jobs.state(run_id)
+    st.markdown(f"**{run_id}** — {state.status}")
+    batch = state.last_batch
+    if batch:
+        epoch, epochs = batch["epoch"], batch["epochs"]
+        share = ((epoch - 1) + batch.get("batch", batch.get("batches", 1)) / max(batch.get("batches", 1), 1)) / epochs \
+            if batch["event"] == "batch" else epoch / epochs
+        eta = batch.get("eta_s")
+        st.progress(min(share, 1.0), f"epoch {epoch}/{epochs}" + (f", batch {batch['batch']}/{batch['batches']}"
+                                                                    if batch["event"] == "batch" else "")
+                    + (f" — about {eta / 60:.1f} min left" if eta else ""))
+    else:
+        st.progress(0.0, "Reading the dataset...")
+    show_curves(state)
+    st.code(jobs.log_tail(run_id, 12) or "(no output yet)", language=None)
+    if state.status == "running":
+        if st.button("Cancel this run", disabled=not admin, key="cancel"):
+            jobs.cancel(run_id)
+            st.rerun(scope="app")
+    else:
+        st.rerun(scope="app")
+
+
+def show_curves(state: jobs.RunState) -> None:
+    epochs = [{"epoch": e["epoch"], **e["metrics"]} for e in state.events if e["event"] == "epoch"]
+    if not epochs:
+        return
+    frame = pd.DataFrame(epochs)
+    columns = [c for c in ("loss", "val_loss", "accuracy", "val_accuracy") if c in frame]
+    st.plotly_chart(px.line(frame.melt("epoch", columns), x="epoch", y="value", color="variable", markers=True,
+                            height=300), key=f"curves-{state.run_id}-{len(epochs)}")
+
+
+def launch_form(admin: bool) -> None:
+    st.subheader("Launch a training run")
+    source = st.radio("Dataset", ["Shipped sample (70 images)", "A folder on the server"], horizontal=True)
+    folder = str(SAMPLE_DIR) if source.startswith("Shipped") else st.text_input(
+        "Dataset folder", help="HAM10000 layout (metadata CSV + images) or one sub-folder per class")
+    dataset_ok = False
+    if folder:
+        try:
+            dataset = load_dataset(folder)
+        except DatasetError as exc:
+            st.error(f"This dataset cannot be used: {exc}")
+        else:
+            dataset_ok = True
+            counts = dataset.counts()
+            st.caption(f"{len(dataset.table)} images of {dataset.table['lesion_id'].nunique()} lesions "
+                       f"({dataset.layout} layout): " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    with st.form("launch"):
+        start_from = st.selectbox("Start from", ["ImageNet weights", "The active model", "No weights (random)"],
+                                  help="ImageNet weights download once on a connected machine.")
+        left, middle, right = st.columns(3)
+        epochs = left.number_input("Epochs", 1, 200, 5, help="Total epochs, including 2 for the new head")
+        img_size = middle.select_slider("Input size", [96, 128, 160, 192, 224], 128)
+        alpha = right.select_slider("Width (alpha)", [0.25, 0.5, 0.75, 1.0], 0.25,
+                                    help="MobileNet width: 0.25 trains fast on a CPU, 1.0 is the default model's")
+        batch = left.number_input("Batch size", 4, 256, 16)
+        lr = middle.number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.6f")
+        seed = right.number_input("Seed", 0, 10_000, 42)
+        balance = left.selectbox("Class balancing", ["sqrt_weights", "weights", "sampling", "none"])
+        augment = middle.checkbox("Augmentation (rotation, flips, zoom)", True)
+        submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
+    if submitted:
+        config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
+                  "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
+                  "no_augment": not augment}
+        if start_from == "The active model":
+            config["init_bundle"] = str(registry.active_path())
+            manifest = read_manifest(registry.active_path())
+            config.update(img_size=manifest["input_size"], alpha=manifest["alpha"])
+        else:
+            config["weights"] = "imagenet" if start_from == "ImageNet weights" else "none"
+        try:
+            run_id = jobs.start(config)
+        except jobs.JobError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["followed"] = run_id
+            st.rerun()
+
+
+def compare_with_active(name: str) -> None:
+    active = registry.active_name()
+    try:
+        ours = read_manifest(registry.bundle_path(name)).get("test") or {}
+        theirs = read_manifest(registry.bundle_path(active)).get("test") or {}
+    except BundleError as exc:
+        st.error(str(exc))
+        return
+    rows = [{"metric": label, name: ours.get(key), f"active ({active})": theirs.get(key),
+             "difference": (ours[key] - theirs[key]) if key in ours and key in theirs else None}
+            for key, label in COMPARED]
+    st.dataframe(pd.DataFrame(rows).set_index("metric").style.format("{:+.3f}", subset=["difference"], na_rep="–")
+                 .format("{:.3f}", subset=[name, f"active ({active})"], na_rep="–"))
+    st.caption("Each model is scored on its own held-out test split; compare on a common dataset with "
+               "`python -m skin_core evaluate` or the Evaluation page for a like-for-like reading.")
+
+
+def runs_section(admin: bool) -> None:
+    st.subheader("Runs")
+    active = registry.active_name()
+    left, right = st.columns([3, 1])
+    left.markdown(f"Active model: **{active}**")
+    if right.button("Roll back to the previous model", disabled=not admin):
+        try:
+            st.success(f"Rolled back: {registry.rollback()} is active again.")
+        except BundleError as exc:
+            st.error(str(exc))
+    runs = jobs.list_runs()
+    if not runs:
+        st.info("No runs yet.")
+        return
+    run_id = st.selectbox("Run", runs)
+    state = jobs.state(run_id)
+    st.markdown(f"Status: **{state.status}**" + (f" — {state.error}" if state.error else ""))
+    if state.status == "running":
+        return
+    show_curves(state)
+    if state.status == "done":
+        compare_with_active(run_id)
+        promote, delete = st.columns(2)
+        if promote.button("Promote to active model", disabled=not admin or run_id == active, key=f"pr-{run_id}"):
+            registry.promote(run_id)
+            st.cache_resource.clear()
+            st.success(f"{run_id} is now the active model.")
+            st.rerun()
+    else:
+        delete = st.columns(2)[1]
+        with st.expander("Log"):
+            st.code(jobs.log_tail(run_id, 40), language=None)
+    if delete.button("Delete this run", disabled=not admin or run_id == active, key=f"del-{run_id}"):
+        try:
+            jobs.delete(run_id)
+        except jobs.JobError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
+
 
 st.title("🛠️ Retrain")
 notice()
-st.info("Retraining from the browser is not available yet. Train from the command line with "
-        "`python train.py --data DATASET --out models/NAME` (see the README); the Evaluation page lists the result.")
+st.write("Train a new model in the background (a separate process: closing this page does not stop it), "
+         "compare it with the active model, and promote it when it is better.")
+admin = is_admin()
+running = jobs.running_job()
+if running:
+    st.subheader("Running now")
+    follow(running, admin)
+else:
+    launch_form(admin)
+st.divider()
+runs_section(admin)

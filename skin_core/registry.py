@@ -43,19 +43,22 @@ def _write_pointer(root: Path, pointer: dict) -> None:
 
 
 def bundle_path(name: str, root: Path | None = None) -> Path:
+    """models/<name>, or the bundle a retraining run wrote in models/runs/<name>/bundle."""
     root = root or models_dir()
-    return root / name if (root / name / "manifest.json").exists() else root / "runs" / name
+    return root / name if (root / name / "manifest.json").exists() else root / "runs" / name / "bundle"
 
 
 def list_bundles(root: Path | None = None) -> list[str]:
     """Names of readable bundles: models/<name> and the finished runs in models/runs/<name>."""
     root = root or models_dir()
     names = []
-    for folder in sorted(root.glob("*")) + sorted(root.glob("runs/*")):
-        if folder.is_dir() and not folder.name.startswith("."):
+    candidates = [(f.name, f) for f in sorted(root.glob("*"))] + \
+                 [(f.parent.name, f) for f in sorted(root.glob("runs/*/bundle"))]
+    for name, folder in candidates:
+        if folder.is_dir() and not name.startswith("."):
             try:
                 read_manifest(folder)
-                names.append(folder.name)
+                names.append(name)
             except BundleError:
                 continue
     return names

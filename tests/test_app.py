@@ -88,3 +88,28 @@ def test_evaluation_page_without_history_and_comparing_two(models_dir):
     assert not at.exception
     assert len(at.selectbox) == 2
     assert any("no training history" in str(i.value) for i in at.info)
+
+
+def launch_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Launch")
+
+
+def test_retrain_page_renders_the_form_with_the_sample_dataset(models_dir, monkeypatch):
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    at = page("retrain").run()
+    assert not at.exception
+    assert any("70 images" in str(c.value) for c in at.caption)
+    assert not launch_button(at).disabled
+    assert "No runs yet." in [i.value for i in at.info]
+
+
+def test_retrain_actions_need_the_password_when_one_is_set(models_dir, monkeypatch):
+    monkeypatch.setenv("SKIN_ADMIN_PASSWORD", "hunter2")
+    at = page("retrain").run()
+    assert not at.exception
+    assert launch_button(at).disabled
+    at.text_input(key="admin_password").input("wrong").run()
+    assert any("Wrong password" in str(e.value) for e in at.error)
+    assert launch_button(at).disabled
+    at.text_input(key="admin_password").input("hunter2").run()
+    assert not launch_button(at).disabled

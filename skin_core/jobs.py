@@ -1,0 +1,189 @@
+"""Retraining jobs: `train.py` in its own process, one at a time, followed through files.
+
+Each run gets models/runs/<run_id>/ holding job.json (config, pid, times), progress.jsonl (the
+trainer's JSON lines), log.txt (its output) and, when it succeeds, bundle/. The state of a run is
+derived from those files and from whether its process is alive, so a page reload, a closed browser
+or a restarted app server loses nothing. A lock file keeps it to one job per server; a lock whose
+process is gone is stale and is cleared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from . import registry
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
+LOCK = ".lock"
+TERMINAL = {"done": "done", "cancelled": "cancelled", "error": "failed"}
+
+
+class JobError(RuntimeError):
+    """A job request that cannot be honoured, with the reason."""
+
+
+@dataclass
+class RunState:
+    run_id: str
+    status: str                 # running, done, cancelled, failed
+    config: dict
+    started: float
+    events: list[dict]
+    error: str | None = None
+
+    @property
+    def last_epoch(self) -> dict | None:
+        epochs = [e for e in self.events if e["event"] == "epoch"]
+        return epochs[-1] if epochs else None
+
+    @property
+    def last_batch(self) -> dict | None:
+        batches = [e for e in self.events if e["event"] in ("batch", "epoch")]
+        return batches[-1] if batches else None
+
+
+def runs_dir(root: Path | None = None) -> Path:
+    return (root or registry.models_dir()) / "runs"
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def running_job(root: Path | None = None) -> str | None:
+    """The run id holding the lock, clearing the lock if its process has died."""
+    lock = runs_dir(root) / LOCK
+    held = _read_json(lock)
+    if held is None:
+        return None
+    if _alive(held.get("pid")):
+        return held["run_id"]
+    lock.unlink(missing_ok=True)
+    return None
+
+
+def start(config: dict, root: Path | None = None, *, extra_env: dict | None = None) -> str:
+    """Launch train.py for `config` (train.py option names without dashes); returns the run id."""
+    runs = runs_dir(root)
+    runs.mkdir(parents=True, exist_ok=True)
+    busy = running_job(root)
+    if busy:
+        raise JobError(f"A training job is already running ({busy}); wait for it or cancel it first.")
+    run_id = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    try:
+        fd = os.open(runs / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise JobError("Another training job is being launched right now.") from None
+    try:
+        return _launch(run_id, runs, config, fd, extra_env)
+    except BaseException:
+        (runs / LOCK).unlink(missing_ok=True)
+        raise
+
+
+def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict | None) -> str:
+    run_dir = runs / run_id
+    run_dir.mkdir()
+    command = [sys.executable, str(TRAIN_SCRIPT), "--out", str(run_dir / "bundle"), "--name", run_id,
+               "--progress-file", str(run_dir / "progress.jsonl")]
+    for key, value in config.items():
+        if isinstance(value, bool):
+            command += [f"--{key.replace('_', '-')}"] if value else []
+        elif value is not None:
+            command += [f"--{key.replace('_', '-')}", str(value)]
+    with open(run_dir / "log.txt", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=TRAIN_SCRIPT.parent, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
+    job = {"run_id": run_id, "pid": process.pid, "config": config, "started": time.time(), "command": command}
+    (run_dir / "job.json").write_text(json.dumps(job, indent=2))
+    with os.fdopen(lock_fd, "w") as handle:
+        json.dump({"run_id": run_id, "pid": process.pid}, handle)
+    return run_id
+
+
+def state(run_id: str, root: Path | None = None) -> RunState:
+    run_dir = runs_dir(root) / run_id
+    job = _read_json(run_dir / "job.json")
+    if job is None:
+        raise JobError(f"No such run: {run_id}")
+    events = []
+    progress = run_dir / "progress.jsonl"
+    if progress.exists():
+        for line in progress.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue          # a line being written right now
+    final = next((e for e in reversed(events) if e["event"] in TERMINAL), None)
+    marked = job.get("status")
+    if final is not None:
+        status, error = TERMINAL[final["event"]], final.get("error")
+    elif _alive(job.get("pid")):
+        status, error = "running", None
+    else:
+        status = "cancelled" if marked == "cancelling" else "failed"
+        error = None if status == "cancelled" else "The training process ended without finishing (it crashed or was killed)."
+    if status != "running":
+        running_job(root)     # clears the lock if this run held it
+    return RunState(run_id, status, job.get("config", {}), job.get("started", 0.0), events, error)
+
+
+def cancel(run_id: str, root: Path | None = None) -> None:
+    """Stop a running job; train.py catches SIGTERM, writes nothing and records 'cancelled'."""
+    run_dir = runs_dir(root) / run_id
+    job = _read_json(run_dir / "job.json") or {}
+    job["status"] = "cancelling"
+    (run_dir / "job.json").write_text(json.dumps(job, indent=2))
+    pid = job.get("pid")
+    if _alive(pid):
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+        deadline = time.time() + 30
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    running_job(root)
+
+
+def list_runs(root: Path | None = None) -> list[str]:
+    runs = runs_dir(root)
+    return sorted((p.name for p in runs.glob("run-*") if (p / "job.json").exists()), reverse=True)
+
+
+def log_tail(run_id: str, lines: int = 20, root: Path | None = None) -> str:
+    path = runs_dir(root) / run_id / "log.txt"
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def delete(run_id: str, root: Path | None = None) -> None:
+    """Remove a finished run that is not the active model."""
+    if registry.active_name(root) == run_id:
+        raise JobError("This run is the active model; promote another model before deleting it.")
+    if state(run_id, root).status == "running":
+        raise JobError("This run is still training; cancel it first.")
+    shutil.rmtree(runs_dir(root) / run_id)

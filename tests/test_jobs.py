@@ -1,0 +1,113 @@
+"""Retraining jobs as real processes: lifecycle, promote and roll back, cancel, crashes, the lock."""
+import json
+import os
+import signal
+import shutil
+import time
+
+import pytest
+
+from skin_core import access, jobs, registry
+from skin_core.bundle import BundleError
+from skin_core.predict import Predictor
+from conftest import SAMPLE, make_ham_dataset
+
+TINY = {"epochs": 2, "head_epochs": 1, "img_size": 32, "alpha": 0.25, "weights": "none", "batch_size": 8}
+
+
+def wait_for(run_id, root, condition, timeout=400):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = jobs.state(run_id, root)
+        if condition(state):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; last state {state.status}, log:\n{jobs.log_tail(run_id, 30, root)}")
+
+
+def test_lifecycle_launch_progress_done_promote_serve_rollback(models_dir):
+    run_id = jobs.start({"data": str(SAMPLE), **TINY}, models_dir)
+    assert jobs.running_job(models_dir) == run_id
+    with pytest.raises(jobs.JobError, match=run_id):
+        jobs.start({"data": str(SAMPLE), **TINY}, models_dir)
+    state = wait_for(run_id, models_dir, lambda s: s.status != "running")
+    assert state.status == "done", jobs.log_tail(run_id, 30, models_dir)
+    assert [e["epoch"] for e in state.events if e["event"] == "epoch"] == [1, 2]
+    assert jobs.running_job(models_dir) is None
+    assert run_id in registry.list_bundles(models_dir)
+
+    default_checksum = json.loads((models_dir / "default" / "manifest.json").read_text())["files"]["model.keras"]
+    registry.promote(run_id, models_dir)
+    assert registry.active_name(models_dir) == run_id
+    served = Predictor.from_path(registry.active_path(models_dir))
+    assert served.bundle.manifest["name"] == run_id
+    with pytest.raises(jobs.JobError, match="active model"):
+        jobs.delete(run_id, models_dir)
+    assert registry.rollback(models_dir) == "default"
+    assert registry.active_name(models_dir) == "default"
+    assert json.loads((models_dir / "default" / "manifest.json").read_text())["files"]["model.keras"] == default_checksum
+    jobs.delete(run_id, models_dir)
+    assert run_id not in jobs.list_runs(models_dir)
+
+
+def test_cancel_stops_the_process_and_writes_no_bundle(models_dir):
+    run_id = jobs.start({"data": str(SAMPLE), **TINY, "epochs": 200}, models_dir)
+    wait_for(run_id, models_dir, lambda s: any(e["event"] == "batch" for e in s.events))
+    jobs.cancel(run_id, models_dir)
+    state = jobs.state(run_id, models_dir)
+    assert state.status == "cancelled"
+    assert not (models_dir / "runs" / run_id / "bundle").exists()
+    assert jobs.running_job(models_dir) is None
+    assert registry.active_name(models_dir) == "default"
+
+
+def test_a_training_error_is_reported_readably(models_dir, tmp_path, sample_meta):
+    data = make_ham_dataset(tmp_path / "ham", sample_meta)
+    broken = next(data.rglob("*.jpg"))
+    broken.write_bytes(b"garbage")
+    run_id = jobs.start({"data": str(data), **TINY}, models_dir)
+    state = wait_for(run_id, models_dir, lambda s: s.status != "running")
+    assert state.status == "failed"
+    assert "1 images cannot be read" in state.error and broken.name in state.error
+    assert jobs.running_job(models_dir) is None
+
+
+def test_a_killed_process_is_marked_failed_and_changes_nothing(models_dir):
+    before = sorted(p.name for p in models_dir.iterdir())
+    run_id = jobs.start({"data": str(SAMPLE), **TINY, "epochs": 200}, models_dir)
+    wait_for(run_id, models_dir, lambda s: any(e["event"] == "batch" for e in s.events))
+    pid = json.loads((models_dir / "runs" / run_id / "job.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    state = wait_for(run_id, models_dir, lambda s: s.status != "running", timeout=30)
+    assert state.status == "failed" and "without finishing" in state.error
+    assert jobs.running_job(models_dir) is None
+    assert sorted(p.name for p in models_dir.iterdir()) == before
+    assert registry.active_name(models_dir) == "default"
+    Predictor.from_path(registry.active_path(models_dir))
+
+
+def test_a_stale_lock_is_cleared(models_dir):
+    runs = models_dir / "runs"
+    runs.mkdir()
+    (runs / ".lock").write_text(json.dumps({"run_id": "run-ghost", "pid": 2 ** 22 + 12345}))
+    assert jobs.running_job(models_dir) is None
+    assert not (runs / ".lock").exists()
+
+
+def test_promote_refuses_a_folder_that_is_not_a_bundle(models_dir):
+    (models_dir / "junk").mkdir()
+    with pytest.raises(BundleError):
+        registry.promote("junk", models_dir)
+    with pytest.raises(BundleError, match="no earlier"):
+        registry.rollback(models_dir)
+    assert registry.active_name(models_dir) == "default"
+
+
+def test_password_gate(monkeypatch):
+    monkeypatch.delenv(access.ENV_VAR, raising=False)
+    assert access.required_password({}) is None and access.allowed(None, None)
+    assert access.required_password({access.ENV_VAR: "s3cret"}) == "s3cret"
+    monkeypatch.setenv(access.ENV_VAR, "hunter2")
+    required = access.required_password({})
+    assert not access.allowed(None, required) and not access.allowed("wrong", required)
+    assert access.allowed("hunter2", required)
