@@ -45,6 +45,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-file", default=None, help="also write progress as JSON lines to this file")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    p.add_argument("--logical-cpus", type=int, default=0,
+                   help="split the CPU into this many logical devices (to try --strategy mirrored without GPUs)")
     p.add_argument("--name", default=None, help="display name of the model (default: the --out folder name)")
     p.add_argument("--finish-from", default=None, metavar="PREFIX",
                    help="skip fitting: make the bundle from PREFIX.weights.h5, PREFIX.history.csv and PREFIX.json "
@@ -57,7 +59,11 @@ def main(args) -> int:
     from skin_core.bundle import BundleError
     from skin_core.model import WeightsError
 
-    settings = {k: v for k, v in vars(args).items() if k != "finish_from"}
+    if args.logical_cpus > 1:
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+    settings = {k: v for k, v in vars(args).items() if k not in ("finish_from", "logical_cpus")}
     config = training.TrainConfig(**settings)
     if config.detail_side == 0:
         config.detail_side = None

@@ -147,8 +147,15 @@ def state(run_id: str, root: Path | None = None) -> RunState:
         status = "cancelled" if marked == "cancelling" else "failed"
         error = None if status == "cancelled" else "The training process ended without finishing (it crashed or was killed)."
     if status != "running":
-        running_job(root)     # clears the lock if this run held it
+        _release(run_id, root)
     return RunState(run_id, status, job.get("config", {}), job.get("started", 0.0), events, error)
+
+
+def _release(run_id: str, root: Path | None) -> None:
+    """Drop the lock if this finished run still holds it (its process may still be exiting)."""
+    lock = runs_dir(root) / LOCK
+    if (_read_json(lock) or {}).get("run_id") == run_id:
+        lock.unlink(missing_ok=True)
 
 
 def cancel(run_id: str, root: Path | None = None) -> None:
@@ -165,7 +172,7 @@ def cancel(run_id: str, root: Path | None = None) -> None:
             time.sleep(0.2)
         if _alive(pid):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
-    running_job(root)
+    _release(run_id, root)
 
 
 def list_runs(root: Path | None = None) -> list[str]:

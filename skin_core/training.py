@@ -156,7 +156,13 @@ def eval_dataset(pixels, labels, n_classes, batch_size) -> tf.data.Dataset:
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
+    """One replica per GPU (mirrored), per worker in TF_CONFIG (multiworker), or the default.
+
+    Without GPUs, `mirrored` uses every logical CPU device (see train.py --logical-cpus).
+    """
     if name == "mirrored":
+        if not tf.config.list_logical_devices("GPU") and len(tf.config.list_logical_devices("CPU")) > 1:
+            return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -25,6 +25,13 @@ def wait_for(run_id, root, condition, timeout=400):
     raise AssertionError(f"timed out; last state {state.status}, log:\n{jobs.log_tail(run_id, 30, root)}")
 
 
+def snapshot(models_dir):
+    """Every file outside runs/, with its content hash: what a job must never touch."""
+    from skin_core.bundle import sha256_file
+    return {str(p.relative_to(models_dir)): sha256_file(p) for p in sorted(models_dir.rglob("*"))
+            if p.is_file() and "runs" not in p.relative_to(models_dir).parts}
+
+
 def test_lifecycle_launch_progress_done_promote_serve_rollback(models_dir):
     run_id = jobs.start({"data": str(SAMPLE), **TINY}, models_dir)
     assert jobs.running_job(models_dir) == run_id
@@ -73,7 +80,7 @@ def test_a_training_error_is_reported_readably(models_dir, tmp_path, sample_meta
 
 
 def test_a_killed_process_is_marked_failed_and_changes_nothing(models_dir):
-    before = sorted(p.name for p in models_dir.iterdir())
+    before = snapshot(models_dir)
     run_id = jobs.start({"data": str(SAMPLE), **TINY, "epochs": 200}, models_dir)
     wait_for(run_id, models_dir, lambda s: any(e["event"] == "batch" for e in s.events))
     pid = json.loads((models_dir / "runs" / run_id / "job.json").read_text())["pid"]
@@ -81,7 +88,8 @@ def test_a_killed_process_is_marked_failed_and_changes_nothing(models_dir):
     state = wait_for(run_id, models_dir, lambda s: s.status != "running", timeout=30)
     assert state.status == "failed" and "without finishing" in state.error
     assert jobs.running_job(models_dir) is None
-    assert sorted(p.name for p in models_dir.iterdir()) == before
+    assert snapshot(models_dir) == before
+    assert not (models_dir / "runs" / run_id / "bundle").exists()
     assert registry.active_name(models_dir) == "default"
     Predictor.from_path(registry.active_path(models_dir))
 

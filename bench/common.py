@@ -1,0 +1,37 @@
+"""Shared helpers for the benchmarks: timing statistics and JSON output."""
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stats_ms(samples_s) -> dict:
+    ms = np.asarray(samples_s) * 1000
+    return {"runs": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p95_ms": round(float(np.percentile(ms, 95)), 2), "mean_ms": round(float(ms.mean()), 2)}
+
+
+def timed(fn, runs: int, warmup: int = 10) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def write(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "time": time.strftime("%Y-%m-%d %H:%M"),
+              **result}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return path

@@ -1,0 +1,81 @@
+"""Single-image latency: bare forward pass, skin_core predict, and predict + Grad-CAM end to end.
+
+    python bench/latency.py [--model models/default] [--runs 200]
+
+The floor is a tf.function forward pass at batch 1 with a fixed input signature. "predict" is the
+Predictor's traced logits call on a prepared picture. "predict + Grad-CAM" starts from the bytes of a
+600x450 JPEG and ends with calibrated probabilities and a ready overlay image, as the Diagnose page does.
+For comparison it also times the slow paths the predictor avoids: keras model.predict, and an eager
+Grad-CAM beside a separate prediction.
+"""
+import argparse
+import io
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from bench.common import stats_ms, timed, write
+from skin_core import explain, images
+from skin_core.model import LAST_CONV_LAYER
+from skin_core.predict import Predictor
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def jpeg_600x450() -> bytes:
+    photo = Image.open(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))).resize((600, 450))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def eager_gradcam(model, x):
+    """The textbook path: a separate model.predict plus a GradientTape over the whole network."""
+    grad_model = tf.keras.Model(model.input, [model.get_layer(LAST_CONV_LAYER).output, model.output])
+    model.predict(x, verbose=0)
+    with tf.GradientTape() as tape:
+        features, probs = grad_model(x)
+        score = probs[:, int(tf.argmax(probs[0]))]
+    grads = tape.gradient(score, features)
+    return tf.nn.relu(tf.reduce_sum(features * tf.reduce_mean(grads, axis=(1, 2), keepdims=True), -1))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="models/default")
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args()
+    predictor = Predictor.from_path(args.model)
+    model, size = predictor.bundle.model, predictor.input_size
+    data = jpeg_600x450()
+    x = tf.convert_to_tensor(predictor.prepare(images.decode(data).rgb)[None], tf.float32)
+    bare = tf.function(lambda t: model(t, training=False),
+                       input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+
+    def end_to_end():
+        analysis = predictor.analyse_bytes(data)
+        top = int(analysis.probabilities.argmax())
+        explain.overlay(explain.centre_square(analysis.decoded.rgb), analysis.cams[..., top])
+
+    results = {
+        "bare_forward_tf_function": stats_ms(timed(lambda: bare(x).numpy(), args.runs)),
+        "skin_core_predict": stats_ms(timed(lambda: predictor.logits(x.numpy()), args.runs)),
+        "predict_plus_gradcam_end_to_end": stats_ms(timed(end_to_end, args.runs)),
+        "keras_model_predict": stats_ms(timed(lambda: model.predict(x, verbose=0), 30, warmup=3)),
+        "eager_gradcam_beside_predict": stats_ms(timed(lambda: eager_gradcam(model, x), 20, warmup=2)),
+    }
+    ratio = results["predict_plus_gradcam_end_to_end"]["p50_ms"] / results["bare_forward_tf_function"]["p50_ms"]
+    write("latency", {"model": args.model, "input_size": size, "threads": {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+        **results, "end_to_end_over_bare_p50": round(ratio, 2),
+        "targets": {"end_to_end_over_bare_p50_max": 3.0, "end_to_end_p50_ms_max": 60}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Evaluation and training throughput against the bare model, so the pipeline is never the bottleneck.
+
+    python bench/throughput.py [--model models/default] [--batch 32] [--steps 20]
+
+Evaluation: Predictor.probabilities over prepared images versus the bare model on one tensor
+already in memory, same batch size. Training: steps of the real tf.data training pipeline
+(shuffle, augmentation, prefetch) versus the same train step fed one batch from memory.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import tensorflow as tf
+
+from bench.common import write
+from skin_core import data
+from skin_core.predict import Predictor
+from skin_core.recipe import compile_model
+from skin_core.training import TrainConfig, training_dataset
+from skin_core.model import set_trainable_from
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def images_per_s(fn, n_images, repeats=3):
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return n_images * repeats / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="models/default")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    predictor = Predictor.from_path(args.model)
+    size = predictor.input_size
+    arrays = data.read_images(data.load_dataset(SAMPLE).table, size, predictor.detail_side)
+    pixels = np.concatenate([arrays.pixels] * 4)[: args.batch * 8]
+    model = predictor.bundle.model
+    bare = tf.function(lambda t: model(t, training=False),
+                       input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
+    tensor = tf.constant(pixels.astype(np.float32))
+
+    def bare_eval():
+        for i in range(0, len(pixels), args.batch):
+            bare(tensor[i:i + args.batch]).numpy()
+
+    evaluation = {"skin_core_images_per_s": images_per_s(lambda: predictor.probabilities(pixels, args.batch), len(pixels)),
+                  "bare_model_images_per_s": images_per_s(bare_eval, len(pixels))}
+    evaluation["ratio"] = evaluation["skin_core_images_per_s"] / evaluation["bare_model_images_per_s"]
+
+    labels = np.arange(len(pixels)) % 7
+    config = TrainConfig(data=str(SAMPLE), out="", batch_size=args.batch, seed=0)
+    pipeline, _ = training_dataset(pixels, labels, 7, config)
+    set_trainable_from(model, 0.7)
+    compile_model(model, 1e-5, 1e-4, 0.1)
+    x0, y0 = next(iter(pipeline))
+    memory = tf.data.Dataset.from_tensors((x0, y0)).repeat()
+    model.fit(memory, steps_per_epoch=3, verbose=0)
+    timings = {}
+    for name, source in (("model_from_memory", memory), ("tf_data_pipeline", pipeline)):
+        start = time.perf_counter()
+        model.fit(source, steps_per_epoch=args.steps, verbose=0)
+        timings[name] = args.steps * args.batch / (time.perf_counter() - start)
+    training = {"pipeline_images_per_s": timings["tf_data_pipeline"],
+                "memory_images_per_s": timings["model_from_memory"],
+                "ratio": timings["tf_data_pipeline"] / timings["model_from_memory"],
+                "trainable_share_of_body": 0.7}
+    write("throughput", {"model": args.model, "input_size": size, "batch": args.batch,
+                         "evaluation": evaluation, "training": training,
+                         "targets": {"evaluation_ratio_min": 0.8, "training_ratio_min": 0.9}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Write MODEL_CARD.md for a bundle from its manifest and evaluation report.
+
+    python scripts/model_card.py models/default --command "python train.py ..." --experiments notes.md
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from skin_core.classes import full_name  # noqa: E402
+
+
+def pct(x):
+    return f"{x:.3f}"
+
+
+def card(bundle: Path, command: str, experiments: str) -> str:
+    m = json.loads((bundle / "manifest.json").read_text())
+    r = json.loads((bundle / "evaluation.json").read_text())
+    t, ci, val = m["training"], r["ci95"], m["validation"]
+    mel = r["operating_points"]["mel"]
+    rows = "\n".join(f"| {full_name(c)} ({c}) | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
+                     f"{v['support']} | {v['auc']:.3f} |" for c, v in r["per_class"].items())
+    counts = ", ".join(f"{c} {n}" for c, n in m["dataset"]["counts"].items())
+    sizes = m["split"]["sizes"]
+    return f"""# Model card: {m['name']}
+
+**Research demo, not a medical device.** Not for diagnosis, triage or reassurance of real patients.
+
+## Model
+MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, dropout
+{t['dropout']} and a 7-way dense head; {m['input_size']}x{m['input_size']} RGB input. Started from Google's ImageNet
+weights ({m['weights_source']}). Preprocessing (defined once in `skin_core.images.prepare`, recorded in the
+manifest): EXIF-upright RGB, centre square crop, detail capped at {m['preprocessing']['detail_side']} px (the
+resolution of the training copies, so sharper uploads are seen at the detail the model learned),
+bilinear resize, scaling to [-1, 1] inside the model. Probabilities are calibrated by temperature scaling
+(T = {m['calibration']['temperature']:.3f}, fitted on the validation split). Melanoma decision threshold
+{m['thresholds']['mel']:.3f}, chosen on the validation split to reach melanoma sensitivity {t['mel_sensitivity']:.2f} there.
+
+## Data and licence
+{m['dataset']['n_images']} HAM10000 dermatoscopic images of {m['dataset']['n_lesions']} lesions ({counts}), as 200x150
+JPEG copies. Tschandl, Rosendahl & Kittler, *Scientific Data* 5, 180161 (2018), CC BY-NC 4.0 (non-commercial use,
+credit the authors). Dataset fingerprint `{m['dataset']['fingerprint'][:16]}...`.
+
+## Split
+{m['split']['method']}, seed {m['split']['seed']}: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']}
+images. No lesion appears on two sides (`split.csv` lists every image). The test split was used once, at the
+end: never for training, epoch choice, calibration or the threshold.
+
+## Training
+Phase 1: {t['head_epochs']} epochs training the head on the frozen body (learning rate {t['head_lr']}). Phase 2: the top
+{t['fine_tune_fraction']:.0%} of the body unfrozen, AdamW (weight decay {t['weight_decay']}), cosine schedule with one
+warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']} epochs in all with early stopping
+(patience {t['patience']}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
+balancing: `{t['balance']}`; label smoothing {t['label_smoothing']}; augmentation: random rotation (full circle),
+horizontal and vertical flips, zoom (-20% to +10%), brightness and contrast (10%). Wall time
+{t['seconds'] / 60:.0f} min on a 2-core CPU. Backend: {t.get('backend', 'tensorflow')}.
+
+Reproduce:
+
+```bash
+{command}
+```
+
+## Results on the held-out test split ({r['n']} images, {r['n_lesions']} lesions)
+| metric | value | 95% CI (bootstrap over lesions) |
+|---|---|---|
+| accuracy | {pct(r['accuracy'])} | {pct(ci['accuracy'][0])}–{pct(ci['accuracy'][1])} |
+| majority-class baseline (always "{r['majority_class']}") | {pct(r['majority_baseline_accuracy'])} | |
+| **balanced accuracy** | **{pct(r['balanced_accuracy'])}** | {pct(ci['balanced_accuracy'][0])}–{pct(ci['balanced_accuracy'][1])} |
+| **macro F1** | **{pct(r['macro_f1'])}** | {pct(ci['macro_f1'][0])}–{pct(ci['macro_f1'][1])} |
+| weighted F1 | {pct(r['weighted_f1'])} | |
+| top-2 / top-3 accuracy | {pct(r['top2_accuracy'])} / {pct(r['top3_accuracy'])} | |
+| expected calibration error (15 bins) | {pct(r['ece'])} | |
+| melanoma sensitivity / specificity at threshold {mel['threshold']:.3f} | {pct(mel['sensitivity'])} / {pct(mel['specificity'])} | |
+
+Validation split (used for choices): balanced accuracy {pct(val['balanced_accuracy'])}, macro F1 {pct(val['macro_f1'])},
+ECE {pct(val['ece'])}.
+
+| class | precision | recall | F1 | support | AUC |
+|---|---|---|---|---|---|
+{rows}
+
+For reference, the 2025 paper this demo follows reported accuracy 0.890, top-2 0.956, top-3 0.987, macro F1 0.713
+and melanoma F1 0.511 on an nv-heavy validation set.
+
+## Experiments
+{experiments}
+
+## Known limits
+- Trained on 200x150 copies of HAM10000; finer detail in sharper photos is deliberately capped away.
+- Dermoscopy only: clinical (non-dermoscopic) photos, other devices and other populations are out of scope.
+  HAM10000 comes from two centres (Vienna and Queensland), mostly fair skin; performance on darker skin is unknown.
+- Seven classes only: any other lesion is forced into one of them.
+- Rare classes (df, vasc, akiec) have few test lesions, so their figures carry wide uncertainty.
+- Not for clinical use.
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bundle")
+    parser.add_argument("--command", required=True)
+    parser.add_argument("--experiments", required=True, help="a markdown file with the experiment log")
+    args = parser.parse_args()
+    bundle = Path(args.bundle)
+    (bundle / "MODEL_CARD.md").write_text(card(bundle, args.command, Path(args.experiments).read_text()))
+
+
+if __name__ == "__main__":
+    main()
