@@ -60,6 +60,16 @@ class Bundle:
         return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
 
     @property
+    def logit_bias(self):
+        """tau * log(prior) added to the logits before the temperature (zeros when not fitted)."""
+        import numpy as np
+        calibration = self.manifest.get("calibration", {})
+        tau, log_prior = calibration.get("prior_shift", 0.0), calibration.get("log_prior")
+        if not log_prior:
+            return np.zeros(len(self.classes), np.float32)
+        return (tau * np.asarray(log_prior)).astype(np.float32)
+
+    @property
     def thresholds(self) -> dict[str, float]:
         return dict(self.manifest.get("thresholds", {}))
 

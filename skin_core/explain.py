@@ -18,13 +18,17 @@ from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
 import keras
 
 
-def make_forward(model: keras.Model, temperature: float = 1.0):
-    """Two traced functions over uint8-valued float batches: (probs) and (probs, logits, cams)."""
+def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None):
+    """Two traced functions over uint8-valued float batches: (logits) and (probs, logits, cams).
+
+    The probabilities are calibrated: softmax((logits + logit_bias) / temperature).
+    """
     size = model.input_shape[1]
     spec = [tf.TensorSpec((None, size, size, 3), tf.float32)]
     features_model = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER).output)
     pool, dense = model.get_layer(POOL_LAYER), model.get_layer(LOGITS_LAYER)
     temp = tf.constant(float(temperature), tf.float32)
+    bias = tf.constant(np.zeros(model.output_shape[-1]) if logit_bias is None else logit_bias, tf.float32)
 
     @tf.function(input_signature=spec)
     def logits_only(images):
@@ -41,7 +45,7 @@ def make_forward(model: keras.Model, temperature: float = 1.0):
         cams = tf.nn.relu(tf.einsum("bhwk,bck->bhwc", features, channel_weights))
         peak = tf.reduce_max(cams, axis=[1, 2], keepdims=True)
         cams = tf.math.divide_no_nan(cams, peak)                    # each class map in [0, 1]
-        return tf.nn.softmax(logits / temp), logits, cams
+        return tf.nn.softmax((logits + bias) / temp), logits, cams
 
     return logits_only, with_cams
 

@@ -41,7 +41,8 @@ class Predictor:
         self.input_size = bundle.input_size
         self.detail_side = bundle.detail_side
         self.temperature = bundle.temperature
-        self._logits, self._with_cams = explain.make_forward(bundle.model, self.temperature)
+        self.logit_bias = bundle.logit_bias
+        self._logits, self._with_cams = explain.make_forward(bundle.model, self.temperature, self.logit_bias)
         warm = tf.zeros((1, self.input_size, self.input_size, 3), tf.float32)
         self._with_cams(warm)
         self._logits(warm)
@@ -61,7 +62,7 @@ class Predictor:
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
-        return softmax(self.logits(pixels, batch_size) / self.temperature)
+        return softmax((self.logits(pixels, batch_size) + self.logit_bias) / self.temperature)
 
     def analyse(self, decoded: images.DecodedImage) -> Analysis:
         model_input = self.prepare(decoded.rgb)

@@ -25,7 +25,7 @@ from . import __version__, bundle as bundles, calibration, data, evaluation
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
 from .recipe import BestWeights, augmenter, class_weights, compile_model
-from .predict import Predictor, softmax
+from .predict import Predictor
 
 BALANCE_CHOICES = ("weights", "sqrt_weights", "sampling", "none")
 
@@ -282,9 +282,16 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     staged = bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": {"temperature": 1.0}}, model=model)
     predictor = Predictor(staged)
     val_pixels, val_labels = prep.subset("val")
+    train_counts = np.bincount(prep.subset("train")[1], minlength=len(classes))
+    log_prior = np.log(np.maximum(train_counts, 1) / train_counts.sum())
     val_logits = predictor.logits(val_pixels)
-    calib = calibration.fit_temperature(val_logits, val_labels)
-    val_probs = softmax(val_logits / calib["temperature"])
+    shift = calibration.fit_prior_shift(val_logits, val_labels, log_prior) if cfg.balance != "none" else \
+        {"prior_shift": 0.0, "log_prior": log_prior.tolist()}
+    bias = shift["prior_shift"] * log_prior     # the logit bias the bundle's predictor applies
+    calib = {**calibration.fit_temperature(val_logits + bias, val_labels), **shift}
+    # from here on, every probability comes from the predictor the app will use, calibration included
+    predictor = Predictor(bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": calib}, model=model))
+    val_probs = predictor.probabilities(val_pixels)
     threshold = evaluation.threshold_for_sensitivity(val_labels, val_probs, classes.index("mel"), cfg.mel_sensitivity)
     manifest["calibration"] = calib
     manifest["thresholds"] = {"mel": threshold}
@@ -297,7 +304,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         log.event("evaluate", "Evaluating the held-out test split")
         test_pixels, test_labels = prep.subset("test")
         test = table[parts["test"]]
-        test_probs = softmax(predictor.logits(test_pixels) / calib["temperature"])
+        test_probs = predictor.probabilities(test_pixels)
         report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"], image_ids=test["image_id"],
                                          thresholds=manifest["thresholds"])
         report["dataset"] = "held-out test split of " + Path(cfg.data).name

@@ -87,3 +87,18 @@ def test_temperature_scaling_recovers_a_known_temperature():
     before, _ = evaluation.expected_calibration_error(y, softmax(4 * z))
     after, _ = evaluation.expected_calibration_error(y, softmax(4 * z / fit["temperature"]))
     assert after < 0.03 < before
+
+
+def test_prior_shift_undoes_an_overcorrected_class_balance():
+    # a "balanced" model over-predicts the rare class; shifting by tau * log(prior) restores precision
+    from sklearn.metrics import f1_score
+    rng = np.random.default_rng(2)
+    prior = np.array([0.05, 0.05, 0.1, 0.02, 0.1, 0.65, 0.03])
+    y = rng.choice(7, 5000, p=prior)
+    logits = rng.normal(0, 1.0, (5000, 7))
+    logits[np.arange(5000), y] += 1.5
+    fit = calibration.fit_prior_shift(logits, y, np.log(prior))
+    assert fit["prior_shift"] > 0
+    assert fit["val_score"] > fit["val_score_at_zero"]
+    shifted = (logits + fit["prior_shift"] * np.log(prior)).argmax(1)
+    assert f1_score(y, shifted, average="macro") > f1_score(y, logits.argmax(1), average="macro")
