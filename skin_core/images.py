@@ -17,7 +17,7 @@ MAX_BYTES = 25 * 1024 * 1024          # larger than any dermatoscope export we k
 MAX_PIXELS = 50_000_000               # ~7000x7000; anything bigger is refused before decoding
 MIN_SIDE = 32                         # below this there is no lesion left to see
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO"}
-UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp")
+UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "gif")
 
 
 class ImageError(ValueError):
