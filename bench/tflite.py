@@ -1,0 +1,61 @@
+"""TFLite latency (float32, float16, int8) beside Keras, and the int8 model's accuracy on the bundle's
+held-out test split.
+
+    python bench/tflite.py [--model models/default] [--data ../shared/data/ham10000]
+
+--data must be the bundle's training dataset for the accuracy figure (its split.csv names the test images).
+"""
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from bench.common import stats_ms, timed, write
+from skin_core import data, export
+from skin_core.bundle import load_bundle
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="models/default")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+    bundle = load_bundle(args.model)
+    sample = data.read_images(data.load_dataset(export.SAMPLE_DIR).table, bundle.input_size, bundle.detail_side)
+    x = sample.pixels[:1].astype(np.float32)
+    size = bundle.input_size
+    bare = tf.function(lambda t: bundle.model(t, training=False),
+                       input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+    results = {"keras_tf_function": stats_ms(timed(lambda: bare(x).numpy(), args.runs))}
+    test = None
+    if args.data:
+        split = pd.read_csv(Path(args.model) / "split.csv")
+        table = data.load_dataset(args.data).table
+        table = table[table["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
+        test = data.read_images(table, size, bundle.detail_side)
+        labels = test.table["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
+        keras_pred = bundle.model.predict(test.pixels.astype(np.float32), verbose=0).argmax(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        for quantize in ("none", "float16", "int8"):
+            path = export.export_bundle(args.model, "tflite", Path(tmp) / f"{quantize}.tflite", quantize=quantize)
+            runner = export.TFLiteRunner(path)
+            entry = {"size_mb": round(path.stat().st_size / 1e6, 2), **stats_ms(timed(lambda: runner(x), args.runs))}
+            if test is not None:
+                pred = runner(test.pixels).argmax(1)
+                entry.update(test_accuracy=accuracy_score(labels, pred),
+                             test_balanced_accuracy=balanced_accuracy_score(labels, pred),
+                             top1_agreement_with_keras=float((pred == keras_pred).mean()))
+            results[f"tflite_{quantize}"] = entry
+    write("tflite", {"model": args.model, "input_size": size, **results})
+
+
+if __name__ == "__main__":
+    main()
