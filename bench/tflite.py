@@ -22,6 +22,11 @@ from skin_core.bundle import load_bundle
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 
+def served_argmax(probs, bundle):
+    """The class the app would show: the bundle's logit bias applied to the exported probabilities."""
+    return (np.log(np.maximum(probs, 1e-12)) + bundle.logit_bias).argmax(1)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="models/default")
@@ -42,14 +47,14 @@ def main():
         table = table[table["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
         test = data.read_images(table, size, bundle.detail_side)
         labels = test.table["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
-        keras_pred = bundle.model.predict(test.pixels.astype(np.float32), verbose=0).argmax(1)
+        keras_pred = served_argmax(bundle.model.predict(test.pixels.astype(np.float32), verbose=0), bundle)
     with tempfile.TemporaryDirectory() as tmp:
         for quantize in ("none", "float16", "int8"):
             path = export.export_bundle(args.model, "tflite", Path(tmp) / f"{quantize}.tflite", quantize=quantize)
             runner = export.TFLiteRunner(path)
             entry = {"size_mb": round(path.stat().st_size / 1e6, 2), **stats_ms(timed(lambda: runner(x), args.runs))}
             if test is not None:
-                pred = runner(test.pixels).argmax(1)
+                pred = served_argmax(runner(test.pixels), bundle)
                 entry.update(test_accuracy=accuracy_score(labels, pred),
                              test_balanced_accuracy=balanced_accuracy_score(labels, pred),
                              top1_agreement_with_keras=float((pred == keras_pred).mean()))

@@ -74,8 +74,9 @@ def export_bundle(bundle_path, fmt: str, out, quantize: str = "none") -> Path:
                                    "input_size": bundle.input_size,
                                    "preprocessing": bundle.manifest["preprocessing"],
                                    "temperature": bundle.temperature, "thresholds": bundle.thresholds,
-                                   "quantize": quantize, "output": "softmax probabilities (divide log-probabilities "
-                                   "by the temperature and renormalise to calibrate)"}, indent=2))
+                                   "logit_bias": [float(b) for b in bundle.logit_bias],
+                                   "quantize": quantize, "output": "uncalibrated softmax probabilities; calibrated = "
+                                   "softmax((log(p) + logit_bias) / temperature)"}, indent=2))
     return out
 
 
