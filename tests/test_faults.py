@@ -1,0 +1,56 @@
+"""Faults while saving or switching models leave the old state intact, and the app falls back to a
+good model when the active one is damaged."""
+import errno
+import json
+import shutil
+
+import keras
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from skin_core import bundle as bundles
+from skin_core import registry
+from conftest import ROOT
+
+
+def test_a_full_disk_while_saving_keeps_the_old_bundle(tiny_bundle, tmp_path, monkeypatch):
+    target = tmp_path / "models" / "mine"
+    shutil.copytree(tiny_bundle, target)
+    before = (target / "manifest.json").read_text()
+    loaded = bundles.load_bundle(target)
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(bundles.BundleError, match="No space left on device"):
+        bundles.write_bundle(target, loaded.model, loaded.manifest)
+    assert (target / "manifest.json").read_text() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mine"]      # no half-written folder left
+    bundles.load_bundle(target)
+
+
+def test_a_read_only_models_folder_refuses_promotion_cleanly(models_dir, monkeypatch):
+    shutil.copytree(models_dir / "default", models_dir / "candidate")
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("skin_core.registry.os.replace", read_only)
+    with pytest.raises(bundles.BundleError, match="Read-only file system"):
+        registry.promote("candidate", models_dir)
+    assert registry.active_name(models_dir) == "default"
+    assert not list(models_dir.glob(".active.*"))
+
+
+def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
+    shutil.copytree(models_dir / "default", models_dir / "candidate")
+    registry.promote("candidate", models_dir)
+    manifest = json.loads((models_dir / "candidate" / "manifest.json").read_text())
+    manifest["files"]["model.keras"] = "0" * 64
+    (models_dir / "candidate" / "manifest.json").write_text(json.dumps(manifest))
+    at = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=120).run()
+    assert not at.exception
+    assert any("serving the default model" in str(w.value) for w in at.warning)
+    at.button[0].click().run()          # an example still gets a prediction
+    assert len(at.get("plotly_chart")) == 1
