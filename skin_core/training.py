@@ -12,7 +12,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,7 +60,6 @@ class TrainConfig:
     name: str | None = None
     strategy: str = "default"
     workers: int = 4
-    notes: list[str] = field(default_factory=list)
 
 
 class TrainingCancelled(Exception):
@@ -334,7 +333,8 @@ def train(cfg: TrainConfig) -> Path:
     return finish(cfg, prep, model, history, info, log, started)
 
 
-def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, fit_info: dict) -> Path:
+def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, fit_info: dict,
+                        expected_fingerprint: str | None = None) -> Path:
     """Make a bundle from weights trained elsewhere (e.g. the JAX backend on a GPU) with this recipe.
 
     The dataset is re-read and re-split with the same seed, so validation and test are the same
@@ -343,6 +343,9 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, f
     log = ProgressLog(cfg.progress_file)
     started = time.time()
     prep = prepare(cfg, log)
+    if expected_fingerprint and prep.arrays.fingerprint != expected_fingerprint:
+        raise ValueError("The dataset differs from the one these weights were trained on (fingerprint mismatch); "
+                         "validation and test would not be the held-out lesions.")
     model = build_model(len(prep.classes), cfg.img_size, cfg.alpha, weights=None, dropout=cfg.dropout)
     model.load_weights(weights_file)
     history = pd.read_csv(history_csv, index_col="epoch")

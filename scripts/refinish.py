@@ -1,0 +1,47 @@
+"""Re-run the finishing steps (calibration, melanoma threshold, test evaluation, bundle) on a trained
+bundle's weights with the current code, without fitting again.
+
+    python scripts/refinish.py models/default --data path/to/HAM10000 [--weights-source FILE.h5]
+
+The dataset is re-read and re-split with the bundle's own seed and fractions; the fingerprint must
+match the one in its manifest, so validation and test are the same lesions as before.
+"""
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from skin_core import training  # noqa: E402
+from skin_core.bundle import HISTORY_FILE, load_bundle  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle")
+    parser.add_argument("--data", required=True)
+    args = parser.parse_args()
+    source = load_bundle(args.bundle)
+    recorded = source.manifest["training"]
+    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    config = training.TrainConfig(**{k: v for k, v in recorded.items() if k in fields and k not in ("data", "out")},
+                                  data=args.data, out=args.bundle)
+    config.detail_side = source.detail_side
+    fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}
+    fit_info["fit_seconds"] = recorded.get("fit_seconds", recorded.get("seconds"))
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "model.weights.h5"
+        source.model.save_weights(weights)
+        shutil.copy(Path(args.bundle) / HISTORY_FILE, Path(tmp) / HISTORY_FILE)
+        out = training.finish_from_weights(config, str(weights), str(Path(tmp) / HISTORY_FILE), fit_info,
+                                           expected_fingerprint=source.manifest["dataset"]["fingerprint"])
+    print(f"re-finished {out}")
+
+
+if __name__ == "__main__":
+    main()
