@@ -18,10 +18,25 @@ from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
 import keras
 
 
-def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None):
+def _flip_views(images):
+    """The picture and its three flips, stacked along the batch: (4b, h, w, c)."""
+    return tf.concat([images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]], axis=0)
+
+
+def _mean_of_views(values, spatial: bool):
+    """Average the four views' results, undoing each flip first for spatial maps."""
+    same, left_right, up_down, both = tf.split(values, 4, axis=0)
+    if spatial:
+        left_right, up_down, both = left_right[:, :, ::-1], up_down[:, ::-1], both[:, ::-1, ::-1]
+    return (same + left_right + up_down + both) / 4.0
+
+
+def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, flip_tta: bool = False):
     """Two traced functions over uint8-valued float batches: (logits) and (probs, logits, cams).
 
-    The probabilities are calibrated: softmax((logits + logit_bias) / temperature).
+    The probabilities are calibrated: softmax((logits + logit_bias) / temperature). With flip_tta,
+    logits and maps are the mean over the picture and its three flips (a dermoscopy photo has no
+    preferred orientation), still in one traced call.
     """
     size = model.input_shape[1]
     spec = [tf.TensorSpec((None, size, size, 3), tf.float32)]
@@ -32,17 +47,21 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None):
 
     @tf.function(input_signature=spec)
     def logits_only(images):
+        if flip_tta:
+            return _mean_of_views(dense(pool(features_model(_flip_views(images), training=False))), spatial=False)
         return dense(pool(features_model(images, training=False)))
 
     @tf.function(input_signature=spec)
     def with_cams(images):
-        features = features_model(images, training=False)
+        features = features_model(_flip_views(images) if flip_tta else images, training=False)
         with tf.GradientTape() as tape:
             tape.watch(features)
             logits = dense(pool(features))
         jacobian = tape.batch_jacobian(logits, features)           # (batch, classes, h, w, k)
         channel_weights = tf.reduce_mean(jacobian, axis=[2, 3])    # (batch, classes, k)
         cams = tf.nn.relu(tf.einsum("bhwk,bck->bhwc", features, channel_weights))
+        if flip_tta:
+            logits, cams = _mean_of_views(logits, spatial=False), _mean_of_views(cams, spatial=True)
         peak = tf.reduce_max(cams, axis=[1, 2], keepdims=True)
         cams = tf.math.divide_no_nan(cams, peak)                    # each class map in [0, 1]
         return tf.nn.softmax((logits + bias) / temp), logits, cams

@@ -55,6 +55,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     detail_side: int | None = -1     # -1: the dataset's median short side when smaller than img_size
     mel_sensitivity: float = 0.85    # the melanoma threshold is set to reach this on validation
+    tta: str = "auto"                # test-time flips: "auto" (if better on validation), "flips" or "none"
     skip_bad: bool = False
     progress_file: str | None = None
     name: str | None = None
@@ -279,8 +280,10 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     }
     log.event("calibrate", "Fitting temperature and melanoma threshold on the validation split")
     staged = bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": {"temperature": 1.0}}, model=model)
-    predictor = Predictor(staged)
     val_pixels, val_labels = prep.subset("val")
+    manifest["test_time_augmentation"] = _choose_tta(cfg, staged, val_pixels, val_labels, log)
+    staged.manifest["test_time_augmentation"] = manifest["test_time_augmentation"]
+    predictor = Predictor(staged)
     train_counts = np.bincount(prep.subset("train")[1], minlength=len(classes))
     log_prior = np.log(np.maximum(train_counts, 1) / train_counts.sum())
     val_logits = predictor.logits(val_pixels)
@@ -350,6 +353,22 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, f
     model.load_weights(weights_file)
     history = pd.read_csv(history_csv, index_col="epoch")
     return finish(cfg, prep, model, history, fit_info, log, started)
+
+
+def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, log: ProgressLog) -> str:
+    """Flip test-time augmentation when it scores better on validation (balanced accuracy + macro F1)."""
+    if cfg.tta in ("none", "flips"):
+        return cfg.tta
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    scores = {}
+    for mode in ("none", "flips"):
+        staged.manifest["test_time_augmentation"] = mode
+        predicted = Predictor(staged).logits(pixels).argmax(1)
+        scores[mode] = balanced_accuracy_score(labels, predicted) + f1_score(labels, predicted, average="macro")
+    chosen = "flips" if scores["flips"] > scores["none"] else "none"
+    log.event("tta", f"Test-time flips on validation: {scores['flips']:.4f} vs {scores['none']:.4f} without; "
+              f"using {chosen}", scores=scores)
+    return chosen
 
 
 def _initial_model(cfg: TrainConfig, n_classes: int) -> keras.Model:

@@ -72,3 +72,15 @@ def test_overlay_keeps_the_photo_at_zero_opacity():
     rgb = np.random.default_rng(0).integers(0, 255, (50, 80, 3), dtype=np.uint8)
     np.testing.assert_array_equal(explain.overlay(rgb, np.ones((7, 7)), opacity=0.0), rgb)
     assert not np.array_equal(explain.overlay(rgb, np.ones((7, 7)), opacity=0.5), rgb)
+
+
+def test_flip_averaging_makes_answers_and_maps_flip_invariant(tiny_bundle):
+    from skin_core.bundle import load_bundle
+    bundle = load_bundle(tiny_bundle)
+    bundle.manifest["test_time_augmentation"] = "flips"
+    predictor = Predictor(bundle)
+    rgb = images.load_file(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))).rgb[:, 25:175]   # square
+    plain = predictor.analyse(images.DecodedImage(rgb, "JPEG", "RGB"))
+    mirrored = predictor.analyse(images.DecodedImage(np.ascontiguousarray(rgb[:, ::-1]), "JPEG", "RGB"))
+    np.testing.assert_allclose(mirrored.probabilities, plain.probabilities, atol=1e-4)
+    np.testing.assert_allclose(mirrored.cams[:, ::-1], plain.cams, atol=1e-3)
