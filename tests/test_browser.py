@@ -68,7 +68,7 @@ def test_upload_in_a_real_browser_shows_probabilities_and_overlay(server):
         page.locator('input[type="file"]').first.set_input_files(str(photo), timeout=60_000)
         page.get_by_text("Top 3:").wait_for(timeout=90_000)
         page.get_by_text("Grad-CAM for").first.wait_for(timeout=30_000)
-        assert page.locator(".js-plotly-plot").count() >= 1
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=30_000)
         assert page.get_by_text("not a medical device").count() >= 1
         page.screenshot(path=str(ARTIFACTS / "diagnose.png"), full_page=True)
         chrome.close()
