@@ -12,7 +12,7 @@ import streamlit as st
 
 from pages.common import notice
 from skin_core import evaluation, registry
-from skin_core.bundle import EVALUATION_FILE, HISTORY_FILE, BundleError, read_manifest
+from skin_core.bundle import EVALUATION_FILE, HISTORY_FILE, BundleError, read_manifest, update_report
 from skin_core.classes import full_name
 
 HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
@@ -162,25 +162,16 @@ def other_dataset(path, manifest, key: str) -> None:
         folder = st.text_input("Dataset folder on the server (HAM10000 layout or one folder per class)",
                                key=f"ds-{key}")
         if st.button("Evaluate", key=f"go-{key}") and folder:
-            from skin_core import data
+            from skin_core.data import DatasetError
             from skin_core.predict import Predictor
             progress = st.progress(0.0, "Reading images...")
             try:
-                predictor = Predictor.from_path(path)
-                dataset = data.load_dataset(folder, classes=predictor.classes)
-                arrays = data.read_images(dataset.table, predictor.input_size, predictor.detail_side,
-                                          on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
-            except (data.DatasetError, BundleError) as exc:
+                result = Predictor.from_path(path).evaluate(
+                    folder, on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
+            except (DatasetError, BundleError) as exc:
                 progress.empty()
                 st.error(str(exc))
                 return
-            progress.progress(1.0, "Predicting...")
-            labels = arrays.table["dx"].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
-            result = evaluation.build_report(labels, predictor.probabilities(arrays.pixels), predictor.classes,
-                                             groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
-                                             thresholds=predictor.bundle.thresholds)
-            result["dataset"] = folder
-            from skin_core.bundle import update_report
             safe = "".join(ch if ch.isalnum() else "_" for ch in folder.strip("/").rsplit("/", 1)[-1])[:40]
             update_report(path, f"evaluation-{safe}.json", result)
             progress.empty()

@@ -76,17 +76,9 @@ def _safe_stem(path: str) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from . import data, evaluation
+    from . import evaluation
     from .predict import Predictor
-    predictor = Predictor.from_path(args.model)
-    dataset = data.load_dataset(args.data, skip_bad=args.skip_bad, classes=predictor.classes)
-    arrays = data.read_images(dataset.table, predictor.input_size, predictor.detail_side, skip_bad=args.skip_bad)
-    labels = arrays.table["dx"].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
-    probs = predictor.probabilities(arrays.pixels)
-    report = evaluation.build_report(labels, probs, predictor.classes, groups=arrays.table["lesion_id"],
-                                     image_ids=arrays.table["image_id"], thresholds=predictor.bundle.thresholds)
-    report["dataset"] = str(args.data)
-    report["model"] = predictor.bundle.name
+    report = Predictor.from_path(args.model).evaluate(args.data, skip_bad=args.skip_bad)
     print("\n".join(evaluation.summary_lines(report)))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

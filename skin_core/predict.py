@@ -66,6 +66,19 @@ class Predictor:
         """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
         return softmax((self.logits(pixels, batch_size) + self.logit_bias) / self.temperature)
 
+    def evaluate(self, dataset_root, *, skip_bad: bool = False, on_progress=None) -> dict:
+        """The evaluation report of this model on a labelled dataset folder (either layout)."""
+        from . import data, evaluation
+        dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes)
+        arrays = data.read_images(dataset.table, self.input_size, self.detail_side, skip_bad=skip_bad,
+                                  on_progress=on_progress)
+        labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
+        report = evaluation.build_report(labels, self.probabilities(arrays.pixels), self.classes,
+                                         groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
+                                         thresholds=self.bundle.thresholds)
+        report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable)
+        return report
+
     def analyse(self, decoded: images.DecodedImage) -> Analysis:
         model_input = self.prepare(decoded.rgb)
         probs, _, cams = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))

@@ -113,3 +113,16 @@ def test_retrain_actions_need_the_password_when_one_is_set(models_dir, monkeypat
     assert launch_button(at).disabled
     at.text_input(key="admin_password").input("hunter2").run()
     assert not launch_button(at).disabled
+
+
+def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
+    at = page("evaluation").run()
+    at.text_input(key="ds-main").input(str(SAMPLE)).run()
+    at.button(key="go-main").click().run()
+    assert not at.exception
+    assert any("Saved as evaluation-sample_data.json" in str(s.value) for s in at.success)
+    saved = json.loads((models_dir / "default" / "evaluation-sample_data.json").read_text())
+    assert saved["n"] == 70
+    at.text_input(key="ds-main").input(str(models_dir)).run()
+    at.button(key="go-main").click().run()
+    assert any("No labels found" in str(e.value) for e in at.error)
