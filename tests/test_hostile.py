@@ -3,6 +3,7 @@ under concurrent use."""
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +90,33 @@ def test_predictor_is_safe_under_parallel_use(tiny_bundle):
     assert len(results) == 400
     for index, probabilities in results:
         np.testing.assert_allclose(probabilities, serial[index], atol=1e-5)
+
+
+def test_uploads_are_never_written_to_disk(models_dir, tmp_path):
+    import io
+    import os
+    import tempfile
+    import uuid
+    from PIL import Image, PngImagePlugin
+    marker = uuid.uuid4().hex.encode()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("marker", marker.decode())
+    photo = Image.open(next((ROOT / "sample_data" / "HAM10000_images_part_1").glob("*.jpg")))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG", pnginfo=info)
+    started = __import__("time").time() - 1
+    at = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=120).run()
+    at.file_uploader[0].set_value(("private.png", buffer.getvalue(), "image/png")).run()
+    assert len(at.get("plotly_chart")) == 1
+    written = []
+    for top in {ROOT, models_dir.parent, Path(tempfile.gettempdir())}:
+        for folder, _, files in os.walk(top):
+            for name in files:
+                path = Path(folder) / name
+                try:
+                    if path.stat().st_mtime >= started and path.stat().st_size < 50_000_000:
+                        written.append(path)
+                except OSError:
+                    continue
+    leaked = [p for p in written if p.is_file() and marker in p.read_bytes()]
+    assert leaked == []
