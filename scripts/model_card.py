@@ -55,7 +55,7 @@ warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']}
 (patience {t['patience']}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
 balancing: `{t['balance']}`; label smoothing {t['label_smoothing']}; augmentation: random rotation (full circle),
 horizontal and vertical flips, zoom (-20% to +10%), brightness and contrast (10%). Wall time
-{t['seconds'] / 60:.0f} min on a 2-core CPU. Backend: {t.get('backend', 'tensorflow')}.
+{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU. Backend: {t.get('backend', 'tensorflow')}.
 
 Reproduce:
 
