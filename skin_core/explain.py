@@ -13,6 +13,7 @@ import tensorflow as tf
 from matplotlib import colormaps
 from PIL import Image
 
+from . import images
 from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
 
 import keras
@@ -80,11 +81,8 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45, colormap: s
 
 def centre_square(rgb: np.ndarray, max_side: int = 448) -> np.ndarray:
     """The part of a photo the model sees (its centre square), at a size fit for display."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = Image.fromarray(np.ascontiguousarray(rgb[top:top + side, left:left + side]))
-    if side > max_side:
+    square = Image.fromarray(images.centre_square(rgb))
+    if square.width > max_side:
         square = square.resize((max_side, max_side), Image.Resampling.BILINEAR)
     return np.asarray(square)
 

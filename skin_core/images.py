@@ -107,6 +107,14 @@ def _to_rgb_array(image: Image.Image, notes: list[str]) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def centre_square(rgb: np.ndarray) -> np.ndarray:
+    """The largest centred square of a picture: the part the model sees."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return np.ascontiguousarray(rgb[top:top + side, left:left + side])
+
+
 def prepare(rgb: np.ndarray, input_size: int, detail_side: int | None = None) -> np.ndarray:
     """The model's view of a picture: centre square crop, optional detail cap, resize.
 
@@ -114,10 +122,8 @@ def prepare(rgb: np.ndarray, input_size: int, detail_side: int | None = None) ->
     150-pixel copies then sees sharper uploads at the same level of detail it learned from.
     Returns (input_size, input_size, 3) uint8; scaling to [-1, 1] happens inside the model.
     """
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = Image.fromarray(np.ascontiguousarray(rgb[top:top + side, left:left + side]))
+    square = Image.fromarray(centre_square(rgb))
+    side = square.width
     if detail_side and side > detail_side:
         square = square.resize((detail_side, detail_side), Image.Resampling.BILINEAR)
     if square.size != (input_size, input_size):
