@@ -41,8 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="cap the detail of inputs to this many pixels (-1: the dataset's own resolution, 0: none)")
     p.add_argument("--mel-sensitivity", type=float, default=0.85,
                    help="melanoma sensitivity the decision threshold must reach on validation")
-    p.add_argument("--tta", default="auto", choices=["auto", "flips", "none"],
-                   help="test-time flip averaging: auto keeps it if it scores better on validation")
+    p.add_argument("--tta", default="auto", choices=["auto", "half_turn", "flips", "none"],
+                   help="test-time views averaged per prediction: auto keeps the half turn (2 views) if it "
+                        "scores better on validation; flips = 4 views")
     p.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images instead of stopping")
     p.add_argument("--progress-file", default=None, help="also write progress as JSON lines to this file")
     p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],

@@ -4,6 +4,7 @@ held-out test split.
     python bench/tflite.py [--model models/default] [--data ../shared/data/ham10000]
 
 --data must be the bundle's training dataset for the accuracy figure (its split.csv names the test images).
+Every figure here is one pass per image (no flip averaging), Keras included, so the columns compare like with like.
 """
 import argparse
 import sys
@@ -48,6 +49,9 @@ def main():
         test = data.read_images(table, size, bundle.detail_side)
         labels = test.table["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
         keras_pred = served_argmax(bundle.model.predict(test.pixels.astype(np.float32), verbose=0), bundle)
+        results["keras_test_single_pass"] = {"test_images": int(len(labels)),
+                                             "test_accuracy": accuracy_score(labels, keras_pred),
+                                             "test_balanced_accuracy": balanced_accuracy_score(labels, keras_pred)}
     with tempfile.TemporaryDirectory() as tmp:
         for quantize in ("none", "float16", "int8"):
             path = export.export_bundle(args.model, "tflite", Path(tmp) / f"{quantize}.tflite", quantize=quantize)

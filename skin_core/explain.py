@@ -8,6 +8,8 @@ switch the explained class without another forward pass.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import tensorflow as tf
 from matplotlib import colormaps
@@ -19,26 +21,40 @@ from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
 import keras
 
 
-def _flip_views(images):
-    """The picture and its three flips, stacked along the batch: (4b, h, w, c)."""
-    return tf.concat([images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]], axis=0)
+TTA_VIEWS = {"none": 1, "half_turn": 2, "flips": 4}
+"""Test-time views per mode: the picture alone; with its half turn (180 degrees); with its three flips."""
 
 
-def _mean_of_views(values, spatial: bool):
-    """Average the four views' results, undoing each flip first for spatial maps."""
-    same, left_right, up_down, both = tf.split(values, 4, axis=0)
-    if spatial:
-        left_right, up_down, both = left_right[:, :, ::-1], up_down[:, ::-1], both[:, ::-1, ::-1]
-    return (same + left_right + up_down + both) / 4.0
+def _views(images, tta: str):
+    """The picture and its extra views, stacked along the batch: (views * b, h, w, c)."""
+    if tta == "half_turn":
+        return tf.concat([images, images[:, ::-1, ::-1]], axis=0)
+    if tta == "flips":
+        return tf.concat([images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]], axis=0)
+    return images
 
 
-def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, flip_tta: bool = False):
+def _mean_of_views(values, tta: str, spatial: bool):
+    """Average the views' results, undoing each view's turn or flip first for spatial maps."""
+    if tta == "none":
+        return values
+    parts = tf.split(values, TTA_VIEWS[tta], axis=0)
+    if spatial and tta == "half_turn":
+        parts[1] = parts[1][:, ::-1, ::-1]
+    elif spatial:
+        parts = [parts[0], parts[1][:, :, ::-1], parts[2][:, ::-1], parts[3][:, ::-1, ::-1]]
+    return tf.add_n(parts) / float(len(parts))
+
+
+def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, tta: str = "none"):
     """Two traced functions over uint8-valued float batches: (logits) and (probs, logits, cams).
 
-    The probabilities are calibrated: softmax((logits + logit_bias) / temperature). With flip_tta,
-    logits and maps are the mean over the picture and its three flips (a dermoscopy photo has no
-    preferred orientation), still in one traced call.
+    The probabilities are calibrated: softmax((logits + logit_bias) / temperature). With test-time
+    views (see TTA_VIEWS; a dermoscopy photo has no preferred orientation), logits and maps are the
+    mean over the views, still in one traced call.
     """
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"Unknown test-time augmentation {tta!r}; expected one of {', '.join(TTA_VIEWS)}.")
     size = model.input_shape[1]
     spec = [tf.TensorSpec((None, size, size, 3), tf.float32)]
     features_model = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER).output)
@@ -48,21 +64,19 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, 
 
     @tf.function(input_signature=spec)
     def logits_only(images):
-        if flip_tta:
-            return _mean_of_views(dense(pool(features_model(_flip_views(images), training=False))), spatial=False)
-        return dense(pool(features_model(images, training=False)))
+        logits = dense(pool(features_model(_views(images, tta), training=False)))
+        return _mean_of_views(logits, tta, spatial=False)
 
     @tf.function(input_signature=spec)
     def with_cams(images):
-        features = features_model(_flip_views(images) if flip_tta else images, training=False)
+        features = features_model(_views(images, tta), training=False)
         with tf.GradientTape() as tape:
             tape.watch(features)
             logits = dense(pool(features))
         jacobian = tape.batch_jacobian(logits, features)           # (batch, classes, h, w, k)
         channel_weights = tf.reduce_mean(jacobian, axis=[2, 3])    # (batch, classes, k)
         cams = tf.nn.relu(tf.einsum("bhwk,bck->bhwc", features, channel_weights))
-        if flip_tta:
-            logits, cams = _mean_of_views(logits, spatial=False), _mean_of_views(cams, spatial=True)
+        logits, cams = _mean_of_views(logits, tta, spatial=False), _mean_of_views(cams, tta, spatial=True)
         peak = tf.reduce_max(cams, axis=[1, 2], keepdims=True)
         cams = tf.math.divide_no_nan(cams, peak)                    # each class map in [0, 1]
         return tf.nn.softmax((logits + bias) / temp), logits, cams
@@ -70,21 +84,27 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, 
     return logits_only, with_cams
 
 
+@lru_cache(maxsize=8)
+def _colour_table(colormap: str) -> np.ndarray:
+    """The colormap sampled at 256 levels, so colouring a map is one table lookup."""
+    return (colormaps[colormap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).astype(np.float32)
+
+
 def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45, colormap: str = "jet") -> np.ndarray:
     """Blend a [0, 1] heat map (any resolution) over an RGB image of any size."""
     height, width = rgb.shape[:2]
     heat = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
-    colours = colormaps[colormap](np.asarray(heat) / 255.0)[..., :3] * 255.0
-    blended = (1 - opacity) * rgb.astype(np.float32) + opacity * colours
+    colours = _colour_table(colormap)[np.asarray(heat)]
+    blended = rgb.astype(np.float32) * (1 - opacity) + colours * opacity
     return blended.clip(0, 255).astype(np.uint8)
 
 
-def centre_square(rgb: np.ndarray, max_side: int = 448) -> np.ndarray:
-    """The part of a photo the model sees (its centre square), at a size fit for display."""
-    square = Image.fromarray(images.centre_square(rgb))
-    if square.width > max_side:
-        square = square.resize((max_side, max_side), Image.Resampling.BILINEAR)
-    return np.asarray(square)
+def centre_square(rgb: np.ndarray, max_side: int = 600) -> np.ndarray:
+    """The part of a photo the model sees (its centre square), shrunk only when larger than max_side."""
+    square = images.centre_square(rgb)
+    if square.shape[0] <= max_side:
+        return square
+    return np.asarray(Image.fromarray(square).resize((max_side, max_side), Image.Resampling.BILINEAR))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -42,9 +42,9 @@ class Predictor:
         self.detail_side = bundle.detail_side
         self.temperature = bundle.temperature
         self.logit_bias = bundle.logit_bias
-        self.flip_tta = bundle.manifest.get("test_time_augmentation") == "flips"
+        self.tta = bundle.manifest.get("test_time_augmentation", "none")
         self._logits, self._with_cams = explain.make_forward(bundle.model, self.temperature, self.logit_bias,
-                                                             self.flip_tta)
+                                                             self.tta)
         warm = tf.zeros((1, self.input_size, self.input_size, 3), tf.float32)
         self._with_cams(warm)
         self._logits(warm)

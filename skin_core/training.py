@@ -55,7 +55,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     detail_side: int | None = -1     # -1: the dataset's median short side when smaller than img_size
     mel_sensitivity: float = 0.85    # the melanoma threshold is set to reach this on validation
-    tta: str = "auto"                # test-time flips: "auto" (if better on validation), "flips" or "none"
+    tta: str = "auto"                # test-time views: "auto" (half turn if better on validation), "half_turn", "flips", "none"
     skip_bad: bool = False
     progress_file: str | None = None
     name: str | None = None
@@ -203,6 +203,8 @@ def prepare(cfg: TrainConfig, log: ProgressLog) -> Prepared:
     table = arrays.table
     table["subset"] = data.split_by_lesion(table, test_fraction=cfg.test_fraction,
                                            val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if cfg.init_bundle:
+        _refuse_test_leak(cfg.init_bundle, table)
     labels = table["dx"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     parts = {name: (table["subset"] == name).to_numpy() for name in ("train", "val", "test")}
     log.event("split", "Split by lesion: " + ", ".join(f"{k} {int(v.sum())}" for k, v in parts.items()),
@@ -356,18 +358,22 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, f
 
 
 def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, log: ProgressLog) -> str:
-    """Flip test-time augmentation when it scores better on validation (balanced accuracy + macro F1)."""
-    if cfg.tta in ("none", "flips"):
+    """The half-turn view when it scores better on validation (balanced accuracy + macro F1).
+
+    Auto stops at two views: on the default model's validation split they gave most of the four
+    flips' gain (1.40 vs 1.43, from 1.33 with one view) at half the cost per prediction.
+    """
+    if cfg.tta != "auto":
         return cfg.tta
     from sklearn.metrics import balanced_accuracy_score, f1_score
     scores = {}
-    for mode in ("none", "flips"):
+    for mode in ("none", "half_turn"):
         staged.manifest["test_time_augmentation"] = mode
         predicted = Predictor(staged).logits(pixels).argmax(1)
         scores[mode] = balanced_accuracy_score(labels, predicted) + f1_score(labels, predicted, average="macro")
-    chosen = "flips" if scores["flips"] > scores["none"] else "none"
-    log.event("tta", f"Test-time flips on validation: {scores['flips']:.4f} vs {scores['none']:.4f} without; "
-              f"using {chosen}", scores=scores)
+    chosen = "half_turn" if scores["half_turn"] > scores["none"] else "none"
+    log.event("tta", f"Test-time half turn on validation: {scores['half_turn']:.4f} vs {scores['none']:.4f} "
+              f"without; using {chosen}", scores=scores)
     return chosen
 
 
@@ -381,6 +387,21 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> keras.Model:
                              f"{source.input_size}px; set --alpha and --img-size to match.")
         model.set_weights(source.model.get_weights())
     return model
+
+
+def _refuse_test_leak(init_bundle: str, table: pd.DataFrame) -> None:
+    """A run that starts from a bundle must not test on images that bundle was fitted or tuned on."""
+    split_file = Path(init_bundle) / bundles.SPLIT_FILE
+    if not split_file.is_file():
+        raise ValueError(f"The starting bundle {init_bundle} has no {bundles.SPLIT_FILE}, so its training images "
+                         "are unknown and the new test split could contain them.")
+    earlier = pd.read_csv(split_file)
+    seen = set(earlier.loc[earlier["subset"].isin(["train", "val"]), "image_id"])
+    leaked = sorted(seen & set(table.loc[table["subset"] == "test", "image_id"]))
+    if leaked:
+        raise ValueError(f"The starting bundle was trained or tuned on {len(leaked)} images this run holds out for "
+                         f"testing (e.g. {', '.join(leaked[:3])}); use the dataset, --seed, --test-fraction and "
+                         "--val-fraction the starting bundle used, so the test figures stay honest.")
 
 
 def _scaled(cfg: TrainConfig, replicas: int) -> TrainConfig:

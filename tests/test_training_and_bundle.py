@@ -129,3 +129,14 @@ def test_missing_or_wrong_weights_give_a_clear_error(tmp_path):
                                                  weights=None), wrong)
     with pytest.raises(WeightsError):
         build_model(input_size=64, alpha=0.25, weights=str(wrong))
+
+
+def test_starting_from_a_bundle_refuses_a_split_that_would_test_on_its_training_images(tiny_bundle):
+    from skin_core.training import ProgressLog, TrainConfig, prepare
+    same = TrainConfig(data=str(SAMPLE), out="unused", img_size=32, alpha=0.25, test_fraction=0.2, val_fraction=0.2,
+                       init_bundle=str(tiny_bundle))
+    prepared = prepare(same, ProgressLog(None))          # the starting bundle's own split: accepted
+    assert prepared.parts["test"].sum() > 0
+    reshuffled = TrainConfig(**{**same.__dict__, "seed": 7})
+    with pytest.raises(ValueError, match=r"trained or tuned on \d+ images this run holds out for testing"):
+        prepare(reshuffled, ProgressLog(None))
