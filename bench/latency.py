@@ -5,8 +5,11 @@
 The floor is a tf.function forward pass at batch 1 with a fixed input signature. "predict" is the
 Predictor's traced logits call on a prepared picture. "predict + Grad-CAM" starts from the bytes of a
 600x450 JPEG and ends with calibrated probabilities and a ready overlay image, as the Diagnose page does.
-For comparison it also times the slow paths the predictor avoids: keras model.predict, and an eager
-Grad-CAM beside a separate prediction.
+For comparison, side by side in the same run, it also times the slower paths the predictor replaced:
+keras model.predict, an eager Grad-CAM beside a separate prediction, and the earlier end-to-end path
+(four flip views per prediction, the overlay coloured through matplotlib per pixel, the display
+square resized). "bare_forward_same_views" is the floor for the served configuration: the bare
+model over as many views as the bundle's test-time augmentation averages.
 """
 import argparse
 import io
@@ -21,6 +24,7 @@ from PIL import Image
 
 from bench.common import stats_ms, timed, write
 from skin_core import explain, images
+from skin_core.bundle import Bundle
 from skin_core.model import LAST_CONV_LAYER
 from skin_core.predict import Predictor
 
@@ -45,6 +49,16 @@ def eager_gradcam(model, x):
     return tf.nn.relu(tf.reduce_sum(features * tf.reduce_mean(grads, axis=(1, 2), keepdims=True), -1))
 
 
+def earlier_overlay(rgb, cam, opacity=0.45):
+    """The overlay as first written: matplotlib's colormap called on every pixel, a resized display square."""
+    from matplotlib import colormaps
+    square = Image.fromarray(images.centre_square(rgb)).resize((448, 448), Image.Resampling.BILINEAR)
+    rgb = np.asarray(square)
+    heat = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8)).resize((448, 448), Image.Resampling.BICUBIC)
+    colours = colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255.0
+    return ((1 - opacity) * rgb.astype(np.float32) + opacity * colours).clip(0, 255).astype(np.uint8)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="models/default")
@@ -57,20 +71,33 @@ def main():
     bare = tf.function(lambda t: model(t, training=False),
                        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
 
+    views = explain.TTA_VIEWS[predictor.tta]
+    bare_views = tf.function(lambda t: model(t, training=False),
+                             input_signature=[tf.TensorSpec((views, size, size, 3), tf.float32)])
+    x_views = tf.concat([x] * views, axis=0)
+    four_views = Predictor(Bundle(path=predictor.bundle.path, model=model,
+                                  manifest={**predictor.bundle.manifest, "test_time_augmentation": "flips"}))
+
     def end_to_end():
         analysis = predictor.analyse_bytes(data)
         top = int(analysis.probabilities.argmax())
         explain.overlay(explain.centre_square(analysis.decoded.rgb), analysis.cams[..., top])
 
+    def earlier_end_to_end():
+        analysis = four_views.analyse_bytes(data)
+        earlier_overlay(analysis.decoded.rgb, analysis.cams[..., int(analysis.probabilities.argmax())])
+
     results = {
         "bare_forward_tf_function": stats_ms(timed(lambda: bare(x).numpy(), args.runs)),
+        "bare_forward_same_views": stats_ms(timed(lambda: bare_views(x_views).numpy(), args.runs)),
         "skin_core_predict": stats_ms(timed(lambda: predictor.logits(x.numpy()), args.runs)),
         "predict_plus_gradcam_end_to_end": stats_ms(timed(end_to_end, args.runs)),
         "keras_model_predict": stats_ms(timed(lambda: model.predict(x, verbose=0), 30, warmup=3)),
         "eager_gradcam_beside_predict": stats_ms(timed(lambda: eager_gradcam(model, x), 20, warmup=2)),
+        "earlier_end_to_end_four_views": stats_ms(timed(earlier_end_to_end, args.runs)),
     }
     ratio = results["predict_plus_gradcam_end_to_end"]["p50_ms"] / results["bare_forward_tf_function"]["p50_ms"]
-    write("latency", {"model": args.model, "input_size": size, "threads": {
+    write("latency", {"model": args.model, "input_size": size, "test_time_views": views, "threads": {
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         **results, "end_to_end_over_bare_p50": round(ratio, 2),

@@ -1,7 +1,8 @@
 """The Predictor: a loaded bundle ready to answer, with calibration and Grad-CAM built in.
 
-It is created once per process (the app caches it), traces its functions once with a fixed input
-signature and warms them up, so every later call is a single graph execution.
+It is created once per process (the app caches it) and its functions have a fixed input signature,
+so each is traced once; the single-image path is warmed up at load, so a user's first upload is as
+fast as the next one.
 """
 from __future__ import annotations
 
@@ -45,9 +46,8 @@ class Predictor:
         self.tta = bundle.manifest.get("test_time_augmentation", "none")
         self._logits, self._with_cams = explain.make_forward(bundle.model, self.temperature, self.logit_bias,
                                                              self.tta)
-        warm = tf.zeros((1, self.input_size, self.input_size, 3), tf.float32)
-        self._with_cams(warm)
-        self._logits(warm)
+        # warm up the path a single upload takes; the batch path (evaluation) traces on its first call
+        self._with_cams(tf.zeros((1, self.input_size, self.input_size, 3), tf.float32))
 
     @classmethod
     def from_path(cls, path) -> "Predictor":

@@ -73,3 +73,63 @@ def test_upload_in_a_real_browser_shows_probabilities_and_overlay(server):
         page.screenshot(path=str(ARTIFACTS / "diagnose.png"), full_page=True)
         chrome.close()
     assert (ARTIFACTS / "diagnose.png").stat().st_size > 10_000
+
+
+SESSIONS = 4
+
+
+def distinct_answers(bundle_path, n):
+    """n sample photos whose top classes all differ under the served model, with those answers."""
+    from skin_core.classes import full_name
+    from skin_core.predict import Predictor
+    predictor = Predictor.from_path(bundle_path)
+    chosen, tops = [], set()
+    for photo in sorted(SAMPLE.glob("HAM10000_images_part_*/*.jpg")):
+        top = predictor.analyse_bytes(photo.read_bytes()).ranked()[0][0]
+        if top not in tops:
+            chosen.append((photo, full_name(top)))
+            tops.add(top)
+        if len(chosen) == n:
+            return chosen
+    pytest.skip("the served model gives fewer distinct answers than sessions")
+
+
+def test_concurrent_browser_sessions_each_get_their_own_result(server):
+    """Several people at once: each session uploads a different photo and sees its own answer only."""
+    import asyncio
+    from playwright.async_api import async_playwright
+    served = DEFAULT_BUNDLE if (DEFAULT_BUNDLE / "manifest.json").is_file() else None
+    if served is None:
+        pytest.skip("needs the committed default model")
+    cases = distinct_answers(served, SESSIONS)
+
+    async def session(chrome, photo, answer, index):
+        context = await chrome.new_context(viewport={"width": 1400, "height": 1600})
+        page = await context.new_page()
+        await page.goto(server)
+        await page.locator('input[type="file"]').first.set_input_files(str(photo), timeout=120_000)
+        await page.get_by_text("Most likely:").first.wait_for(timeout=240_000)
+        await page.get_by_text("Top 3:").first.wait_for(timeout=120_000)
+        await page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=120_000)
+        shown = await page.locator('[data-testid="stMain"]').inner_text()
+        await page.screenshot(path=str(ARTIFACTS / f"session_{index}.png"))
+        await context.close()
+        return shown
+
+    async def everyone():
+        async with async_playwright() as playwright:
+            chrome = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+            pages = await asyncio.gather(*(session(chrome, photo, answer, i)
+                                           for i, (photo, answer) in enumerate(cases)))
+            await chrome.close()
+            return pages
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    pages = asyncio.run(everyone())
+    for (photo, answer), shown in zip(cases, pages):
+        assert photo.name in shown and f"Most likely: {answer}" in shown
+        others = [p.name for p, _ in cases if p != photo]
+        assert not any(name in shown for name in others), "a session shows another session's upload"
+        assert shown.count("Most likely:") == 1
+    assert requests.get(f"{server}/_stcore/health", timeout=5).text == "ok"
