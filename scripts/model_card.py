@@ -15,6 +15,19 @@ def pct(x):
     return f"{x:.3f}"
 
 
+TTA_TEXT = {"none": "none, one view per prediction",
+            "half_turn": "each prediction averages the photo and its half turn (2 views)",
+            "flips": "each prediction averages the photo and its three flips (4 views)"}
+
+
+def continued(t: dict) -> str:
+    if not t.get("init_bundle"):
+        return ""
+    return ("Two stages. Stage 1 trained the model from the ImageNet weights (the first command below); stage 2,\n"
+            "described here, continued from stage 1's weights on the same split (train.py refuses a split whose test\n"
+            "images the starting bundle saw). ")
+
+
 def card(bundle: Path, command: str, experiments: str) -> str:
     m = json.loads((bundle / "manifest.json").read_text())
     r = json.loads((bundle / "evaluation.json").read_text())
@@ -49,13 +62,15 @@ images. No lesion appears on two sides (`split.csv` lists every image). The test
 end: never for training, epoch choice, calibration or the threshold.
 
 ## Training
-Phase 1: {t['head_epochs']} epochs training the head on the frozen body (learning rate {t['head_lr']}). Phase 2: the top
+{continued(t)}Phase 1: {t['head_epochs']} epochs training the head on the frozen body (learning rate {t['head_lr']}). Phase 2: the top
 {t['fine_tune_fraction']:.0%} of the body unfrozen, AdamW (weight decay {t['weight_decay']}), cosine schedule with one
 warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']} epochs in all with early stopping
 (patience {t['patience']}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
 balancing: `{t['balance']}`; label smoothing {t['label_smoothing']}; augmentation: random rotation (full circle),
 horizontal and vertical flips, zoom (-20% to +10%), brightness and contrast (10%). Wall time
-{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU. Backend: {t.get('backend', 'tensorflow')}.
+{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
+Test-time augmentation: {TTA_TEXT[m.get('test_time_augmentation', 'none')]} (chosen on validation); evaluation
+and the app use the same path.
 
 Reproduce:
 

@@ -1,0 +1,93 @@
+"""Render the latest bench/results/*.json as the markdown table in bench/README.md.
+
+    python bench/table.py          # rewrites the part of bench/README.md between the results markers
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import RESULTS  # noqa: E402
+
+README = Path(__file__).resolve().parent / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def rows() -> list[str]:
+    out = ["| measure | figure | target | |", "|---|---|---|---|"]
+    lat = load("latency")
+    if lat:
+        bare, e2e = lat["bare_forward_tf_function"], lat["predict_plus_gradcam_end_to_end"]
+        out += [
+            f"| bare forward pass, batch 1 (tf.function) | p50 {bare['p50_ms']} ms, p95 {bare['p95_ms']} ms | floor | |",
+            f"| bare forward over the {lat['test_time_views']} test-time views | "
+            f"p50 {lat['bare_forward_same_views']['p50_ms']} ms | floor of the served configuration | |",
+            f"| skin_core predict (prepared picture) | p50 {lat['skin_core_predict']['p50_ms']} ms, "
+            f"p95 {lat['skin_core_predict']['p95_ms']} ms | | |",
+            f"| **predict + Grad-CAM, JPEG bytes to overlay** | p50 {e2e['p50_ms']} ms, p95 {e2e['p95_ms']} ms "
+            f"({lat['end_to_end_over_bare_p50']}x bare) | ≤ 60 ms and ≤ 3x bare | "
+            f"{verdict(e2e['p50_ms'] <= 60 and lat['end_to_end_over_bare_p50'] <= 3)} |",
+            f"| before: the same with 4 flip views and the per-pixel matplotlib overlay | "
+            f"p50 {lat['earlier_end_to_end_four_views']['p50_ms']} ms | | |",
+            f"| before: keras `model.predict`, batch 1 | p50 {lat['keras_model_predict']['p50_ms']} ms | | |",
+            f"| before: eager Grad-CAM beside a separate predict | p50 {lat['eager_gradcam_beside_predict']['p50_ms']} ms "
+            f"| | |",
+        ]
+    cold = load("cold_start")
+    if cold:
+        out.append(f"| cold start: new process to first prediction | median {cold['median_s']} s "
+                   f"(runs {', '.join(map(str, cold['seconds']))}) | ≤ 10 s | {verdict(cold['median_s'] <= 10)} |")
+    thr = load("throughput")
+    if thr:
+        ev, tr = thr["evaluation"], thr["training"]
+        out += [
+            f"| evaluation, batch {thr['batch']} | {ev['skin_core_images_per_s']:.1f} img/s vs bare "
+            f"{ev['bare_model_same_views_images_per_s']:.1f} img/s over the same {ev['test_time_views']} views: "
+            f"ratio {ev['ratio']:.2f} (one view, bare: {ev['bare_model_one_view_images_per_s']:.1f} img/s) | ≥ 0.8 | "
+            f"{verdict(ev['ratio'] >= 0.8)} |",
+            f"| training, batch {thr['batch']} | tf.data pipeline {tr['pipeline_images_per_s']:.1f} img/s vs model fed "
+            f"from memory {tr['memory_images_per_s']:.1f} img/s: ratio {tr['ratio']:.2f} | ≥ 0.9 | "
+            f"{verdict(tr['ratio'] >= 0.9)} |",
+            f"| before: training with three separate Keras augmentation layers | "
+            f"{tr['earlier_pipeline_images_per_s']:.1f} img/s: ratio {tr['earlier_ratio']:.2f} | | |",
+        ]
+    mem = load("memory")
+    if mem:
+        out.append(f"| resident memory over {mem['predictions']} predictions with Grad-CAM | +{mem['rss_growth_mb']} MB "
+                   f"(from {mem['rss_before_mb']} MB) | < 50 MB | {verdict(mem['rss_growth_mb'] < 50)} |")
+    tfl = load("tflite")
+    for key, label in (("tflite_none", "float32"), ("tflite_float16", "float16"), ("tflite_int8", "int8")):
+        if key in tfl:
+            e = tfl[key]
+            accuracy = (f"; test accuracy {e['test_accuracy']:.3f}, balanced {e['test_balanced_accuracy']:.3f}, "
+                        f"top-1 agreement with Keras {e['top1_agreement_with_keras']:.3f}") if "test_accuracy" in e else ""
+            out.append(f"| TFLite {label} ({e['size_mb']} MB), batch 1 | p50 {e['p50_ms']} ms{accuracy} | | |")
+    if "keras_test_single_pass" in tfl:
+        k = tfl["keras_test_single_pass"]
+        out.append(f"| Keras, same one-view pass on the {k['test_images']} test images | test accuracy "
+                   f"{k['test_accuracy']:.3f}, balanced {k['test_balanced_accuracy']:.3f} | | |")
+    stamp = lat.get("time") or cold.get("time", "")
+    out.append("")
+    out.append(f"Model `{lat.get('model', 'models/default')}`, {lat.get('machine', '')}, measured {stamp}.")
+    return out
+
+
+def main():
+    text = README.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(head + START + "\n" + "\n".join(rows()) + "\n" + END + tail)
+    print("\n".join(rows()))
+
+
+if __name__ == "__main__":
+    main()
