@@ -53,7 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="display name of the model (default: the --out folder name)")
     p.add_argument("--finish-from", default=None, metavar="PREFIX",
                    help="skip fitting: make the bundle from PREFIX.weights.h5, PREFIX.history.csv and PREFIX.json "
-                        "written by scripts/train_jax.py")
+                        "written by scripts/train_gpu.py")
     return p
 
 
@@ -97,14 +97,15 @@ def main(args) -> int:
 
 
 def finish_from(config, prefix: str):
-    """Bundle weights fitted by scripts/train_jax.py, recording the settings that run used."""
+    """Bundle weights fitted by scripts/train_gpu.py, recording the settings that run used."""
     import dataclasses
     import json
     from skin_core import training
     info = json.loads(open(prefix + ".json").read())
     known = {f.name for f in dataclasses.fields(config)}
     config = dataclasses.replace(config, **{k: v for k, v in info["settings"].items() if k in known})
-    fit_info = {k: v for k, v in info.items() if k != "settings"}
+    fit_info = {k: v for k, v in info.items() if k not in ("settings", "name", "seconds")}
+    fit_info.update(run=info.get("name"), fit_seconds=info.get("seconds"))
     return training.finish_from_weights(config, prefix + ".weights.h5", prefix + ".history.csv", fit_info)
 
 

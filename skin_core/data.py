@@ -206,3 +206,13 @@ def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
         subset.loc[rest[held]] = name
         rest = np.setdiff1d(rest, rest[held])
     return subset
+
+
+def split_digest(table: pd.DataFrame) -> str:
+    """sha256 over the sorted (subset, image_id) pairs of the training and validation rows.
+
+    Weights fitted elsewhere carry it, so the bundle step can prove it holds out the same lesions.
+    """
+    rows = table.loc[table["subset"].isin(["train", "val"]), ["subset", "image_id"]]
+    lines = sorted(f"{subset}:{image_id}" for subset, image_id in rows.itertuples(index=False))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

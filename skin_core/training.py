@@ -351,6 +351,9 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, f
     if expected_fingerprint and prep.arrays.fingerprint != expected_fingerprint:
         raise ValueError("The dataset differs from the one these weights were trained on (fingerprint mismatch); "
                          "validation and test would not be the held-out lesions.")
+    if fit_info.get("split_digest") and data.split_digest(prep.table) != fit_info["split_digest"]:
+        raise ValueError("These weights were trained and validated on other images than this dataset and seed give "
+                         "(split digest mismatch), so its test split could hold images they were fitted on.")
     model = build_model(len(prep.classes), cfg.img_size, cfg.alpha, weights=None, dropout=cfg.dropout)
     model.load_weights(weights_file)
     history = pd.read_csv(history_csv, index_col="epoch")

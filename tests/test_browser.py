@@ -23,12 +23,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture()
-def server(tmp_path, tiny_bundle):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_bundle):
     """`streamlit run` serving models/default (or the tiny test bundle before one is committed)."""
     env = dict(os.environ)
     if not (DEFAULT_BUNDLE / "manifest.json").is_file():
-        models = tmp_path / "models"
+        models = tmp_path_factory.mktemp("served") / "models"
         shutil.copytree(tiny_bundle, models / "default")
         env["SKIN_MODELS_DIR"] = str(models)
     port = free_port()

@@ -140,3 +140,26 @@ def test_starting_from_a_bundle_refuses_a_split_that_would_test_on_its_training_
     reshuffled = TrainConfig(**{**same.__dict__, "seed": 7})
     with pytest.raises(ValueError, match=r"trained or tuned on \d+ images this run holds out for testing"):
         prepare(reshuffled, ProgressLog(None))
+
+
+def test_weights_fitted_elsewhere_are_bundled_only_with_the_split_they_were_fitted_on(tiny_bundle, tmp_path):
+    """train.py --finish-from: the digest of the GPU run's train/val images must match the re-split."""
+    from skin_core import data
+    from skin_core.training import TrainConfig, finish_from_weights
+    source = bundles.load_bundle(tiny_bundle)
+    weights = tmp_path / "run.weights.h5"
+    source.model.save_weights(weights)
+    history = tmp_path / "run.history.csv"
+    shutil.copy(tiny_bundle / "history.csv", history)
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "bundle"), img_size=32, alpha=0.25, test_fraction=0.2,
+                         val_fraction=0.2, workers=2, tta="none")
+    out = finish_from_weights(config, str(weights), str(history), {"split_digest": data.split_digest(split)})
+    rebuilt = Predictor.from_path(out)
+    assert rebuilt.bundle.manifest["test"]["n"] == int((split["subset"] == "test").sum())
+    assert pd.read_csv(out / "split.csv", dtype=str)["subset"].tolist() == split["subset"].tolist()
+
+    moved = split.copy()
+    moved.loc[moved.index[moved["subset"] == "test"][0], "subset"] = "train"    # one test image was trained on
+    with pytest.raises(ValueError, match="split digest mismatch"):
+        finish_from_weights(config, str(weights), str(history), {"split_digest": data.split_digest(moved)})

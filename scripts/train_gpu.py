@@ -1,0 +1,213 @@
+"""Fit the skin_core recipe on a GPU machine that has PyTorch but no TensorFlow.
+
+Keras runs on its PyTorch backend here: the same model, augmentation, class balancing, optimiser,
+metrics and best-epoch selection as train.py (all from skin_core.model and skin_core.recipe); only
+the feeding differs (arrays in memory instead of tf.data). PyTorch rather than JAX because XLA's
+depthwise-convolution gradients made one MobileNet epoch take minutes (docs/experiments.md, run 2).
+
+Only the training and validation images need to travel: `--split` gives each image's subset (the
+split.csv of a bundle trained on the whole dataset with the same seed), and test rows are never
+read. The best epoch's weights, the history and a JSON summary are rewritten after every better
+epoch, so a run cut short still leaves its best model. Then, on any CPU with TensorFlow,
+
+    python train.py --finish-from OUT/NAME --data FULL_DATASET --out BUNDLE
+
+re-splits the full dataset, checks that the training and validation images are the same ones,
+calibrates, evaluates the held-out test split and writes the bundle.
+
+    python scripts/train_gpu.py --data PACK --split PACK/split.csv --weights mobilenet_1_0_224_tf_no_top.h5 \
+        --out-dir runs/gpu --time-budget-s 420 --run name:epochs=60,balance=weights
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
+
+from skin_core import data  # noqa: E402
+from skin_core.classes import CLASS_CODES  # noqa: E402
+from skin_core.model import build_model, set_trainable_from  # noqa: E402
+from skin_core.recipe import BestWeights, augmenter, class_weights, compile_model  # noqa: E402
+
+DEFAULTS = dict(epochs=40, head_epochs=2, batch_size=32, lr=3e-4, head_lr=1e-3, weight_decay=1e-4,
+                balance="weights", label_smoothing=0.1, dropout=0.3, patience=10, seed=42, alpha=1.0,
+                fine_tune_fraction=1.0)
+
+
+def parse_run(text: str) -> tuple[str, dict]:
+    name, _, rest = text.partition(":")
+    settings = dict(DEFAULTS)
+    for item in filter(None, rest.split(",")):
+        key, value = item.split("=")
+        settings[key] = value if isinstance(DEFAULTS[key], str) else type(DEFAULTS[key])(value)
+    return name, settings
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Prints each epoch and keeps its metrics and wall time, across phases."""
+
+    def __init__(self, name: str, total: int, head_epochs: int):
+        super().__init__()
+        self.name, self.total, self.head_epochs, self.rows = name, total, head_epochs, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {k: float(v) for k, v in (logs or {}).items()}
+        self.rows.append({**row, "phase": "head" if epoch < self.head_epochs else "fine-tune",
+                          "epoch_seconds": round(time.time() - self.start, 2)})
+        print(f"{self.name} epoch {epoch + 1}/{self.total} {self.rows[-1]['epoch_seconds']:.1f}s "
+              + " ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, index=pd.RangeIndex(1, len(self.rows) + 1, name="epoch"))
+
+
+class SaveBest(keras.callbacks.Callback):
+    """Writes the best weights so far, the history and the summary after each better epoch."""
+
+    def __init__(self, best: BestWeights, save):
+        super().__init__()
+        self.best, self.save, self.saved = best, save, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.best.best_epoch != self.saved:
+            self.saved = self.best.best_epoch
+            self.save()
+
+
+def load_train_val(args) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """The training and validation rows with their subset, their pixels, and the split's digest."""
+    table = data.load_dataset(args.data).table
+    if args.split:
+        subsets = pd.read_csv(args.split, dtype=str).set_index("image_id")["subset"]
+        table["subset"] = table["image_id"].map(subsets)
+        if table["subset"].isna().any():
+            missing = table.loc[table["subset"].isna(), "image_id"]
+            raise SystemExit(f"{len(missing)} images are not in {args.split}, e.g. {', '.join(missing[:3])}")
+    else:
+        table["subset"] = data.split_by_lesion(table, test_fraction=args.test_fraction,
+                                               val_fraction=args.val_fraction, seed=args.seed)
+    table = table[table["subset"].isin(["train", "val"])].reset_index(drop=True)
+    arrays = data.read_images(table, args.img_size, args.detail_side, workers=os.cpu_count() or 4)
+    return arrays.table, arrays.pixels, data.split_digest(arrays.table)
+
+
+def probe_epoch_seconds(s, x, y, xv, yv, img_size, steps, val_steps) -> float:
+    """Seconds one whole-network epoch will take, from a throwaway model's second short epoch."""
+    n_classes = len(CLASS_CODES)
+    model = build_model(n_classes, img_size, s["alpha"], weights=None, dropout=s["dropout"])
+    trainer = keras.Sequential([keras.Input((img_size, img_size, 3)), augmenter(s["seed"]), model])
+    set_trainable_from(model, s["fine_tune_fraction"])
+    compile_model(trainer, s["lr"], s["weight_decay"], s["label_smoothing"])
+    probe, probe_val = min(20 * s["batch_size"], len(y)), min(5 * s["batch_size"], len(yv))
+    onehot = np.eye(n_classes, dtype=np.float32)
+    timings = []
+    for _ in range(2):
+        start = time.time()
+        trainer.fit(x[:probe], onehot[y[:probe]], batch_size=s["batch_size"], epochs=1, verbose=0,
+                    validation_data=(xv[:probe_val], onehot[yv[:probe_val]]))
+        timings.append(time.time() - start)
+    per_step = timings[-1] / (-(-probe // s["batch_size"]) + -(-probe_val // s["batch_size"]))
+    return per_step * (steps + val_steps)
+
+
+def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
+    keras.utils.set_random_seed(s["seed"])
+    n_classes = len(CLASS_CODES)
+    y = table["dx"].map({c: i for i, c in enumerate(CLASS_CODES)}).to_numpy()
+    train, val = (table["subset"] == "train").to_numpy(), (table["subset"] == "val").to_numpy()
+    xt, yt, xv, yv = x[train], y[train], x[val], y[val]
+    steps, val_steps = -(-len(yt) // s["batch_size"]), -(-len(yv) // s["batch_size"])
+    if args.time_budget_s:
+        epoch_s = probe_epoch_seconds(s, xt, yt, xv, yv, args.img_size, steps, val_steps)
+        affordable = int((deadline - time.time()) / (1.05 * epoch_s))
+        print(f"{name}: one epoch ~{epoch_s:.1f}s; {affordable} epochs fit the budget", flush=True)
+        if affordable < s["epochs"]:
+            s["epochs_planned"], s["epochs"] = s["epochs"], max(s["head_epochs"] + 1, affordable)
+    model = build_model(n_classes, args.img_size, s["alpha"], weights=args.weights, dropout=s["dropout"])
+    trainer = keras.Sequential([keras.Input((args.img_size, args.img_size, 3)), augmenter(s["seed"]), model])
+    onehot = np.eye(n_classes, dtype=np.float32)
+    weights = class_weights(yt, n_classes, s["balance"])
+    best, log = BestWeights("val_macro_f1"), EpochLog(name, s["epochs"], s["head_epochs"])
+    started = time.time()
+
+    def save():
+        current = model.get_weights()
+        model.set_weights(best.weights)
+        model.save_weights(out_dir / f"{name}.weights.h5")
+        model.set_weights(current)
+        log.history().to_csv(out_dir / f"{name}.history.csv")
+        summary = {"name": name, "settings": {**s, "img_size": args.img_size, "detail_side": args.detail_side},
+                   "best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "backend": keras.backend.backend(),
+                   "replicas": 1, "split_digest": digest, "seconds": round(time.time() - started, 1)}
+        (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
+
+    phases = (("head", 0, s["head_epochs"], 0.0, s["head_lr"]),
+              ("fine-tune", s["head_epochs"], s["epochs"], s["fine_tune_fraction"], s["lr"]))
+    for phase, first, last, fraction, lr in phases:
+        if last <= first:
+            continue
+        set_trainable_from(model, fraction)
+        schedule = lr if phase == "head" else keras.optimizers.schedules.CosineDecay(
+            lr * 0.1, decay_steps=steps * (last - first), warmup_target=lr, warmup_steps=steps)
+        compile_model(trainer, schedule, s["weight_decay"], s["label_smoothing"])
+        callbacks = [best, log, SaveBest(best, save)]
+        if phase != "head":
+            callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=s["patience"]))
+        trainer.fit(xt, onehot[yt], batch_size=s["batch_size"], epochs=last, initial_epoch=first,
+                    validation_data=(xv, onehot[yv]), class_weight=weights, callbacks=callbacks, verbose=0)
+    model.set_weights(best.weights)
+    predicted = model.predict(xv, batch_size=256, verbose=0).argmax(1)
+    save()
+    summary = json.loads((out_dir / f"{name}.json").read_text())
+    summary.update(val_balanced_accuracy=float(balanced_accuracy_score(yv, predicted)),
+                   val_macro_f1=float(f1_score(yv, predicted, average="macro")))
+    (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset folder (all images, or the training and validation ones)")
+    p.add_argument("--split", default=None, help="CSV of image_id, subset; without it the data is split here")
+    p.add_argument("--weights", required=True, help="ImageNet MobileNet .h5 weights, or 'imagenet'")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--detail-side", type=int, default=150, help="cap on detail, as train.py (the copies' short side)")
+    p.add_argument("--seed", type=int, default=42, help="split seed when --split is not given")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--time-budget-s", type=float, default=0,
+                   help="fit the epochs into this many seconds from the start, by timing a short probe first")
+    p.add_argument("--run", action="append", required=True, help="name:key=value,... (repeatable)")
+    args = p.parse_args()
+    started = time.time()
+    deadline = started + args.time_budget_s if args.time_budget_s else float("inf")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if keras.backend.backend() == "torch":
+        import torch
+        torch.backends.cudnn.benchmark = True
+        print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}", flush=True)
+    table, x, digest = load_train_val(args)
+    x = x.astype(np.float32)
+    print(f"read {len(table)} images in {time.time() - started:.0f}s: "
+          + ", ".join(f"{k} {n}" for k, n in table["subset"].value_counts().items()), flush=True)
+    for spec in args.run:
+        name, settings = parse_run(spec)
+        fit_one(name, settings, table, x, digest, out_dir, args, deadline)
+
+
+if __name__ == "__main__":
+    main()
