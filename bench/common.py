@@ -27,6 +27,20 @@ def timed(fn, runs: int, warmup: int = 10) -> list[float]:
     return samples
 
 
+def timed_together(fns: dict, runs: int, warmup: int = 10) -> dict[str, list[float]]:
+    """Time several paths in alternation, so machine drift during the run affects each alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
 def write(name: str, result: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "time": time.strftime("%Y-%m-%d %H:%M"),

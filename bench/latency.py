@@ -2,14 +2,16 @@
 
     python bench/latency.py [--model models/default] [--runs 200]
 
+The paths are timed in alternation (one call of each per round), so they see the same machine.
 The floor is a tf.function forward pass at batch 1 with a fixed input signature. "predict" is the
 Predictor's traced logits call on a prepared picture. "predict + Grad-CAM" starts from the bytes of a
 600x450 JPEG and ends with calibrated probabilities and a ready overlay image, as the Diagnose page does.
 For comparison, side by side in the same run, it also times the slower paths the predictor replaced:
 keras model.predict, an eager Grad-CAM beside a separate prediction, and the earlier end-to-end path
-(four flip views per prediction, the overlay coloured through matplotlib per pixel, the display
-square resized). "bare_forward_same_views" is the floor for the served configuration: the bare
-model over as many views as the bundle's test-time augmentation averages.
+(four flip views stacked into one batch, Grad-CAM through a batch Jacobian, the overlay coloured
+through matplotlib per pixel, the display square resized). "bare_forward_same_views" is the floor
+for the served configuration: the bare model over the views the bundle's test-time augmentation
+averages.
 """
 import argparse
 import io
@@ -22,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from bench.common import stats_ms, timed, write
+from bench.common import stats_ms, timed, timed_together, write
 from skin_core import explain, images
 from skin_core.bundle import Bundle
 from skin_core.model import LAST_CONV_LAYER
@@ -49,6 +51,29 @@ def eager_gradcam(model, x):
     return tf.nn.relu(tf.reduce_sum(features * tf.reduce_mean(grads, axis=(1, 2), keepdims=True), -1))
 
 
+def earlier_forward(model):
+    """The traced call as first written: four flip views stacked along the batch, Grad-CAM weights from
+    a batch Jacobian of the logits with respect to the last block's features."""
+    features_model = tf.keras.Model(model.input, model.get_layer(LAST_CONV_LAYER).output)
+    pool, dense = model.get_layer("pool"), model.get_layer("logits")
+
+    @tf.function(input_signature=[tf.TensorSpec((None, model.input_shape[1], model.input_shape[2], 3), tf.float32)])
+    def with_cams(x):
+        stacked = tf.concat([x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]], axis=0)
+        features = features_model(stacked, training=False)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            logits = dense(pool(features))
+        weights = tf.reduce_mean(tape.batch_jacobian(logits, features), axis=[2, 3])
+        cams = tf.nn.relu(tf.einsum("bhwk,bck->bhwc", features, weights))
+        a, b, c, d = tf.split(cams, 4)
+        cams = (a + b[:, :, ::-1] + c[:, ::-1] + d[:, ::-1, ::-1]) / 4
+        cams = tf.math.divide_no_nan(cams, tf.reduce_max(cams, axis=[1, 2], keepdims=True))
+        return tf.nn.softmax(tf.add_n(tf.split(logits, 4)) / 4), cams
+
+    return with_cams
+
+
 def earlier_overlay(rgb, cam, opacity=0.45):
     """The overlay as first written: matplotlib's colormap called on every pixel, a resized display square."""
     from matplotlib import colormaps
@@ -72,11 +97,9 @@ def main():
                        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
 
     views = explain.TTA_VIEWS[predictor.tta]
-    bare_views = tf.function(lambda t: model(t, training=False),
-                             input_signature=[tf.TensorSpec((views, size, size, 3), tf.float32)])
-    x_views = tf.concat([x] * views, axis=0)
-    four_views = Predictor(Bundle(path=predictor.bundle.path, model=model,
-                                  manifest={**predictor.bundle.manifest, "test_time_augmentation": "flips"}))
+    bare_views = tf.function(lambda t: [model(v, training=False) for v in explain.views(t, predictor.tta)],
+                             input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+    earlier = earlier_forward(model)
 
     def end_to_end():
         analysis = predictor.analyse_bytes(data)
@@ -84,23 +107,27 @@ def main():
         explain.overlay(explain.centre_square(analysis.decoded.rgb), analysis.cams[..., top])
 
     def earlier_end_to_end():
-        analysis = four_views.analyse_bytes(data)
-        earlier_overlay(analysis.decoded.rgb, analysis.cams[..., int(analysis.probabilities.argmax())])
+        decoded = images.decode(data)
+        probs, cams = earlier(tf.convert_to_tensor(predictor.prepare(decoded.rgb)[None], tf.float32))
+        earlier_overlay(decoded.rgb, cams.numpy()[0][..., int(probs.numpy()[0].argmax())])
 
-    results = {
-        "bare_forward_tf_function": stats_ms(timed(lambda: bare(x).numpy(), args.runs)),
-        "bare_forward_same_views": stats_ms(timed(lambda: bare_views(x_views).numpy(), args.runs)),
-        "skin_core_predict": stats_ms(timed(lambda: predictor.logits(x.numpy()), args.runs)),
-        "predict_plus_gradcam_end_to_end": stats_ms(timed(end_to_end, args.runs)),
-        "keras_model_predict": stats_ms(timed(lambda: model.predict(x, verbose=0), 30, warmup=3)),
-        "eager_gradcam_beside_predict": stats_ms(timed(lambda: eager_gradcam(model, x), 20, warmup=2)),
-        "earlier_end_to_end_four_views": stats_ms(timed(earlier_end_to_end, args.runs)),
-    }
+    fast = timed_together({"bare_forward_tf_function": lambda: bare(x).numpy(),
+                           "bare_forward_same_views": lambda: [v.numpy() for v in bare_views(x)],
+                           "skin_core_predict": lambda: predictor.logits(x.numpy()),
+                           "predict_plus_gradcam_end_to_end": end_to_end,
+                           "earlier_end_to_end_four_views": earlier_end_to_end}, args.runs)
+    results = {name: stats_ms(samples) for name, samples in fast.items()}
+    # the floor at its most flattering: the same call back to back, caches hot
+    results["bare_forward_back_to_back"] = stats_ms(timed(lambda: bare(x).numpy(), args.runs))
+    results["keras_model_predict"] = stats_ms(timed(lambda: model.predict(x, verbose=0), 30, warmup=3))
+    results["eager_gradcam_beside_predict"] = stats_ms(timed(lambda: eager_gradcam(model, x), 20, warmup=2))
     ratio = results["predict_plus_gradcam_end_to_end"]["p50_ms"] / results["bare_forward_tf_function"]["p50_ms"]
     write("latency", {"model": args.model, "input_size": size, "test_time_views": views, "threads": {
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         **results, "end_to_end_over_bare_p50": round(ratio, 2),
+        "end_to_end_over_back_to_back_bare_p50": round(
+            results["predict_plus_gradcam_end_to_end"]["p50_ms"] / results["bare_forward_back_to_back"]["p50_ms"], 2),
         "targets": {"end_to_end_over_bare_p50_max": 3.0, "end_to_end_p50_ms_max": 60}})
 
 

@@ -36,6 +36,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_native_logs() -> None:
+    """Point the stderr file descriptor, where TensorFlow's C++ start-up messages go whatever
+    TF_CPP_MIN_LOG_LEVEL says, at /dev/null, and Python's sys.stderr at the real one: the user sees
+    this tool's one-line errors and Python's own output only. SKIN_CORE_NATIVE_LOGS=1 keeps them."""
+    if os.environ.get("SKIN_CORE_NATIVE_LOGS"):
+        return
+    try:
+        sys.stderr.flush()
+        kept = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(kept, "w", buffering=1)
+    except OSError:
+        pass
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -105,4 +122,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    _quiet_native_logs()
     sys.exit(main())

@@ -96,3 +96,26 @@ def test_an_unknown_test_time_augmentation_is_refused(tiny_bundle):
     bundle.manifest["test_time_augmentation"] = "spin"
     with pytest.raises(ValueError, match="Unknown test-time augmentation 'spin'"):
         Predictor(bundle)
+
+
+def test_maps_equal_grad_cam_computed_with_a_gradient_tape(disc_predictor):
+    """The closed form in explain.make_forward is Grad-CAM itself, not an approximation of it."""
+    import keras
+    import tensorflow as tf
+    from skin_core.model import LAST_CONV_LAYER
+    model = disc_predictor.bundle.model
+    x, _, _ = synthetic(np.random.default_rng(3), 4)
+    features_model = keras.Model(model.input, [model.get_layer(LAST_CONV_LAYER).output, model.get_layer("logits").output])
+    for image in x:
+        decoded = images.DecodedImage(rgb=image.astype(np.uint8), source_format="PNG", source_mode="RGB")
+        analysis = disc_predictor.analyse(decoded)
+        batch = tf.constant(analysis.model_input[None].astype(np.float32))
+        for c in range(7):
+            with tf.GradientTape() as tape:
+                features, logits = features_model(batch, training=False)
+                score = logits[0, c]
+            grads = tape.gradient(score, features)
+            weights = tf.reduce_mean(grads, axis=[1, 2])                      # the Grad-CAM definition
+            cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0].numpy()
+            expected = cam / cam.max() if cam.max() > 0 else cam
+            np.testing.assert_allclose(analysis.cams[..., c], expected, atol=1e-4)
