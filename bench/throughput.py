@@ -43,8 +43,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="models/default")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     predictor = Predictor.from_path(args.model)
     size = predictor.input_size
@@ -89,19 +89,22 @@ def main():
                         .map(lambda x, y: (earlier(tf.cast(x, tf.float32), training=True), y),
                              num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
     sources = {"model_from_memory": memory, "tf_data_pipeline": pipeline, "earlier_pipeline": earlier_pipeline}
-    for source in sources.values():           # trace each input's training step before timing anything
-        model.fit(source, steps_per_epoch=2, verbose=0)
-    timings = {name: 0.0 for name in sources}
-    for _ in range(args.rounds):              # interleaved rounds, best of each: drift hits all three alike
+    for _ in range(3):                        # trace and warm each input's training step before timing
+        for source in sources.values():
+            model.fit(source, steps_per_epoch=4, verbose=0)
+    rounds = {name: [] for name in sources}
+    for _ in range(args.rounds):              # interleaved rounds: drift hits all three alike
         for name, source in sources.items():
             start = time.perf_counter()
             model.fit(source, steps_per_epoch=args.steps, verbose=0)
-            timings[name] = max(timings[name], args.steps * args.batch / (time.perf_counter() - start))
-    training = {"pipeline_images_per_s": timings["tf_data_pipeline"],
-                "memory_images_per_s": timings["model_from_memory"],
-                "ratio": timings["tf_data_pipeline"] / timings["model_from_memory"],
-                "earlier_pipeline_images_per_s": timings["earlier_pipeline"],
-                "earlier_ratio": timings["earlier_pipeline"] / timings["model_from_memory"],
+            rounds[name].append(args.steps * args.batch / (time.perf_counter() - start))
+    per_round = {name: np.asarray(values) / np.asarray(rounds["model_from_memory"]) for name, values in rounds.items()}
+    training = {"pipeline_images_per_s": float(np.median(rounds["tf_data_pipeline"])),
+                "memory_images_per_s": float(np.median(rounds["model_from_memory"])),
+                "ratio": float(np.median(per_round["tf_data_pipeline"])),
+                "ratio_per_round": [round(float(r), 3) for r in per_round["tf_data_pipeline"]],
+                "earlier_pipeline_images_per_s": float(np.median(rounds["earlier_pipeline"])),
+                "earlier_ratio": float(np.median(per_round["earlier_pipeline"])),
                 "trainable_share_of_body": 0.7}
     write("throughput", {"model": args.model, "input_size": size, "batch": args.batch,
                          "evaluation": evaluation, "training": training,

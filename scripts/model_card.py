@@ -28,6 +28,14 @@ def continued(t: dict) -> str:
             "images the starting bundle saw). ")
 
 
+def phases(t: dict) -> str:
+    unfrozen = "the whole body" if t["fine_tune_fraction"] >= 1 else f"the top {t['fine_tune_fraction']:.0%} of the body"
+    if not t["head_epochs"]:
+        return f"One phase: {unfrozen} trainable,"
+    return (f"Phase 1: {t['head_epochs']} epochs training the head on the frozen body (learning rate {t['head_lr']}). "
+            f"Phase 2: {unfrozen} unfrozen,")
+
+
 def card(bundle: Path, command: str, experiments: str) -> str:
     m = json.loads((bundle / "manifest.json").read_text())
     r = json.loads((bundle / "evaluation.json").read_text())
@@ -44,7 +52,7 @@ def card(bundle: Path, command: str, experiments: str) -> str:
 ## Model
 MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, dropout
 {t['dropout']} and a 7-way dense head; {m['input_size']}x{m['input_size']} RGB input. Started from Google's ImageNet
-weights ({m['weights_source']}). Preprocessing (defined once in `skin_core.images.prepare`, recorded in the
+weights ({'through stage 1, below' if t.get('init_bundle') else m['weights_source']}). Preprocessing (defined once in `skin_core.images.prepare`, recorded in the
 manifest): EXIF-upright RGB, centre square crop, detail capped at {m['preprocessing']['detail_side']} px (the
 resolution of the training copies, so sharper uploads are seen at the detail the model learned),
 bilinear resize, scaling to [-1, 1] inside the model. Probabilities are calibrated by temperature scaling
@@ -62,8 +70,7 @@ images. No lesion appears on two sides (`split.csv` lists every image). The test
 end: never for training, epoch choice, calibration or the threshold.
 
 ## Training
-{continued(t)}Phase 1: {t['head_epochs']} epochs training the head on the frozen body (learning rate {t['head_lr']}). Phase 2: the top
-{t['fine_tune_fraction']:.0%} of the body unfrozen, AdamW (weight decay {t['weight_decay']}), cosine schedule with one
+{continued(t)}{phases(t)} AdamW (weight decay {t['weight_decay']}), cosine schedule with one
 warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']} epochs in all with early stopping
 (patience {t['patience']}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
 balancing: `{t['balance']}`; label smoothing {t['label_smoothing']}; augmentation: random rotation (full circle),
