@@ -5,9 +5,9 @@ metrics and best-epoch selection as train.py (all from skin_core.model and skin_
 the feeding differs (arrays in memory instead of tf.data). PyTorch rather than JAX because XLA's
 depthwise-convolution gradients made one MobileNet epoch take minutes (docs/experiments.md, run 2).
 
-Only the training and validation images need to travel: `--split` gives each image's subset (the
-split.csv of a bundle trained on the whole dataset with the same seed), and test rows are never
-read. The best epoch's weights, the history and a JSON summary are rewritten after every better
+Only the training and validation images need to travel (scripts/gpu_pack.py gathers them): `--split`
+gives each image's subset (the split.csv of a bundle trained on the whole dataset with the same
+seed), and test rows are never read. The best epoch's weights, the history and a JSON summary are rewritten after every better
 epoch, so a run cut short still leaves its best model. Then, on any CPU with TensorFlow,
 
     python train.py --finish-from OUT/NAME --data FULL_DATASET --out BUNDLE
@@ -15,8 +15,9 @@ epoch, so a run cut short still leaves its best model. Then, on any CPU with Ten
 re-splits the full dataset, checks that the training and validation images are the same ones,
 calibrates, evaluates the held-out test split and writes the bundle.
 
-    python scripts/train_gpu.py --data PACK --split PACK/split.csv --weights mobilenet_1_0_224_tf_no_top.h5 \
-        --out-dir runs/gpu --time-budget-s 420 --run name:epochs=60,balance=weights
+    python scripts/train_gpu.py --data PACK/data --split PACK/split.csv \
+        --weights PACK/weights/mobilenet_1_0_224_tf_no_top.h5 --out-dir runs/gpu --time-budget-s 420 \
+        --run name:epochs=60,batch_size=64,lr=6e-4,balance=weights
 """
 import argparse
 import json

@@ -163,3 +163,17 @@ def test_weights_fitted_elsewhere_are_bundled_only_with_the_split_they_were_fitt
     moved.loc[moved.index[moved["subset"] == "test"][0], "subset"] = "train"    # one test image was trained on
     with pytest.raises(ValueError, match="split digest mismatch"):
         finish_from_weights(config, str(weights), str(history), {"split_digest": data.split_digest(moved)})
+
+
+def test_the_gpu_pack_holds_the_training_and_validation_images_only(tiny_bundle, tmp_path):
+    import sys
+    sys.path.insert(0, str(SAMPLE.parent / "scripts"))
+    from gpu_pack import make_pack
+    from skin_core import data
+    pack = make_pack(str(SAMPLE), str(tiny_bundle / "split.csv"), str(tmp_path / "pack"))
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    shipped = {p.stem for p in (pack / "data" / "images").iterdir()}
+    assert shipped == set(split.loc[split["subset"] != "test", "image_id"])
+    packed = data.load_dataset(pack / "data").table               # a valid dataset on its own
+    packed["subset"] = packed["image_id"].map(split.set_index("image_id")["subset"])
+    assert data.split_digest(packed) == data.split_digest(split)  # what train.py --finish-from will check

@@ -1,0 +1,53 @@
+"""Gather what a GPU machine needs for scripts/train_gpu.py: the training and validation images only.
+
+    python scripts/gpu_pack.py --data ~/data/HAM10000 --split models/default/split.csv \
+        --weights mobilenet_1_0_224_tf_no_top.h5 --out gpu_pack
+
+Writes OUT/data (the HAM10000 layout: the metadata rows and image files of the train and val subsets),
+OUT/split.csv and OUT/weights/<file>. The test images stay behind, so the remote run cannot train on
+them; `train.py --finish-from` later checks the split digest against the full dataset.
+"""
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from skin_core import data  # noqa: E402
+
+
+def make_pack(dataset: str, split_csv: str, out: str, weights: str | None = None) -> Path:
+    table = data.load_dataset(dataset).table
+    split = pd.read_csv(split_csv, dtype=str)
+    subsets = table["image_id"].map(split.set_index("image_id")["subset"])
+    if subsets.isna().any():
+        raise SystemExit(f"{int(subsets.isna().sum())} images of {dataset} are not in {split_csv}; "
+                         "use the split of a bundle trained on this dataset.")
+    keep = table[subsets.isin(["train", "val"]).to_numpy()]
+    root = Path(out)
+    (root / "data" / "images").mkdir(parents=True, exist_ok=True)
+    keep[["lesion_id", "image_id", "dx"]].to_csv(root / "data" / "HAM10000_metadata.csv", index=False)
+    for path, image_id in zip(keep["path"], keep["image_id"]):
+        shutil.copy(path, root / "data" / "images" / f"{image_id}{Path(path).suffix}")
+    split.to_csv(root / "split.csv", index=False)
+    if weights:
+        (root / "weights").mkdir(exist_ok=True)
+        shutil.copy(weights, root / "weights" / Path(weights).name)
+    return root
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", required=True, help="split.csv of a bundle trained on this dataset")
+    parser.add_argument("--weights", default=None, help="ImageNet MobileNet .h5 weights to take along")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    print(f"pack written to {make_pack(args.data, args.split, args.out, args.weights)}")
+
+
+if __name__ == "__main__":
+    main()
