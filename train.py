@@ -72,7 +72,10 @@ def main(args) -> int:
         config.detail_side = None
     log = training.ProgressLog(config.progress_file)
 
+    cancel_requested = []
+
     def cancel(signum, frame):
+        cancel_requested.append(signum)
         raise training.TrainingCancelled()
 
     signal.signal(signal.SIGTERM, cancel)
@@ -87,10 +90,13 @@ def main(args) -> int:
     except KeyboardInterrupt:
         log.event("cancelled", "Training interrupted; nothing was written to " + config.out)
         return 130
-    except (data.DatasetError, WeightsError, BundleError, ValueError) as exc:
-        log.event("error", f"error: {exc}", error=str(exc))
-        return 2
     except Exception as exc:
+        if cancel_requested:       # the cancel landed inside TensorFlow's C code, which re-raised it as another error
+            log.event("cancelled", "Training cancelled; nothing was written to " + config.out)
+            return 130
+        if isinstance(exc, (data.DatasetError, WeightsError, BundleError, ValueError)):
+            log.event("error", f"error: {exc}", error=str(exc))
+            return 2
         log.event("error", f"error: training failed: {type(exc).__name__}: {exc}", error=f"{type(exc).__name__}: {exc}")
         raise
     return 0

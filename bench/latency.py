@@ -26,7 +26,6 @@ from PIL import Image
 
 from bench.common import stats_ms, timed, timed_together, write
 from skin_core import explain, images
-from skin_core.bundle import Bundle
 from skin_core.model import LAST_CONV_LAYER
 from skin_core.predict import Predictor
 

@@ -1,7 +1,6 @@
 """Retrain: launch a training run on a dataset, follow it live, cancel it, compare and promote."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd

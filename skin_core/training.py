@@ -9,7 +9,6 @@ are fitted on the validation split -> the untouched test split is evaluated -> b
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import asdict, dataclass

@@ -2,7 +2,6 @@
 import json
 import shutil
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SAMPLE

@@ -9,7 +9,6 @@ import sys
 import time
 import tomllib
 
-import pytest
 import requests
 
 from skin_core import images

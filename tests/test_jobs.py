@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import shutil
 import time
 
 import pytest
@@ -126,3 +125,28 @@ def test_password_gate(monkeypatch):
     required = access.required_password({})
     assert not access.allowed(None, required) and not access.allowed("wrong", required)
     assert access.allowed("hunter2", required)
+
+
+def test_a_cancel_that_tensorflow_re_raises_as_another_error_still_counts_as_cancelled(tmp_path, monkeypatch):
+    """SIGTERM can land inside TensorFlow's C code, which surfaces it as e.g. SystemError."""
+    import train as train_script
+    from skin_core import training
+
+    def fit_interrupted_inside_tensorflow(config):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)          # train.py's handler raises TrainingCancelled here
+        except training.TrainingCancelled:
+            raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+
+    monkeypatch.setattr(training, "train", fit_interrupted_inside_tensorflow)
+    progress = tmp_path / "progress.jsonl"
+    args = train_script.get_args_parser().parse_args(
+        ["--data", str(SAMPLE), "--out", str(tmp_path / "bundle"), "--progress-file", str(progress)])
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert train_script.main(args) == 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    events = [json.loads(line)["event"] for line in progress.read_text().splitlines()]
+    assert events[-1] == "cancelled" and "error" not in events
+    assert not (tmp_path / "bundle").exists()
