@@ -41,6 +41,16 @@ def timed_together(fns: dict, runs: int, warmup: int = 10) -> dict[str, list[flo
     return samples
 
 
+def bare_over_views(model, tta: str, batch: int | None = None):
+    """The bare model over a batch's test-time views, in one traced call as the predictor makes it
+    (no calibration, no Grad-CAM): the floor skin_core's paths are compared with."""
+    import tensorflow as tf
+    from skin_core import explain
+    size = model.input_shape[1]
+    return tf.function(lambda t: [model(view, training=False) for view in explain.views(t, tta)],
+                       input_signature=[tf.TensorSpec((batch, size, size, 3), tf.float32)])
+
+
 def write(name: str, result: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "time": time.strftime("%Y-%m-%d %H:%M"),

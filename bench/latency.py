@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from bench.common import stats_ms, timed, timed_together, write
+from bench.common import bare_over_views, stats_ms, timed, timed_together, write
 from skin_core import explain, images
 from skin_core.model import LAST_CONV_LAYER
 from skin_core.predict import Predictor
@@ -96,8 +96,7 @@ def main():
                        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
 
     views = explain.TTA_VIEWS[predictor.tta]
-    bare_views = tf.function(lambda t: [model(v, training=False) for v in explain.views(t, predictor.tta)],
-                             input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+    bare_views = bare_over_views(model, predictor.tta, batch=1)
     earlier = earlier_forward(model)
 
     def end_to_end():

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import tensorflow as tf
 
-from bench.common import write
+from bench.common import bare_over_views, write
 import keras
 
 from skin_core import data, explain, recipe
@@ -55,12 +55,7 @@ def main():
 
     views = explain.TTA_VIEWS[predictor.tta]
 
-    def bare_over_views(tta):
-        """The bare model over a batch's views, in one traced call as the predictor makes it."""
-        return tf.function(lambda t: [model(view, training=False) for view in explain.views(t, tta)],
-                           input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
-
-    bare_calls = {tta: bare_over_views(tta) for tta in {predictor.tta, "none"}}
+    bare_calls = {tta: bare_over_views(model, tta) for tta in {predictor.tta, "none"}}
 
     def bare_eval(tta):
         for i in range(0, len(pixels), args.batch):

@@ -14,25 +14,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pandas as pd  # noqa: E402
-
 from skin_core import data  # noqa: E402
 
 
 def make_pack(dataset: str, split_csv: str, out: str, weights: str | None = None) -> Path:
     table = data.load_dataset(dataset).table
-    split = pd.read_csv(split_csv, dtype=str)
-    subsets = table["image_id"].map(split.set_index("image_id")["subset"])
-    if subsets.isna().any():
-        raise SystemExit(f"{int(subsets.isna().sum())} images of {dataset} are not in {split_csv}; "
-                         "use the split of a bundle trained on this dataset.")
-    keep = table[subsets.isin(["train", "val"]).to_numpy()]
+    keep = table[data.subsets_from_file(table, split_csv).isin(["train", "val"]).to_numpy()]
     root = Path(out)
     (root / "data" / "images").mkdir(parents=True, exist_ok=True)
     keep[["lesion_id", "image_id", "dx"]].to_csv(root / "data" / "HAM10000_metadata.csv", index=False)
     for path, image_id in zip(keep["path"], keep["image_id"]):
         shutil.copy(path, root / "data" / "images" / f"{image_id}{Path(path).suffix}")
-    split.to_csv(root / "split.csv", index=False)
+    shutil.copy(split_csv, root / "split.csv")
     if weights:
         (root / "weights").mkdir(exist_ok=True)
         shutil.copy(weights, root / "weights" / Path(weights).name)
@@ -46,7 +39,10 @@ def main():
     parser.add_argument("--weights", default=None, help="ImageNet MobileNet .h5 weights to take along")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    print(f"pack written to {make_pack(args.data, args.split, args.out, args.weights)}")
+    try:
+        print(f"pack written to {make_pack(args.data, args.split, args.out, args.weights)}")
+    except data.DatasetError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

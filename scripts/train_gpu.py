@@ -37,7 +37,8 @@ from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 from skin_core import data  # noqa: E402
 from skin_core.classes import CLASS_CODES  # noqa: E402
 from skin_core.model import build_model, set_trainable_from  # noqa: E402
-from skin_core.recipe import BestWeights, augmenter, class_weights, compile_model  # noqa: E402
+from skin_core.recipe import (BestWeights, augmenter, class_weights, compile_model,  # noqa: E402
+                             phase_learning_rate, phases)
 
 DEFAULTS = dict(epochs=40, head_epochs=2, batch_size=32, lr=3e-4, head_lr=1e-3, weight_decay=1e-4,
                 balance="weights", label_smoothing=0.1, dropout=0.3, patience=10, seed=42, alpha=1.0,
@@ -91,11 +92,7 @@ def load_train_val(args) -> tuple[pd.DataFrame, np.ndarray, str]:
     """The training and validation rows with their subset, their pixels, and the split's digest."""
     table = data.load_dataset(args.data).table
     if args.split:
-        subsets = pd.read_csv(args.split, dtype=str).set_index("image_id")["subset"]
-        table["subset"] = table["image_id"].map(subsets)
-        if table["subset"].isna().any():
-            missing = table.loc[table["subset"].isna(), "image_id"]
-            raise SystemExit(f"{len(missing)} images are not in {args.split}, e.g. {', '.join(missing[:3])}")
+        table["subset"] = data.subsets_from_file(table, args.split)
     else:
         table["subset"] = data.split_by_lesion(table, test_fraction=args.test_fraction,
                                                val_fraction=args.val_fraction, seed=args.seed)
@@ -104,11 +101,16 @@ def load_train_val(args) -> tuple[pd.DataFrame, np.ndarray, str]:
     return arrays.table, arrays.pixels, data.split_digest(arrays.table)
 
 
+def make_trainer(s, img_size: int, weights) -> tuple[keras.Model, keras.Sequential]:
+    """The model, and the model behind the augmentation layers that training fits."""
+    model = build_model(len(CLASS_CODES), img_size, s["alpha"], weights=weights, dropout=s["dropout"])
+    return model, keras.Sequential([keras.Input((img_size, img_size, 3)), augmenter(s["seed"]), model])
+
+
 def probe_epoch_seconds(s, x, y, xv, yv, img_size, steps, val_steps) -> float:
     """Seconds one whole-network epoch will take, from a throwaway model's second short epoch."""
     n_classes = len(CLASS_CODES)
-    model = build_model(n_classes, img_size, s["alpha"], weights=None, dropout=s["dropout"])
-    trainer = keras.Sequential([keras.Input((img_size, img_size, 3)), augmenter(s["seed"]), model])
+    model, trainer = make_trainer(s, img_size, weights=None)
     set_trainable_from(model, s["fine_tune_fraction"])
     compile_model(trainer, s["lr"], s["weight_decay"], s["label_smoothing"])
     probe, probe_val = min(20 * s["batch_size"], len(y)), min(5 * s["batch_size"], len(yv))
@@ -136,14 +138,13 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
         print(f"{name}: one epoch ~{epoch_s:.1f}s; {affordable} epochs fit the budget", flush=True)
         if affordable < s["epochs"]:
             s["epochs_planned"], s["epochs"] = s["epochs"], max(s["head_epochs"] + 1, affordable)
-    model = build_model(n_classes, args.img_size, s["alpha"], weights=args.weights, dropout=s["dropout"])
-    trainer = keras.Sequential([keras.Input((args.img_size, args.img_size, 3)), augmenter(s["seed"]), model])
+    model, trainer = make_trainer(s, args.img_size, args.weights)
     onehot = np.eye(n_classes, dtype=np.float32)
     weights = class_weights(yt, n_classes, s["balance"])
     best, log = BestWeights("val_macro_f1"), EpochLog(name, s["epochs"], s["head_epochs"])
     started = time.time()
 
-    def save():
+    def save(**extra):
         current = model.get_weights()
         model.set_weights(best.weights)
         model.save_weights(out_dir / f"{name}.weights.h5")
@@ -151,18 +152,15 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
         log.history().to_csv(out_dir / f"{name}.history.csv")
         summary = {"name": name, "settings": {**s, "img_size": args.img_size, "detail_side": args.detail_side},
                    "best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "backend": keras.backend.backend(),
-                   "replicas": 1, "split_digest": digest, "seconds": round(time.time() - started, 1)}
+                   "replicas": 1, "split_digest": digest, "seconds": round(time.time() - started, 1), **extra}
         (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
+        return summary
 
-    phases = (("head", 0, s["head_epochs"], 0.0, s["head_lr"]),
-              ("fine-tune", s["head_epochs"], s["epochs"], s["fine_tune_fraction"], s["lr"]))
-    for phase, first, last, fraction, lr in phases:
-        if last <= first:
-            continue
+    for phase, first, last, fraction, lr in phases(s["head_epochs"], s["epochs"], s["fine_tune_fraction"],
+                                                   s["head_lr"], s["lr"]):
         set_trainable_from(model, fraction)
-        schedule = lr if phase == "head" else keras.optimizers.schedules.CosineDecay(
-            lr * 0.1, decay_steps=steps * (last - first), warmup_target=lr, warmup_steps=steps)
-        compile_model(trainer, schedule, s["weight_decay"], s["label_smoothing"])
+        compile_model(trainer, phase_learning_rate(phase, lr, steps, last - first), s["weight_decay"],
+                      s["label_smoothing"])
         callbacks = [best, log, SaveBest(best, save)]
         if phase != "head":
             callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=s["patience"]))
@@ -170,11 +168,8 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
                     validation_data=(xv, onehot[yv]), class_weight=weights, callbacks=callbacks, verbose=0)
     model.set_weights(best.weights)
     predicted = model.predict(xv, batch_size=256, verbose=0).argmax(1)
-    save()
-    summary = json.loads((out_dir / f"{name}.json").read_text())
-    summary.update(val_balanced_accuracy=float(balanced_accuracy_score(yv, predicted)),
+    summary = save(val_balanced_accuracy=float(balanced_accuracy_score(yv, predicted)),
                    val_macro_f1=float(f1_score(yv, predicted, average="macro")))
-    (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary), flush=True)
 
 
@@ -201,7 +196,10 @@ def main():
         import torch
         torch.backends.cudnn.benchmark = True
         print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}", flush=True)
-    table, x, digest = load_train_val(args)
+    try:
+        table, x, digest = load_train_val(args)
+    except data.DatasetError as exc:
+        raise SystemExit(f"error: {exc}") from None
     x = x.astype(np.float32)
     print(f"read {len(table)} images in {time.time() - started:.0f}s: "
           + ", ".join(f"{k} {n}" for k, n in table["subset"].value_counts().items()), flush=True)

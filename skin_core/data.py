@@ -208,6 +208,16 @@ def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
     return subset
 
 
+def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
+    """Each row's subset as a bundle's split.csv (image_id, subset) records it; every image must be listed."""
+    subsets = table["image_id"].map(pd.read_csv(split_csv, dtype=str).set_index("image_id")["subset"])
+    missing = table.loc[subsets.isna(), "image_id"]
+    if len(missing):
+        raise DatasetError(f"{len(missing)} images are not in {split_csv}: {_first(missing)}. "
+                           "Use the split of a bundle trained on this dataset.")
+    return subsets
+
+
 def split_digest(table: pd.DataFrame) -> str:
     """sha256 over the sorted (subset, image_id) pairs of the training and validation rows.
 

@@ -86,6 +86,22 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, fl
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def phases(head_epochs: int, epochs: int, fine_tune_fraction: float, head_lr: float, lr: float) -> list[tuple]:
+    """The two training phases as (name, first epoch, last epoch, trainable share of the body, peak
+    learning rate): the head alone on a frozen body, then fine-tuning; a phase with no epochs is left out."""
+    head_epochs = min(head_epochs, epochs)
+    plan = [("head", 0, head_epochs, 0.0, head_lr), ("fine-tune", head_epochs, epochs, fine_tune_fraction, lr)]
+    return [phase for phase in plan if phase[2] > phase[1]]
+
+
+def phase_learning_rate(phase: str, lr: float, steps_per_epoch: int, epochs: int):
+    """A constant rate for the head; for fine-tuning, one warm-up epoch up to lr, then cosine decay."""
+    if phase == "head":
+        return lr
+    return keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=steps_per_epoch * epochs, warmup_target=lr,
+                                                  warmup_steps=steps_per_epoch)
+
+
 def compile_model(model, lr, weight_decay: float, label_smoothing: float):
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay),

@@ -23,7 +23,7 @@ import tensorflow as tf
 from . import __version__, bundle as bundles, calibration, data, evaluation
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
-from .recipe import BestWeights, augmenter, class_weights, compile_model
+from .recipe import BestWeights, augmenter, class_weights, compile_model, phase_learning_rate, phases
 from .predict import Predictor
 
 BALANCE_CHOICES = ("weights", "sqrt_weights", "sampling", "none")
@@ -224,17 +224,12 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
         model = _initial_model(cfg, n_classes)
     best = BestWeights("val_macro_f1")
     histories = []
-    head_epochs = min(cfg.head_epochs, cfg.epochs)
-    phases = [("head", 0, head_epochs, 0.0, run_cfg.head_lr),
-              ("fine-tune", head_epochs, cfg.epochs, cfg.fine_tune_fraction, run_cfg.lr)]
-    for phase, first, last, fraction, lr in phases:
-        if last <= first:
-            continue
+    for phase, first, last, fraction, lr in phases(cfg.head_epochs, cfg.epochs, cfg.fine_tune_fraction,
+                                                   run_cfg.head_lr, run_cfg.lr):
         with strategy.scope():
             set_trainable_from(model, fraction)
-            schedule = lr if phase == "head" else keras.optimizers.schedules.CosineDecay(
-                lr * 0.1, decay_steps=steps * (last - first), warmup_target=lr, warmup_steps=steps)
-            compile_model(model, schedule, cfg.weight_decay, cfg.label_smoothing)
+            compile_model(model, phase_learning_rate(phase, lr, steps, last - first), cfg.weight_decay,
+                          cfg.label_smoothing)
         log.event("phase", f"Phase {phase}: epochs {first + 1}-{last}, learning rate {lr:g}, "
                   f"trainable share of the body {fraction:.0%}", phase=phase)
         callbacks = [ProgressCallback(log, phase, cfg.epochs, steps, run_cfg.batch_size), best]
