@@ -31,6 +31,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--balance", default="sqrt_weights", choices=["weights", "sqrt_weights", "sampling", "none"],
                    help="class balancing: loss weights, their square root, balanced sampling, or none")
+    p.add_argument("--mix", default="none", choices=["none", "mixup", "cutmix"],
+                   help="mix pairs of training images and their labels (MixUp or CutMix)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3)

@@ -99,11 +99,13 @@ def launch_form(admin: bool) -> None:
         seed = right.number_input("Seed", 0, 10_000, 42)
         balance = left.selectbox("Class balancing", ["sqrt_weights", "weights", "sampling", "none"])
         augment = middle.checkbox("Augmentation (rotation, flips, zoom)", True)
+        mix = right.selectbox("Label mixing", ["none", "mixup", "cutmix"],
+                              help="Blend pairs of training images and their labels: a regulariser for small classes")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
-                  "no_augment": not augment}
+                  "no_augment": not augment, "mix": mix}
         if start_from == "The active model":
             config["init_bundle"] = str(registry.active_path())
             manifest = read_manifest(registry.active_path())

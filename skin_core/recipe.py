@@ -76,6 +76,21 @@ def augmenter(seed: int) -> keras.Sequential:
     ], name="augmentation")
 
 
+MIX_CHOICES = ("none", "mixup", "cutmix")
+
+
+def mixer(mode: str, seed: int) -> keras.layers.Layer | None:
+    """Batch-level label mixing (MixUp or CutMix), a regulariser for a small, imbalanced set that the
+    network otherwise memorises; labels are mixed in proportion, so they must be one-hot or soft."""
+    if mode not in MIX_CHOICES:
+        raise ValueError(f"mix must be one of {MIX_CHOICES}")
+    if mode == "mixup":
+        return keras.layers.MixUp(alpha=0.2, seed=seed)
+    if mode == "cutmix":
+        return keras.layers.CutMix(factor=1.0, seed=seed)
+    return None
+
+
 def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
     if mode not in ("weights", "sqrt_weights"):
         return None

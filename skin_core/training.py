@@ -23,7 +23,7 @@ import tensorflow as tf
 from . import __version__, bundle as bundles, calibration, data, evaluation
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
-from .recipe import BestWeights, augmenter, class_weights, compile_model, phase_learning_rate, phases
+from .recipe import BestWeights, augmenter, class_weights, compile_model, mixer, phase_learning_rate, phases
 from .predict import Predictor
 
 BALANCE_CHOICES = ("weights", "sqrt_weights", "sampling", "none")
@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 42
     balance: str = "sqrt_weights"
     augment: bool = True
+    mix: str = "none"                # label mixing of training batches: "none", "mixup", "cutmix"
     label_smoothing: float = 0.1
     dropout: float = 0.3
     patience: int = 8
@@ -145,6 +146,12 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.da
     if cfg.augment:
         augment = augmenter(cfg.seed)
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    mixing = mixer(cfg.mix, cfg.seed + 7)
+    if mixing is not None:
+        def mix(x, y):
+            mixed = mixing({"images": x, "labels": y}, training=True)
+            return mixed["images"], mixed["labels"]
+        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE), steps
 
 

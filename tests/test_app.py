@@ -102,6 +102,26 @@ def test_retrain_page_renders_the_form_with_the_sample_dataset(models_dir, monke
     assert "No runs yet." in [i.value for i in at.info]
 
 
+def test_retrain_form_sends_the_chosen_settings_to_the_job(models_dir, monkeypatch):
+    from skin_core import jobs
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    launched = []
+
+    def refuse(config):          # record what the form asked for, launch nothing
+        launched.append(config)
+        raise jobs.JobError("not launching in this test")
+
+    monkeypatch.setattr(jobs, "start", refuse)
+    at = page("retrain").run()
+    next(s for s in at.selectbox if s.label == "Label mixing").select("mixup")      # form widgets send on submit
+    next(s for s in at.selectbox if s.label == "Class balancing").select("sampling")
+    launch_button(at).click().run()
+    assert not at.exception
+    assert launched and launched[0]["mix"] == "mixup" and launched[0]["balance"] == "sampling"
+    assert launched[0]["data"].endswith("sample_data")
+    assert any("not launching in this test" in str(e.value) for e in at.error)
+
+
 def test_retrain_actions_need_the_password_when_one_is_set(models_dir, monkeypatch):
     monkeypatch.setenv("SKIN_ADMIN_PASSWORD", "hunter2")
     at = page("retrain").run()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from skin_core import data, images
-from skin_core.recipe import RandomFlipRotateZoom, augmenter, class_weights
+from skin_core.recipe import RandomFlipRotateZoom, augmenter, class_weights, mixer
 from conftest import SAMPLE
 
 
@@ -58,3 +58,47 @@ def test_balanced_weights_make_every_class_count_equally():
     np.testing.assert_allclose(per_class_total, per_class_total[0], rtol=1e-6)
     assert np.isclose(np.mean([weights[c] for c in labels]), 1.0)      # the loss keeps its scale
     assert class_weights(labels, 3, "none") is None
+
+
+@pytest.fixture(scope="module")
+def one_per_class():
+    """One real picture of each class, so a mixed label names exactly which pictures went in."""
+    table = data.load_dataset(SAMPLE).table.groupby("dx").head(1).sort_values("dx")
+    pixels = np.stack([images.prepare(images.load_file(p).rgb, 64, None) for p in table["path"]]).astype(np.float32)
+    return pixels, np.eye(len(table), dtype=np.float32)
+
+
+def mixed_batches(mode, pixels, labels, seeds=range(3)):
+    """The batch mixed with a few seeds; every mixed label must still sum to one."""
+    for seed in seeds:
+        out = mixer(mode, seed)({"images": pixels, "labels": labels}, training=True)
+        np.testing.assert_allclose(np.asarray(out["labels"]).sum(axis=1), 1.0, atol=1e-5)
+        yield np.asarray(out["images"]), np.asarray(out["labels"])
+
+
+def test_mixup_mixes_pictures_and_labels_in_the_same_proportion(one_per_class):
+    pixels, onehot = one_per_class
+    mixed_any = False
+    for out, labels in mixed_batches("mixup", pixels, onehot):
+        # each output is the label-weighted sum of the source pictures
+        np.testing.assert_allclose(out, np.einsum("kc,chwd->khwd", labels, pixels), atol=0.05)
+        mixed_any |= bool((labels.max(axis=1) < 0.999).any())
+    assert mixed_any
+
+
+def test_cutmix_pastes_a_patch_whose_area_is_the_label_weight(one_per_class):
+    pixels, onehot = one_per_class
+    pasted_any = False
+    for out, labels in mixed_batches("cutmix", pixels, onehot):
+        for picture, label in zip(out, labels):
+            from_source = np.stack([np.all(np.isclose(picture, source), axis=-1) for source in pixels])
+            assert from_source.any(axis=0).mean() > 0.99    # every pixel is copied from one of the pictures
+            np.testing.assert_allclose(from_source.mean(axis=(1, 2)), label, atol=0.03)
+            pasted_any |= bool((label > 0.05).sum() == 2)
+    assert pasted_any
+
+
+def test_no_mixing_leaves_batches_alone_and_unknown_modes_are_refused(one_per_class):
+    assert mixer("none", 0) is None
+    with pytest.raises(ValueError, match="mix must be one of"):
+        mixer("blend", 0)
