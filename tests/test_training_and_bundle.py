@@ -177,3 +177,18 @@ def test_the_gpu_pack_holds_the_training_and_validation_images_only(tiny_bundle,
     packed = data.load_dataset(pack / "data").table               # a valid dataset on its own
     packed["subset"] = packed["image_id"].map(split.set_index("image_id")["subset"])
     assert data.split_digest(packed) == data.split_digest(split)  # what train.py --finish-from will check
+
+
+def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_changes_nothing(tiny_bundle):
+    import sys
+    sys.path.insert(0, str(SAMPLE.parent / "scripts"))
+    from compare_on_validation import compare
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    own, soup = compare([str(tiny_bundle), f"{tiny_bundle}+{tiny_bundle}"], SAMPLE,
+                        views=manifest["test_time_augmentation"], rounds=50)
+    # the same numbers finishing wrote into the manifest, from the same split, views and prior shift
+    assert own["n"] == manifest["validation"]["n"]
+    assert own["prior_shift"] == manifest["calibration"]["prior_shift"]
+    assert own["balanced_accuracy"] == pytest.approx(manifest["validation"]["balanced_accuracy"])
+    assert own["macro_f1"] == pytest.approx(manifest["validation"]["macro_f1"])
+    assert soup["score"] == pytest.approx(own["score"]) and soup["diff_sd"] == 0.0

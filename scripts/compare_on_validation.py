@@ -1,0 +1,95 @@
+"""Compare candidate models with the first one on its validation split only, never the test split.
+
+    python scripts/compare_on_validation.py models/default runs/a runs/b models/default+runs/a --data DATASET
+
+Each candidate is a bundle, or several joined by '+': the mean of their weights (one model of the same
+size, a "weight soup"; the bundles must share the architecture). Every candidate is scored as its bundle
+would be finished: half-turn views, the prior shift fitted on validation, argmax. The score is validation
+balanced accuracy + macro F1, and the difference to the first candidate is resampled by lesion (paired
+bootstrap), because on 1,282 images with 14 dermatofibromas a difference of 0.01 is noise.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
+
+from skin_core import calibration, data  # noqa: E402
+from skin_core.bundle import load_bundle  # noqa: E402
+from skin_core.predict import Predictor  # noqa: E402
+
+
+def score(y_true, y_pred) -> float:
+    return balanced_accuracy_score(y_true, y_pred) + f1_score(y_true, y_pred, average="macro")
+
+
+def candidate_logits(spec: str, pixels: np.ndarray, views: str) -> np.ndarray:
+    """Logits of one bundle, or of the mean of several bundles' weights, over the given test-time views."""
+    bundles = [load_bundle(path) for path in spec.split("+")]
+    model = bundles[0].model
+    if len(bundles) > 1:
+        model.set_weights([np.mean(layer, axis=0) for layer in zip(*(b.model.get_weights() for b in bundles))])
+    bundles[0].manifest["test_time_augmentation"] = views
+    return Predictor(bundles[0]).logits(pixels)
+
+
+def paired_bootstrap(y, groups, pred, reference, rounds: int = 500, seed: int = 0) -> np.ndarray:
+    """Score differences (pred - reference) over lesion-level resamples of the validation split."""
+    rng = np.random.default_rng(seed)
+    lesions = np.unique(groups)
+    rows = {lesion: np.flatnonzero(groups == lesion) for lesion in lesions}
+    diffs = []
+    for _ in range(rounds):
+        pick = np.concatenate([rows[lesion] for lesion in rng.choice(lesions, len(lesions))])
+        diffs.append(score(y[pick], pred[pick]) - score(y[pick], reference[pick]))
+    return np.array(diffs)
+
+
+def compare(candidates: list[str], data_root, views: str = "half_turn", rounds: int = 500) -> list[dict]:
+    """Validation scores of each candidate and its paired-bootstrap difference to the first."""
+    first = load_bundle(candidates[0].split("+")[0])
+    table = data.load_dataset(data_root).table
+    table["subset"] = data.subsets_from_file(table, first.path / "split.csv")
+    val = table[table["subset"] == "val"].reset_index(drop=True)
+    code = {c: i for i, c in enumerate(first.classes)}
+    y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
+    train_counts = np.bincount(table.loc[table["subset"] == "train", "dx"].map(code), minlength=len(code))
+    log_prior = np.log(np.maximum(train_counts, 1) / train_counts.sum())
+    pixels = data.read_images(val, first.input_size, first.detail_side).pixels
+    results, reference = [], None
+    for spec in candidates:
+        logits = candidate_logits(spec, pixels, views)
+        shift = calibration.fit_prior_shift(logits, y, log_prior)["prior_shift"]
+        pred = (logits + shift * log_prior).argmax(axis=1)
+        reference = pred if reference is None else reference
+        diffs = paired_bootstrap(y, groups, pred, reference, rounds)
+        results.append({"candidate": spec, "prior_shift": shift, "n": len(y), "lesions": len(np.unique(groups)),
+                        "balanced_accuracy": balanced_accuracy_score(y, pred),
+                        "macro_f1": f1_score(y, pred, average="macro"), "score": score(y, pred),
+                        "diff_mean": float(diffs.mean()), "diff_sd": float(diffs.std()),
+                        "better_share": float((diffs > 0).mean())})
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("candidates", nargs="+", help="bundle folders; A+B means the mean of A's and B's weights")
+    parser.add_argument("--data", required=True, help="the dataset the bundles were trained on")
+    parser.add_argument("--views", default="half_turn", choices=["none", "half_turn", "flips"])
+    args = parser.parse_args()
+    results = compare(args.candidates, args.data, args.views)
+    print(f"validation: {results[0]['n']} images, {results[0]['lesions']} lesions; "
+          "score = balanced accuracy + macro F1 (prior shift fitted on validation, as finishing does)")
+    for r in results:
+        print(f"{r['candidate']}: balanced accuracy {r['balanced_accuracy']:.3f}, macro F1 {r['macro_f1']:.3f}, "
+              f"score {r['score']:.3f}, prior shift {r['prior_shift']:.2f}; vs first {r['diff_mean']:+.3f} "
+              f"(sd {r['diff_sd']:.3f}, better in {r['better_share']:.0%} of resamples)")
+
+
+if __name__ == "__main__":
+    main()
