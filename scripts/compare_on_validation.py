@@ -19,13 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
-from skin_core import calibration, data  # noqa: E402
+from skin_core import calibration, data, evaluation  # noqa: E402
 from skin_core.bundle import load_bundle  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
-
-
-def score(y_true, y_pred) -> float:
-    return balanced_accuracy_score(y_true, y_pred) + f1_score(y_true, y_pred, average="macro")
 
 
 def candidate_logits(spec: str, pixels: np.ndarray, views: str) -> np.ndarray:
@@ -40,14 +36,9 @@ def candidate_logits(spec: str, pixels: np.ndarray, views: str) -> np.ndarray:
 
 def paired_bootstrap(y, groups, pred, reference, rounds: int = 500, seed: int = 0) -> np.ndarray:
     """Score differences (pred - reference) over lesion-level resamples of the validation split."""
-    rng = np.random.default_rng(seed)
-    lesions = np.unique(groups)
-    rows = {lesion: np.flatnonzero(groups == lesion) for lesion in lesions}
-    diffs = []
-    for _ in range(rounds):
-        pick = np.concatenate([rows[lesion] for lesion in rng.choice(lesions, len(lesions))])
-        diffs.append(score(y[pick], pred[pick]) - score(y[pick], reference[pick]))
-    return np.array(diffs)
+    score = calibration.selection_score
+    return np.array([score(y[idx], pred[idx]) - score(y[idx], reference[idx])
+                     for idx in evaluation.lesion_resamples(groups, rounds, seed)])
 
 
 def compare(candidates: list[str], data_root, views: str = "half_turn", rounds: int = 500) -> list[dict]:
@@ -58,8 +49,7 @@ def compare(candidates: list[str], data_root, views: str = "half_turn", rounds: 
     val = table[table["subset"] == "val"].reset_index(drop=True)
     code = {c: i for i, c in enumerate(first.classes)}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
-    train_counts = np.bincount(table.loc[table["subset"] == "train", "dx"].map(code), minlength=len(code))
-    log_prior = np.log(np.maximum(train_counts, 1) / train_counts.sum())
+    log_prior = calibration.log_prior(table.loc[table["subset"] == "train", "dx"].map(code).to_numpy(), len(code))
     pixels = data.read_images(val, first.input_size, first.detail_side).pixels
     results, reference = [], None
     for spec in candidates:
@@ -70,7 +60,7 @@ def compare(candidates: list[str], data_root, views: str = "half_turn", rounds: 
         diffs = paired_bootstrap(y, groups, pred, reference, rounds)
         results.append({"candidate": spec, "prior_shift": shift, "n": len(y), "lesions": len(np.unique(groups)),
                         "balanced_accuracy": balanced_accuracy_score(y, pred),
-                        "macro_f1": f1_score(y, pred, average="macro"), "score": score(y, pred),
+                        "macro_f1": f1_score(y, pred, average="macro"), "score": calibration.selection_score(y, pred),
                         "diff_mean": float(diffs.mean()), "diff_sd": float(diffs.std()),
                         "better_share": float((diffs > 0).mean())})
     return results

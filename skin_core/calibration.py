@@ -23,6 +23,18 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> dict:
             "val_nll_before": _nll(logits, y_true, 1.0), "val_nll_after": _nll(logits, y_true, temperature)}
 
 
+def selection_score(y_true, y_pred) -> float:
+    """Balanced accuracy + macro F1: the one number every finishing choice is made on, on validation."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+    return float(balanced_accuracy_score(y_true, y_pred) + f1_score(y_true, y_pred, average="macro"))
+
+
+def log_prior(train_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Log class frequencies of the training split (a class with no images counts as one)."""
+    counts = np.bincount(train_labels, minlength=n_classes)
+    return np.log(np.maximum(counts, 1) / counts.sum())
+
+
 def fit_prior_shift(logits: np.ndarray, y_true: np.ndarray, log_prior: np.ndarray,
                     grid=np.linspace(0.0, 1.0, 21)) -> dict:
     """Logit adjustment (Menon et al. 2021) with one scalar fitted on the validation split.
@@ -32,11 +44,7 @@ def fit_prior_shift(logits: np.ndarray, y_true: np.ndarray, log_prior: np.ndarra
     balanced answer, tau = 1 the fully prior-weighted one. One number, chosen to maximise
     balanced accuracy + macro F1 on validation, so it cannot overfit the small classes.
     """
-    from sklearn.metrics import balanced_accuracy_score, f1_score
-    scores = []
-    for tau in grid:
-        pred = (logits + tau * log_prior).argmax(axis=1)
-        scores.append(balanced_accuracy_score(y_true, pred) + f1_score(y_true, pred, average="macro"))
+    scores = [selection_score(y_true, (logits + tau * log_prior).argmax(axis=1)) for tau in grid]
     best = int(np.argmax(scores))
     return {"prior_shift": float(grid[best]), "log_prior": [float(v) for v in log_prior],
             "val_score_at_zero": float(scores[0]), "val_score": float(scores[best])}

@@ -48,15 +48,19 @@ def _balanced(y_true, y_pred) -> float:
         return float(balanced_accuracy_score(y_true, y_pred))
 
 
-def bootstrap_ci(y_true, y_pred, groups, labels, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict:
-    """95% percentile intervals, resampling whole lesions so repeated photos move together."""
+def lesion_resamples(groups, rounds: int, seed: int = 0):
+    """Row indices of `rounds` bootstrap resamples that draw whole lesions, so repeated photos move together."""
     rng = np.random.default_rng(seed)
     unique, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
-    samples = {"accuracy": [], "balanced_accuracy": [], "macro_f1": []}
     for _ in range(rounds):
-        chosen = rng.integers(0, len(unique), len(unique))
-        idx = np.concatenate([members[g] for g in chosen])
+        yield np.concatenate([members[g] for g in rng.integers(0, len(unique), len(unique))])
+
+
+def bootstrap_ci(y_true, y_pred, groups, labels, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict:
+    """95% percentile intervals over lesion-level resamples."""
+    samples = {"accuracy": [], "balanced_accuracy": [], "macro_f1": []}
+    for idx in lesion_resamples(groups, rounds, seed):
         for name, value in _headline(y_true[idx], y_pred[idx], labels).items():
             samples[name].append(value)
     return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in samples.items()}

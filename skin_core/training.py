@@ -287,8 +287,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     manifest["test_time_augmentation"] = _choose_tta(cfg, staged, val_pixels, val_labels, log)
     staged.manifest["test_time_augmentation"] = manifest["test_time_augmentation"]
     predictor = Predictor(staged)
-    train_counts = np.bincount(prep.subset("train")[1], minlength=len(classes))
-    log_prior = np.log(np.maximum(train_counts, 1) / train_counts.sum())
+    log_prior = calibration.log_prior(prep.subset("train")[1], len(classes))
     val_logits = predictor.logits(val_pixels)
     shift = calibration.fit_prior_shift(val_logits, val_labels, log_prior) if cfg.balance != "none" else \
         {"prior_shift": 0.0, "log_prior": log_prior.tolist()}
@@ -369,12 +368,10 @@ def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, log: P
     """
     if cfg.tta != "auto":
         return cfg.tta
-    from sklearn.metrics import balanced_accuracy_score, f1_score
     scores = {}
     for mode in ("none", "half_turn"):
         staged.manifest["test_time_augmentation"] = mode
-        predicted = Predictor(staged).logits(pixels).argmax(1)
-        scores[mode] = balanced_accuracy_score(labels, predicted) + f1_score(labels, predicted, average="macro")
+        scores[mode] = calibration.selection_score(labels, Predictor(staged).logits(pixels).argmax(1))
     chosen = "half_turn" if scores["half_turn"] > scores["none"] else "none"
     log.event("tta", f"Test-time half turn on validation: {scores['half_turn']:.4f} vs {scores['none']:.4f} "
               f"without; using {chosen}", scores=scores)
