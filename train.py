@@ -5,13 +5,15 @@
 See README.md ("Train your own model") for the command that reproduces models/default.
 """
 import argparse
-import warnings
 import os
+import warnings
 import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+
+from skin_core.options import BALANCE_CHOICES, MIX_CHOICES, STRATEGY_CHOICES, TTA_CHOICES  # noqa: E402 (no Keras)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -29,9 +31,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head phase")
     p.add_argument("--fine-tune-fraction", type=float, default=1.0, help="share of the body unfrozen in phase 2")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--balance", default="sqrt_weights", choices=["weights", "sqrt_weights", "sampling", "none"],
+    p.add_argument("--balance", default=BALANCE_CHOICES[0], choices=BALANCE_CHOICES,
                    help="class balancing: loss weights, their square root, balanced sampling, or none")
-    p.add_argument("--mix", default="none", choices=["none", "mixup", "cutmix"],
+    p.add_argument("--mix", default=MIX_CHOICES[0], choices=MIX_CHOICES,
                    help="mix pairs of training images and their labels (MixUp or CutMix)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -43,12 +45,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="cap the detail of inputs to this many pixels (-1: the dataset's own resolution, 0: none)")
     p.add_argument("--mel-sensitivity", type=float, default=0.85,
                    help="melanoma sensitivity the decision threshold must reach on validation")
-    p.add_argument("--tta", default="auto", choices=["auto", "half_turn", "flips", "none"],
+    p.add_argument("--tta", default=TTA_CHOICES[0], choices=TTA_CHOICES,
                    help="test-time views averaged per prediction: auto keeps the half turn (2 views) if it "
                         "scores better on validation; flips = 4 views")
     p.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images instead of stopping")
     p.add_argument("--progress-file", default=None, help="also write progress as JSON lines to this file")
-    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+    p.add_argument("--strategy", default=STRATEGY_CHOICES[0], choices=STRATEGY_CHOICES,
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     p.add_argument("--logical-cpus", type=int, default=0,
                    help="split the CPU into this many logical devices (to try --strategy mirrored without GPUs)")

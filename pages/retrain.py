@@ -8,7 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages.common import notice
-from skin_core import access, jobs, registry
+from skin_core import access, jobs, options, registry
 from skin_core.bundle import BundleError, read_manifest
 from skin_core.data import DatasetError, load_dataset
 
@@ -97,9 +97,9 @@ def launch_form(admin: bool) -> None:
         batch = left.number_input("Batch size", 4, 256, 16)
         lr = middle.number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.6f")
         seed = right.number_input("Seed", 0, 10_000, 42)
-        balance = left.selectbox("Class balancing", ["sqrt_weights", "weights", "sampling", "none"])
+        balance = left.selectbox("Class balancing", options.BALANCE_CHOICES)
         augment = middle.checkbox("Augmentation (rotation, flips, zoom)", True)
-        mix = right.selectbox("Label mixing", ["none", "mixup", "cutmix"],
+        mix = right.selectbox("Label mixing", options.MIX_CHOICES,
                               help="Blend pairs of training images and their labels: a regulariser for small classes")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:

@@ -10,6 +10,8 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+from .options import MIX_CHOICES
+
 
 class BestWeights(keras.callbacks.Callback):
     """Keep the weights of the best validation epoch across all phases."""
@@ -74,9 +76,6 @@ def augmenter(seed: int) -> keras.Sequential:
         keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
         keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 4),
     ], name="augmentation")
-
-
-MIX_CHOICES = ("none", "mixup", "cutmix")
 
 
 def mixer(mode: str, seed: int) -> keras.layers.Layer | None:

@@ -24,9 +24,9 @@ from . import __version__, bundle as bundles, calibration, data, evaluation
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
 from .recipe import BestWeights, augmenter, class_weights, compile_model, mixer, phase_learning_rate, phases
+from .options import BALANCE_CHOICES
 from .predict import Predictor
 
-BALANCE_CHOICES = ("weights", "sqrt_weights", "sampling", "none")
 
 
 @dataclass
@@ -45,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     fine_tune_fraction: float = 1.0  # share of the body unfrozen in phase 2
     seed: int = 42
-    balance: str = "sqrt_weights"
+    balance: str = BALANCE_CHOICES[0]
     augment: bool = True
     mix: str = "none"                # label mixing of training batches: "none", "mixup", "cutmix"
     label_smoothing: float = 0.1
