@@ -12,6 +12,7 @@ import streamlit as st
 
 from pages.common import notice
 from skin_core import evaluation, registry
+from skin_core.robustness import ROBUSTNESS_FILE
 from skin_core.bundle import EVALUATION_FILE, HISTORY_FILE, BundleError, read_manifest, update_report
 from skin_core.classes import full_name
 
@@ -25,6 +26,26 @@ def load(name: str):
     report = json.loads((path / EVALUATION_FILE).read_text()) if (path / EVALUATION_FILE).is_file() else None
     history = pd.read_csv(path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else None
     return path, manifest, report, history
+
+
+def robustness(path, key: str) -> None:
+    file = path / ROBUSTNESS_FILE
+    if not file.is_file():
+        st.info("No robustness report for this model: `python scripts/robustness.py <bundle> --data <dataset>` "
+                "writes one.")
+        return
+    report = json.loads(file.read_text())
+    rows = pd.DataFrame(report["conditions"])
+    frame = rows.melt("condition", ["balanced_accuracy", "macro_f1"], var_name="metric")
+    st.plotly_chart(px.bar(frame, x="condition", y="value", color="metric", barmode="group", height=380,
+                           title=f"Held-out {report['subset']} split under altered photographs"),
+                    key=f"rob-{key}")
+    columns = ["description", "accuracy", "balanced_accuracy", "macro_f1", "mel_recall_at_threshold",
+               "top_diagnosis_changed"]
+    shown = rows.set_index("condition")[[c for c in columns if c in rows]]   # no melanoma column without mel cases
+    st.dataframe(shown.style.format(precision=3).format("{:.1%}", subset=["top_diagnosis_changed"]))
+    st.caption("Each row alters every held-out photograph one way before the model's own preparation; "
+               "'top diagnosis changed' is the share whose first answer differs from the unaltered photograph's.")
 
 
 def headline(report: dict, key: str) -> None:
@@ -139,7 +160,7 @@ def show(name: str, key: str) -> None:
         return
     headline(report, key)
     tabs = st.tabs(["Confusion matrix", "Per class", "ROC & threshold", "Calibration", "Training curves",
-                    "Download"])
+                    "Robustness", "Download"])
     with tabs[0]:
         confusion(report, key)
     with tabs[1]:
@@ -151,6 +172,8 @@ def show(name: str, key: str) -> None:
     with tabs[4]:
         curves(history, key)
     with tabs[5]:
+        robustness(path, key)
+    with tabs[6]:
         st.download_button("Per-class table (CSV)", table.to_csv(), file_name=f"{name}_per_class.csv", key=f"csv-{key}")
         st.download_button("Full report (JSON)", json.dumps(report), file_name=f"{name}_evaluation.json",
                            key=f"json-{key}")

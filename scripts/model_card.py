@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from skin_core.classes import full_name  # noqa: E402
+from skin_core.robustness import ROBUSTNESS_FILE, markdown_table  # noqa: E402
 
 
 def pct(x):
@@ -34,6 +35,18 @@ def phases(t: dict) -> str:
         return f"One phase: {unfrozen} trainable,"
     return (f"Phase 1: {t['head_epochs']} epochs training the head on the frozen body (learning rate {t['head_lr']}). "
             f"Phase 2: {unfrozen} unfrozen,")
+
+
+def robustness_section(bundle: Path) -> str:
+    """The robustness table written by scripts/robustness.py, if it has been run on this bundle."""
+    path = bundle / ROBUSTNESS_FILE
+    if not path.is_file():
+        return ""
+    report = json.loads(path.read_text())
+    return (f"## Robustness to photo differences ({report['subset']} split)\n"
+            "Each row alters every held-out photograph one way before the model's own preparation "
+            "(`scripts/robustness.py`); the last column is the share whose top diagnosis differs from the "
+            "unaltered photograph's.\n\n" + "\n".join(markdown_table(report["conditions"])) + "\n\n")
 
 
 def card(bundle: Path, command: str, experiments: str) -> str:
@@ -107,7 +120,7 @@ ECE {pct(val['ece'])}.
 For reference, the 2025 paper this demo follows reported accuracy 0.890, top-2 0.956, top-3 0.987, macro F1 0.713
 and melanoma F1 0.511 on an nv-heavy validation set.
 
-## Experiments
+{robustness_section(bundle)}## Experiments
 {experiments}
 
 ## Known limits

@@ -74,6 +74,22 @@ def test_evaluation_page_shows_the_numbers_in_the_json(models_dir):
     assert metrics["Macro F1"] == f"{report['macro_f1']:.3f}"
     assert metrics["Majority baseline"] == f"{report['majority_baseline_accuracy']:.3f}"
     assert len(at.get("plotly_chart")) >= 5
+    assert any("No robustness report" in str(i.value) for i in at.info)
+
+
+def test_evaluation_page_shows_the_robustness_report(models_dir, sample_meta):
+    from skin_core import images, robustness
+    from skin_core.predict import Predictor
+    predictor = Predictor.from_path(models_dir / "default")
+    pictures = [images.load_file(path).rgb for path in sample_meta["path"][:12]]
+    y_true = sample_meta["dx"][:12].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
+    rows = robustness.report(predictor, pictures, y_true, robustness.CONDITIONS[:3])
+    (models_dir / "default" / robustness.ROBUSTNESS_FILE).write_text(json.dumps({"subset": "test", "conditions": rows}))
+    at = page("evaluation").run()
+    assert not at.exception
+    shown = at.dataframe[-1].value
+    assert list(shown.index) == [row["condition"] for row in rows]
+    assert list(shown["balanced_accuracy"]) == [row["balanced_accuracy"] for row in rows]
 
 
 def test_evaluation_page_without_history_and_comparing_two(models_dir):

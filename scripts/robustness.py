@@ -1,0 +1,46 @@
+"""How a bundle's held-out figures change under the differences real uploads bring (sharper crops,
+tighter framing, turns, recompression, light and colour), on the bundle's own test split.
+
+    python scripts/robustness.py models/default --data DATASET
+
+Writes robustness.json beside the bundle (the model card shows it) and prints the table. The test
+split is only read here to describe a model already chosen, never to choose one.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from skin_core import data, images, robustness  # noqa: E402
+from skin_core.bundle import load_bundle, update_report  # noqa: E402
+from skin_core.predict import Predictor  # noqa: E402
+
+
+def held_out(bundle, data_root, subset: str):
+    """Decoded pictures and labels of one subset of the bundle's own split."""
+    table = data.load_dataset(data_root, classes=bundle.classes).table
+    table["subset"] = data.subsets_from_file(table, bundle.path / "split.csv")
+    rows = table[table["subset"] == subset].reset_index(drop=True)
+    pictures = [images.load_file(path).rgb for path in rows["path"]]
+    return pictures, rows["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle")
+    parser.add_argument("--data", required=True, help="the dataset the bundle was trained on")
+    parser.add_argument("--subset", default="test", choices=["test", "val"])
+    args = parser.parse_args()
+    bundle = load_bundle(args.bundle)
+    pictures, y_true = held_out(bundle, args.data, args.subset)
+    rows = robustness.report(Predictor(bundle), pictures, y_true)
+    update_report(bundle.path, robustness.ROBUSTNESS_FILE, {"subset": args.subset, "conditions": rows})
+    print("\n".join(robustness.markdown_table(rows)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The robustness report: real sample photographs through the served model under altered conditions."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from skin_core import images, robustness
+from skin_core.bundle import load_bundle
+from skin_core.predict import Predictor
+
+from conftest import ROOT, SAMPLE
+
+HALF_TURN = robustness.Condition("half turn", "rotated by 180 degrees",
+                                 lambda image: image.transpose(Image.Transpose.ROTATE_180))
+
+
+def test_report_agrees_with_evaluation_and_the_served_half_turn_views(default_bundle, sample_meta):
+    predictor = Predictor.from_path(default_bundle)
+    pictures = [images.load_file(path).rgb for path in sample_meta["path"]]
+    y_true = sample_meta["dx"].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
+    conditions = (robustness.CONDITIONS[0], HALF_TURN, robustness.CONDITIONS[1])
+    as_stored, half_turn, sharper = robustness.report(predictor, pictures, y_true, conditions)
+
+    evaluation = predictor.evaluate(SAMPLE)
+    assert as_stored["accuracy"] == evaluation["accuracy"]
+    assert as_stored["balanced_accuracy"] == evaluation["balanced_accuracy"]
+    assert as_stored["top_diagnosis_changed"] == 0.0
+    # the served model averages each photo with its half turn, so turning the photo by 180 degrees
+    # only swaps the two views: no diagnosis may change
+    assert half_turn["top_diagnosis_changed"] == 0.0
+    assert half_turn["accuracy"] == as_stored["accuracy"]
+    assert 0.0 <= sharper["top_diagnosis_changed"] <= 1.0
+    assert 0.0 <= sharper["mel_recall_at_threshold"] <= 1.0
+
+
+def test_every_condition_keeps_the_picture_usable():
+    rgb = images.load_file(SAMPLE / "HAM10000_images_part_1" / sorted(p.name for p in
+                           (SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[0]).rgb
+    for condition in robustness.CONDITIONS:
+        prepared = robustness.prepared([rgb], condition, 64, 150)
+        assert prepared.shape == (1, 64, 64, 3) and prepared.dtype == np.uint8, condition.name
+    unchanged = robustness.prepared([rgb], robustness.CONDITIONS[0], 64, 150)
+    assert np.array_equal(unchanged[0], images.prepare(rgb, 64, 150))
+
+
+def test_script_writes_the_report_beside_a_bundle_that_still_loads(tiny_bundle, tmp_path):
+    bundle = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, bundle)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "robustness.py"), str(bundle),
+                           "--data", str(SAMPLE)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((bundle / "robustness.json").read_text())
+    assert report["subset"] == "test"
+    assert [row["condition"] for row in report["conditions"]] == [c.name for c in robustness.CONDITIONS]
+    assert all(row["n"] == report["conditions"][0]["n"] > 0 for row in report["conditions"])
+    assert "| quarter turn" in done.stdout
+    load_bundle(bundle)   # the extra report does not break the bundle's checks
+
+    card = subprocess.run([sys.executable, str(ROOT / "scripts" / "model_card.py"), str(bundle),
+                           "--command", "python train.py ...", "--experiments", str(ROOT / "docs" / "experiments.md")],
+                          capture_output=True, text=True, timeout=120)
+    assert card.returncode == 0, card.stderr[-2000:]
+    text = (bundle / "MODEL_CARD.md").read_text()
+    assert "## Robustness to photo differences (test split)" in text
+    assert f"| framed tighter ({robustness.CONDITIONS[2].description}) | {report['conditions'][2]['accuracy']:.3f} |" in text
