@@ -1,10 +1,12 @@
 """Compare candidate models with the first one on its validation split only, never the test split.
 
     python scripts/compare_on_validation.py models/default runs/a runs/b models/default+runs/a --data DATASET
+    python scripts/compare_on_validation.py models/default models/default@flips --data DATASET
 
 Each candidate is a bundle, or several joined by '+': the mean of their weights (one model of the same
-size, a "weight soup"; the bundles must share the architecture). Every candidate is scored as its bundle
-would be finished: half-turn views, the prior shift fitted on validation, argmax. The score is validation
+size, a "weight soup"; the bundles must share the architecture), optionally with its own test-time views
+after '@' (none, half_turn, flips). Every candidate is scored as its bundle would be finished: half-turn
+views unless told otherwise, the prior shift fitted on validation, argmax. The score is validation
 balanced accuracy + macro F1, and the difference to the first candidate is resampled by lesion (paired
 bootstrap), because on 1,282 images with 15 dermatofibromas a difference of 0.01 is noise.
 """
@@ -19,14 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
-from skin_core import calibration, data, evaluation  # noqa: E402
+from skin_core import calibration, data, evaluation, explain  # noqa: E402
 from skin_core.bundle import load_bundle  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
 def candidate_logits(spec: str, pixels: np.ndarray, views: str) -> np.ndarray:
-    """Logits of one bundle, or of the mean of several bundles' weights, over the given test-time views."""
-    bundles = [load_bundle(path) for path in spec.split("+")]
+    """Logits of one bundle, or of the mean of several bundles' weights, over the given test-time views
+    (or the candidate's own, written after '@')."""
+    paths, _, own_views = spec.partition("@")
+    views = own_views or views
+    if views not in explain.TTA_VIEWS:
+        raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(explain.TTA_VIEWS)})")
+    bundles = [load_bundle(path) for path in paths.split("+")]
     model = bundles[0].model
     if len(bundles) > 1:
         model.set_weights([np.mean(layer, axis=0) for layer in zip(*(b.model.get_weights() for b in bundles))])
@@ -43,7 +50,7 @@ def paired_bootstrap(y, groups, pred, reference, rounds: int = 500, seed: int = 
 
 def compare(candidates: list[str], data_root, views: str = "half_turn", rounds: int = 500) -> list[dict]:
     """Validation scores of each candidate and its paired-bootstrap difference to the first."""
-    first = load_bundle(candidates[0].split("+")[0])
+    first = load_bundle(candidates[0].partition("@")[0].split("+")[0])
     table = data.load_dataset(data_root).table
     table["subset"] = data.subsets_from_file(table, first.path / "split.csv")
     val = table[table["subset"] == "val"].reset_index(drop=True)
@@ -70,7 +77,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", nargs="+", help="bundle folders; A+B means the mean of A's and B's weights")
     parser.add_argument("--data", required=True, help="the dataset the bundles were trained on")
-    parser.add_argument("--views", default="half_turn", choices=["none", "half_turn", "flips"])
+    parser.add_argument("--views", default="half_turn", choices=list(explain.TTA_VIEWS),
+                        help="test-time views of candidates without their own '@views'")
     args = parser.parse_args()
     results = compare(args.candidates, args.data, args.views)
     print(f"validation: {results[0]['n']} images, {results[0]['lesions']} lesions; "

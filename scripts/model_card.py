@@ -18,7 +18,8 @@ def pct(x):
 
 TTA_TEXT = {"none": "none, one view per prediction",
             "half_turn": "each prediction averages the photo and its half turn (2 views)",
-            "flips": "each prediction averages the photo and its three flips (4 views)"}
+            "flips": "each prediction averages the photo and its three flips (4 views)",
+            "quarter_turns": "each prediction averages the photo turned by 0, 90, 180 and 270 degrees (4 views)"}
 
 
 def continued(t: dict) -> str:

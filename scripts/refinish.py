@@ -1,7 +1,7 @@
 """Re-run the finishing steps (calibration, melanoma threshold, test evaluation, bundle) on a trained
 bundle's weights with the current code, without fitting again.
 
-    python scripts/refinish.py models/default --data path/to/HAM10000 [--weights-source FILE.h5]
+    python scripts/refinish.py models/default --data path/to/HAM10000 [--tta flips]
 
 The dataset is re-read and re-split with the bundle's own seed and fractions; the fingerprint must
 match the one in its manifest, so validation and test are the same lesions as before.
@@ -19,12 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skin_core import training  # noqa: E402
 from skin_core.bundle import HISTORY_FILE, load_bundle  # noqa: E402
+from skin_core.options import TTA_CHOICES  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle")
     parser.add_argument("--data", required=True)
+    parser.add_argument("--tta", default=None, choices=TTA_CHOICES,
+                        help="test-time views to finish with instead of the recorded choice")
     args = parser.parse_args()
     source = load_bundle(args.bundle)
     recorded = source.manifest["training"]
@@ -32,6 +35,7 @@ def main():
     config = training.TrainConfig(**{k: v for k, v in recorded.items() if k in fields and k not in ("data", "out")},
                                   data=args.data, out=args.bundle)
     config.detail_side = source.detail_side
+    config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}
     fit_info["fit_seconds"] = recorded.get("fit_seconds", recorded.get("seconds"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,8 +21,9 @@ from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
 import keras
 
 
-TTA_VIEWS = {"none": 1, "half_turn": 2, "flips": 4}
-"""Test-time views per mode: the picture alone; with its half turn (180 degrees); with its three flips."""
+TTA_VIEWS = {"none": 1, "half_turn": 2, "flips": 4, "quarter_turns": 4}
+"""Test-time views per mode: the picture alone; with its half turn (180 degrees); with its three flips;
+turned by 0, 90, 180 and 270 degrees."""
 
 
 def views(images, tta: str) -> list:
@@ -31,6 +32,8 @@ def views(images, tta: str) -> list:
         return [images, images[:, ::-1, ::-1]]
     if tta == "flips":
         return [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
+    if tta == "quarter_turns":
+        return [images] + [tf.image.rot90(images, k) for k in (1, 2, 3)]
     return [images]
 
 
@@ -50,6 +53,8 @@ def _mean_of_views(values, tta: str, spatial: bool):
     parts = tf.split(values, TTA_VIEWS[tta], axis=0)
     if spatial and tta == "half_turn":
         parts[1] = parts[1][:, ::-1, ::-1]
+    elif spatial and tta == "quarter_turns":
+        parts = [parts[0]] + [tf.image.rot90(part, 4 - k) for k, part in zip((1, 2, 3), parts[1:])]
     elif spatial:
         parts = [parts[0], parts[1][:, :, ::-1], parts[2][:, ::-1], parts[3][:, ::-1, ::-1]]
     return tf.add_n(parts) / float(len(parts))

@@ -4,5 +4,5 @@ The first value of each list is the default."""
 
 BALANCE_CHOICES = ("sqrt_weights", "weights", "sampling", "none")
 MIX_CHOICES = ("none", "mixup", "cutmix")
-TTA_CHOICES = ("auto", "half_turn", "flips", "none")
+TTA_CHOICES = ("auto", "half_turn", "quarter_turns", "flips", "none")
 STRATEGY_CHOICES = ("default", "mirrored", "multiworker")

@@ -55,7 +55,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     detail_side: int | None = -1     # -1: the dataset's median short side when smaller than img_size
     mel_sensitivity: float = 0.85    # the melanoma threshold is set to reach this on validation
-    tta: str = "auto"                # test-time views: "auto" (half turn if better on validation), "half_turn", "flips", "none"
+    tta: str = "auto"                # test-time views: "auto" (half turn if better on validation) or one of explain.TTA_VIEWS
     skip_bad: bool = False
     progress_file: str | None = None
     name: str | None = None
