@@ -36,6 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", default=MIX_CHOICES[0], choices=MIX_CHOICES,
                    help="mix pairs of training images and their labels (MixUp or CutMix)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    p.add_argument("--photometric", action="store_true",
+                   help="also vary light, colour saturation and sharpness (differences between cameras)")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")

@@ -69,13 +69,23 @@ class RandomFlipRotateZoom(keras.layers.Layer):
                 "seed": self.seed}
 
 
-def augmenter(seed: int) -> keras.Sequential:
-    """The paper's augmentation: rotation, horizontal and vertical flips, zoom; training only."""
-    return keras.Sequential([
+def augmenter(seed: int, photometric: bool = False) -> keras.Sequential:
+    """The paper's augmentation: rotation, horizontal and vertical flips, zoom; training only.
+
+    `photometric` adds what differs between dermatoscopes and cameras rather than between lesions:
+    wider brightness and contrast changes, saturation from paler to stronger colour, and sharpness from
+    softer to crisper (0.5 leaves an image unchanged in Keras's saturation and sharpness layers).
+    """
+    light = 0.2 if photometric else 0.1
+    layers = [
         RandomFlipRotateZoom(rotation=0.5, zoom=(-0.2, 0.1), fill_mode="reflect", seed=seed),
-        keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
-        keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed + 4),
-    ], name="augmentation")
+        keras.layers.RandomBrightness(light, value_range=(0, 255), seed=seed + 3),
+        keras.layers.RandomContrast(light, value_range=(0, 255), seed=seed + 4),
+    ]
+    if photometric:
+        layers += [keras.layers.RandomSaturation((0.3, 0.7), value_range=(0, 255), seed=seed + 5),
+                   keras.layers.RandomSharpness((0.25, 0.75), value_range=(0, 255), seed=seed + 6)]
+    return keras.Sequential(layers, name="augmentation")
 
 
 def mixer(mode: str, seed: int) -> keras.layers.Layer | None:

@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 42
     balance: str = BALANCE_CHOICES[0]
     augment: bool = True
+    photometric: bool = False        # also vary brightness, contrast, saturation and sharpness more widely
     mix: str = "none"                # label mixing of training batches: "none", "mixup", "cutmix"
     label_smoothing: float = 0.1
     dropout: float = 0.3
@@ -144,7 +145,7 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.da
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.augment:
-        augment = augmenter(cfg.seed)
+        augment = augmenter(cfg.seed, cfg.photometric)
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     mixing = mixer(cfg.mix, cfg.seed + 7)
     if mixing is not None:

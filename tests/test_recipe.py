@@ -102,3 +102,18 @@ def test_no_mixing_leaves_batches_alone_and_unknown_modes_are_refused(one_per_cl
     assert mixer("none", 0) is None
     with pytest.raises(ValueError, match="mix must be one of"):
         mixer("blend", 0)
+
+
+def test_photometric_augmentation_varies_colour_and_sharpness_more(pictures):
+    copies = np.repeat(pictures[:1], 32, axis=0)
+
+    def spreads(augment):
+        out = np.asarray(augment(copies, training=True))
+        colourfulness = out.std(axis=-1).mean(axis=(1, 2))                  # 0 for a grey picture
+        edges = np.abs(np.diff(out, axis=1)).mean(axis=(1, 2, 3))          # falls as a picture blurs
+        return colourfulness.std(), edges.std()
+
+    plain, photometric = spreads(augmenter(0)), spreads(augmenter(0, photometric=True))
+    assert photometric[0] > 2 * plain[0] and photometric[1] > 2 * plain[1]
+    out = np.asarray(augmenter(0, photometric=True)(pictures, training=True))
+    assert out.shape == pictures.shape and out.min() >= -1e-3 and out.max() <= 255 + 1e-3
