@@ -49,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="melanoma sensitivity the decision threshold must reach on validation")
     p.add_argument("--tta", default=TTA_CHOICES[0], choices=TTA_CHOICES,
                    help="test-time views averaged per prediction: auto keeps the half turn (2 views) if it "
-                        "scores better on validation; quarter_turns and flips = 4 views")
+                        "scores better on validation, and the four quarter turns only if clearly better still")
     p.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images instead of stopping")
     p.add_argument("--progress-file", default=None, help="also write progress as JSON lines to this file")
     p.add_argument("--strategy", default=STRATEGY_CHOICES[0], choices=STRATEGY_CHOICES,

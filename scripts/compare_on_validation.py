@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
-from skin_core import calibration, data, evaluation, explain  # noqa: E402
+from skin_core import calibration, data, explain  # noqa: E402
 from skin_core.bundle import load_bundle  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
@@ -41,13 +41,6 @@ def candidate_logits(spec: str, pixels: np.ndarray, views: str) -> np.ndarray:
     return Predictor(bundles[0]).logits(pixels)
 
 
-def paired_bootstrap(y, groups, pred, reference, rounds: int = 500, seed: int = 0) -> np.ndarray:
-    """Score differences (pred - reference) over lesion-level resamples of the validation split."""
-    score = calibration.selection_score
-    return np.array([score(y[idx], pred[idx]) - score(y[idx], reference[idx])
-                     for idx in evaluation.lesion_resamples(groups, rounds, seed)])
-
-
 def compare(candidates: list[str], data_root, views: str = "half_turn", rounds: int = 500) -> list[dict]:
     """Validation scores of each candidate and its paired-bootstrap difference to the first."""
     first = load_bundle(candidates[0].partition("@")[0].split("+")[0])
@@ -64,7 +57,7 @@ def compare(candidates: list[str], data_root, views: str = "half_turn", rounds: 
         shift = calibration.fit_prior_shift(logits, y, log_prior)["prior_shift"]
         pred = (logits + shift * log_prior).argmax(axis=1)
         reference = pred if reference is None else reference
-        diffs = paired_bootstrap(y, groups, pred, reference, rounds)
+        diffs = calibration.paired_score_differences(y, groups, pred, reference, rounds)
         results.append({"candidate": spec, "prior_shift": shift, "n": len(y), "lesions": len(np.unique(groups)),
                         "balanced_accuracy": balanced_accuracy_score(y, pred),
                         "macro_f1": f1_score(y, pred, average="macro"), "score": calibration.selection_score(y, pred),

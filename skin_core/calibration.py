@@ -29,6 +29,25 @@ def selection_score(y_true, y_pred) -> float:
     return float(balanced_accuracy_score(y_true, y_pred) + f1_score(y_true, y_pred, average="macro"))
 
 
+CLEARLY_BETTER_SHARE = 0.9
+"""A costlier choice must beat the cheaper one in this share of paired lesion resamples of validation:
+with 15 dermatofibromas there, a higher score by 0.01 is noise (docs/experiments.md, run 12)."""
+
+
+def paired_score_differences(y_true, groups, y_pred, reference, rounds: int = 500, seed: int = 0) -> np.ndarray:
+    """selection_score(y_pred) - selection_score(reference) over lesion-level resamples, paired."""
+    from .evaluation import lesion_resamples
+    y_true, y_pred, reference = (np.asarray(a) for a in (y_true, y_pred, reference))
+    return np.array([selection_score(y_true[idx], y_pred[idx]) - selection_score(y_true[idx], reference[idx])
+                     for idx in lesion_resamples(groups, rounds, seed)])
+
+
+def clearly_better(y_true, groups, y_pred, reference, rounds: int = 500) -> bool:
+    """Whether y_pred beats reference in at least CLEARLY_BETTER_SHARE of paired resamples."""
+    differences = paired_score_differences(y_true, groups, y_pred, reference, rounds)
+    return bool((differences > 0).mean() >= CLEARLY_BETTER_SHARE)
+
+
 def log_prior(train_labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Log class frequencies of the training split (a class with no images counts as one)."""
     counts = np.bincount(train_labels, minlength=n_classes)

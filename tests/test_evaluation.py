@@ -102,3 +102,18 @@ def test_prior_shift_undoes_an_overcorrected_class_balance():
     assert fit["val_score"] > fit["val_score_at_zero"]
     shifted = (logits + fit["prior_shift"] * np.log(prior)).argmax(1)
     assert f1_score(y, shifted, average="macro") > f1_score(y, logits.argmax(1), average="macro")
+
+
+def test_clearly_better_needs_a_gain_that_survives_resampling_the_lesions():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 600)
+    groups = np.arange(600) // 2                      # two photos per lesion
+    reference = np.where(rng.random(600) < 0.6, y, (y + 1) % 7)
+    fixed = np.where(rng.random(600) < 0.5, y, reference)          # right wherever the reference was, and more
+    assert calibration.clearly_better(y, groups, fixed, reference)
+    assert not calibration.clearly_better(y, groups, reference, reference)   # a tie is not a gain
+    assert not calibration.clearly_better(y, groups, reference, fixed)
+    one_more = reference.copy()
+    one_more[np.flatnonzero(reference != y)[0]] = y[np.flatnonzero(reference != y)[0]]
+    differences = calibration.paired_score_differences(y, groups, one_more, reference, rounds=200)
+    assert (differences >= 0).all() and 0 < (differences > 0).mean() < calibration.CLEARLY_BETTER_SHARE
