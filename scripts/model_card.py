@@ -128,6 +128,8 @@ and melanoma F1 0.511 on an nv-heavy validation set.
 - Trained on 200x150 copies of HAM10000; finer detail in sharper photos is deliberately capped away.
 - Dermoscopy only: clinical (non-dermoscopic) photos, other devices and other populations are out of scope.
   HAM10000 comes from two centres (Vienna and Queensland), mostly fair skin; performance on darker skin is unknown.
+- Sensitive to how a photo was taken: light, colour saturation, compression and in-camera sharpening change a
+  share of its answers (the robustness table above, where it has been measured); use well-exposed, uncompressed photos.
 - Seven classes only: any other lesion is forced into one of them.
 - Rare classes (df, vasc, akiec) have few test lesions, so their figures carry wide uncertainty.
 - Not for clinical use.
