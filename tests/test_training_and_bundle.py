@@ -195,3 +195,6 @@ def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_changes_not
     assert own["balanced_accuracy"] == pytest.approx(manifest["validation"]["balanced_accuracy"])
     assert own["macro_f1"] == pytest.approx(manifest["validation"]["macro_f1"])
     assert soup["score"] == pytest.approx(own["score"]) and soup["diff_sd"] == 0.0
+    # without '@' or --views, a bundle is scored with the views it is served with
+    (as_served,) = compare([str(tiny_bundle)], SAMPLE, rounds=10)
+    assert as_served["balanced_accuracy"] == pytest.approx(own["balanced_accuracy"])
