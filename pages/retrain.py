@@ -101,11 +101,13 @@ def launch_form(admin: bool) -> None:
         augment = middle.checkbox("Augmentation (rotation, flips, zoom)", True)
         mix = right.selectbox("Label mixing", options.MIX_CHOICES,
                               help="Blend pairs of training images and their labels: a regulariser for small classes")
+        photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
+                                      help="Also vary brightness, contrast, colour saturation and sharpness while training")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
-                  "no_augment": not augment, "mix": mix}
+                  "no_augment": not augment, "photometric": photometric, "mix": mix}
         if start_from == "The active model":
             config["init_bundle"] = str(registry.active_path())
             manifest = read_manifest(registry.active_path())

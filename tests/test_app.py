@@ -131,9 +131,11 @@ def test_retrain_form_sends_the_chosen_settings_to_the_job(models_dir, monkeypat
     at = page("retrain").run()
     next(s for s in at.selectbox if s.label == "Label mixing").select("mixup")      # form widgets send on submit
     next(s for s in at.selectbox if s.label == "Class balancing").select("sampling")
+    next(c for c in at.checkbox if c.label.startswith("Camera differences")).check()
     launch_button(at).click().run()
     assert not at.exception
     assert launched and launched[0]["mix"] == "mixup" and launched[0]["balance"] == "sampling"
+    assert launched[0]["photometric"] is True
     assert launched[0]["data"].endswith("sample_data")
     assert any("not launching in this test" in str(e.value) for e in at.error)
 
