@@ -17,13 +17,9 @@ from PIL import Image
 
 from . import images
 from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
+from .options import TTA_VIEWS
 
 import keras
-
-
-TTA_VIEWS = {"none": 1, "half_turn": 2, "flips": 4, "quarter_turns": 4}
-"""Test-time views per mode: the picture alone; with its half turn (180 degrees); with its three flips;
-turned by 0, 90, 180 and 270 degrees."""
 
 
 def views(images, tta: str) -> list:

@@ -72,7 +72,8 @@ def prepared(pictures: list[np.ndarray], condition: Condition, input_size: int, 
 
 def report(predictor, pictures: list[np.ndarray], y_true: np.ndarray, conditions=CONDITIONS) -> list[dict]:
     """One row per condition: accuracy, balanced accuracy, macro F1, melanoma recall at the bundle's
-    threshold, and the share of photographs whose top diagnosis differs from the unaltered one."""
+    threshold, and the share of photographs whose top diagnosis differs from the first condition's
+    (the unaltered photographs, in CONDITIONS)."""
     y_true = np.asarray(y_true, dtype=int)
     labels = list(range(len(predictor.classes)))
     mel = predictor.classes.index("mel") if "mel" in predictor.classes else None

@@ -24,7 +24,7 @@ from . import __version__, bundle as bundles, calibration, data, evaluation
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
 from .recipe import BestWeights, augmenter, class_weights, compile_model, mixer, phase_learning_rate, phases
-from .options import BALANCE_CHOICES
+from .options import BALANCE_CHOICES, MIX_CHOICES, TTA_CHOICES
 from .predict import Predictor
 
 
@@ -48,7 +48,7 @@ class TrainConfig:
     balance: str = BALANCE_CHOICES[0]
     augment: bool = True
     photometric: bool = False        # also vary brightness, contrast, saturation and sharpness more widely
-    mix: str = "none"                # label mixing of training batches: "none", "mixup", "cutmix"
+    mix: str = MIX_CHOICES[0]        # label mixing of training batches: "none", "mixup", "cutmix"
     label_smoothing: float = 0.1
     dropout: float = 0.3
     patience: int = 8
@@ -56,7 +56,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     detail_side: int | None = -1     # -1: the dataset's median short side when smaller than img_size
     mel_sensitivity: float = 0.85    # the melanoma threshold is set to reach this on validation
-    tta: str = "auto"                # test-time views: "auto" (chosen on validation) or one of explain.TTA_VIEWS
+    tta: str = TTA_CHOICES[0]        # test-time views: "auto" (chosen on validation) or one of options.TTA_VIEWS
     skip_bad: bool = False
     progress_file: str | None = None
     name: str | None = None
