@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import calibration, data, explain  # noqa: E402
-from skin_core.bundle import load_bundle  # noqa: E402
+from skin_core.bundle import SPLIT_FILE, load_bundle  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
@@ -45,8 +45,7 @@ def candidate_logits(spec: str, pixels: np.ndarray, views: str | None) -> np.nda
 def compare(candidates: list[str], data_root, views: str | None = None, rounds: int = 500) -> list[dict]:
     """Validation scores of each candidate and its paired-bootstrap difference to the first."""
     first = load_bundle(candidates[0].partition("@")[0].split("+")[0])
-    table = data.load_dataset(data_root).table
-    table["subset"] = data.subsets_from_file(table, first.path / "split.csv")
+    table = data.load_under_split(data_root, first.path / SPLIT_FILE)
     val = table[table["subset"] == "val"].reset_index(drop=True)
     code = {c: i for i, c in enumerate(first.classes)}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()

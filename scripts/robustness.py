@@ -16,14 +16,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skin_core import data, images, robustness  # noqa: E402
-from skin_core.bundle import load_bundle, update_report  # noqa: E402
+from skin_core.bundle import SPLIT_FILE, load_bundle, update_report  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
 def held_out(bundle, data_root, subset: str):
     """Decoded pictures and labels of one subset of the bundle's own split."""
-    table = data.load_dataset(data_root, classes=bundle.classes).table
-    table["subset"] = data.subsets_from_file(table, bundle.path / "split.csv")
+    table = data.load_under_split(data_root, bundle.path / SPLIT_FILE, classes=bundle.classes)
     rows = table[table["subset"] == subset].reset_index(drop=True)
     pictures = [images.load_file(path).rgb for path in rows["path"]]
     return pictures, rows["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()

@@ -218,6 +218,14 @@ def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
     return subsets
 
 
+def load_under_split(root, split_csv, *, classes=CLASS_CODES) -> pd.DataFrame:
+    """The dataset's table with a "subset" column taken from a bundle's split.csv: how scripts revisit a
+    bundle's own validation or test lesions without re-deriving the split."""
+    table = load_dataset(root, classes=classes).table
+    table["subset"] = subsets_from_file(table, split_csv)
+    return table
+
+
 def split_digest(table: pd.DataFrame) -> str:
     """sha256 over the sorted (subset, image_id) pairs of the training and validation rows.
 

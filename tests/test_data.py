@@ -108,3 +108,15 @@ def test_fingerprint_changes_with_the_pixels(sample_meta):
     changed = sample_meta.head(14).copy()
     changed.loc[0, "path"] = sample_meta["path"][20]
     assert data.read_images(changed, 32).fingerprint != first
+
+
+def test_a_bundles_split_file_gives_each_row_its_subset_and_must_list_every_image(tmp_path, sample_meta):
+    root = make_ham_dataset(tmp_path / "ham", sample_meta)
+    table = data.load_dataset(root).table
+    table["subset"] = data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=3)
+    table[["image_id", "subset"]].to_csv(tmp_path / "split.csv", index=False)
+    revisited = data.load_under_split(root, tmp_path / "split.csv")
+    assert revisited.set_index("image_id")["subset"].to_dict() == table.set_index("image_id")["subset"].to_dict()
+    table[["image_id", "subset"]].iloc[1:].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(data.DatasetError, match="1 images are not in"):
+        data.load_under_split(root, tmp_path / "short.csv")
