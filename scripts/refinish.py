@@ -2,6 +2,10 @@
 bundle's weights with the current code, without fitting again.
 
     python scripts/refinish.py models/default --data path/to/HAM10000 [--tta flips]
+    python scripts/refinish.py models/default --average-with runs/a --out runs/soup --data path/to/HAM10000
+
+With --average-with, the weights are the mean of this bundle's and the others' (a "weight soup": one
+model of the same size; the bundles must share the architecture and the split), written to --out.
 
 The dataset is re-read and re-split with the bundle's own seed and fractions; the fingerprint must
 match the one in its manifest, so validation and test are the same lesions as before.
@@ -17,8 +21,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
 from skin_core import training  # noqa: E402
-from skin_core.bundle import HISTORY_FILE, load_bundle  # noqa: E402
+from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, load_bundle  # noqa: E402
 from skin_core.options import TTA_CHOICES  # noqa: E402
 
 
@@ -28,12 +34,23 @@ def main():
     parser.add_argument("--data", required=True)
     parser.add_argument("--tta", default=None, choices=TTA_CHOICES,
                         help="test-time views to finish with instead of the recorded choice")
+    parser.add_argument("--average-with", nargs="+", default=[], metavar="BUNDLE",
+                        help="average the weights with these bundles' (same architecture and split)")
+    parser.add_argument("--out", default=None, help="bundle folder to write (default: the bundle itself)")
     args = parser.parse_args()
     source = load_bundle(args.bundle)
+    others = [load_bundle(path) for path in args.average_with]
+    for other in others:
+        if other.manifest["dataset"]["fingerprint"] != source.manifest["dataset"]["fingerprint"] or \
+                (other.path / SPLIT_FILE).read_bytes() != (source.path / SPLIT_FILE).read_bytes():
+            raise SystemExit(f"{other.path} was not trained on the same dataset and split as {args.bundle}")
+    if others:
+        weight_sets = [source.model.get_weights()] + [other.model.get_weights() for other in others]
+        source.model.set_weights([np.mean(layer, axis=0) for layer in zip(*weight_sets)])
     recorded = source.manifest["training"]
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
     config = training.TrainConfig(**{k: v for k, v in recorded.items() if k in fields and k not in ("data", "out")},
-                                  data=args.data, out=args.bundle)
+                                  data=args.data, out=args.out or args.bundle)
     config.detail_side = source.detail_side
     config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}

@@ -198,3 +198,22 @@ def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_changes_not
     # without '@' or --views, a bundle is scored with the views it is served with
     (as_served,) = compare([str(tiny_bundle)], SAMPLE, rounds=10)
     assert as_served["balanced_accuracy"] == pytest.approx(own["balanced_accuracy"])
+
+
+def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path):
+    import subprocess
+    import sys
+    before = {p.name: p.read_bytes() for p in tiny_bundle.iterdir()}
+    out = tmp_path / "soup"
+    done = subprocess.run([sys.executable, str(SAMPLE.parent / "scripts" / "refinish.py"), str(tiny_bundle),
+                           "--average-with", str(tiny_bundle), "--out", str(out), "--data", str(SAMPLE)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
+    soup, source = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
+    # the mean of a bundle's weights with themselves is the bundle: same weights, same validation figures
+    for mine, theirs in zip(soup.model.get_weights(), source.model.get_weights()):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-7)
+    assert soup.manifest["validation"]["balanced_accuracy"] == pytest.approx(
+        source.manifest["validation"]["balanced_accuracy"])
+    assert (out / bundles.SPLIT_FILE).read_bytes() == (tiny_bundle / bundles.SPLIT_FILE).read_bytes()
