@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import calibration, data, explain  # noqa: E402
-from skin_core.bundle import SPLIT_FILE, load_bundle  # noqa: E402
+from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
@@ -35,9 +35,7 @@ def candidate_logits(spec: str, pixels: np.ndarray, views: str | None) -> np.nda
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
     if views not in explain.TTA_VIEWS:
         raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(explain.TTA_VIEWS)})")
-    model = bundles[0].model
-    if len(bundles) > 1:
-        model.set_weights([np.mean(layer, axis=0) for layer in zip(*(b.model.get_weights() for b in bundles))])
+    weight_soup(bundles)
     bundles[0].manifest["test_time_augmentation"] = views
     return Predictor(bundles[0]).logits(pixels)
 
@@ -73,7 +71,10 @@ def main():
     parser.add_argument("--views", default=None, choices=list(explain.TTA_VIEWS),
                         help="test-time views of candidates without their own '@views' (default: each bundle's own)")
     args = parser.parse_args()
-    results = compare(args.candidates, args.data, args.views)
+    try:
+        results = compare(args.candidates, args.data, args.views)
+    except BundleError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"validation: {results[0]['n']} images, {results[0]['lesions']} lesions; "
           "score = balanced accuracy + macro F1 (prior shift fitted on validation, as finishing does)")
     for r in results:

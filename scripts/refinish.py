@@ -21,10 +21,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
 from skin_core import training  # noqa: E402
-from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, load_bundle  # noqa: E402
+from skin_core.bundle import HISTORY_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
 from skin_core.options import TTA_CHOICES  # noqa: E402
 
 
@@ -39,14 +37,10 @@ def main():
     parser.add_argument("--out", default=None, help="bundle folder to write (default: the bundle itself)")
     args = parser.parse_args()
     source = load_bundle(args.bundle)
-    others = [load_bundle(path) for path in args.average_with]
-    for other in others:
-        if other.manifest["dataset"]["fingerprint"] != source.manifest["dataset"]["fingerprint"] or \
-                (other.path / SPLIT_FILE).read_bytes() != (source.path / SPLIT_FILE).read_bytes():
-            raise SystemExit(f"{other.path} was not trained on the same dataset and split as {args.bundle}")
-    if others:
-        weight_sets = [source.model.get_weights()] + [other.model.get_weights() for other in others]
-        source.model.set_weights([np.mean(layer, axis=0) for layer in zip(*weight_sets)])
+    try:
+        weight_soup([source] + [load_bundle(path) for path in args.average_with])
+    except BundleError as exc:
+        raise SystemExit(f"error: {exc}") from None
     recorded = source.manifest["training"]
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
     config = training.TrainConfig(**{k: v for k, v in recorded.items() if k in fields and k not in ("data", "out")},
@@ -55,6 +49,8 @@ def main():
     config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}
     fit_info["fit_seconds"] = recorded.get("fit_seconds", recorded.get("seconds"))
+    if args.average_with:
+        fit_info["weights_averaged_with"] = [Path(path).name for path in args.average_with]
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.weights.h5"
         source.model.save_weights(weights)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -62,7 +63,6 @@ class Bundle:
     @property
     def logit_bias(self):
         """tau * log(prior) added to the logits before the temperature (zeros when not fitted)."""
-        import numpy as np
         calibration = self.manifest.get("calibration", {})
         tau, log_prior = calibration.get("prior_shift", 0.0), calibration.get("log_prior")
         if not log_prior:
@@ -135,6 +135,25 @@ def load_bundle(path) -> Bundle:
     if tuple(model.input_shape[1:3]) != (size, size):
         raise BundleError(f"{path.name}: the model takes {model.input_shape[1:3]} inputs, the manifest says {size}.")
     return Bundle(path=path, manifest=manifest, model=model)
+
+
+def weight_soup(bundles: list[Bundle]) -> keras.Model:
+    """The first bundle's model holding the mean of all the bundles' weights (Wortsman et al. 2022).
+
+    Averaging only makes sense for fine-tunes of one architecture on one split; anything else is
+    refused, so a soup's held-out figures stay honest.
+    """
+    first = bundles[0]
+    for other in bundles[1:]:
+        if other.manifest["dataset"]["fingerprint"] != first.manifest["dataset"]["fingerprint"] or \
+                (other.path / SPLIT_FILE).read_bytes() != (first.path / SPLIT_FILE).read_bytes():
+            raise BundleError(f"{other.path.name} was not trained on the same dataset and split as {first.path.name}.")
+        if [w.shape for w in other.model.weights] != [w.shape for w in first.model.weights]:
+            raise BundleError(f"{other.path.name} does not share {first.path.name}'s architecture.")
+    if len(bundles) > 1:
+        weight_sets = [bundle.model.get_weights() for bundle in bundles]
+        first.model.set_weights([np.mean(layer, axis=0) for layer in zip(*weight_sets)])
+    return first.model
 
 
 def inference_copy(model: keras.Model) -> keras.Model:

@@ -217,3 +217,23 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     assert soup.manifest["validation"]["balanced_accuracy"] == pytest.approx(
         source.manifest["validation"]["balanced_accuracy"])
     assert (out / bundles.SPLIT_FILE).read_bytes() == (tiny_bundle / bundles.SPLIT_FILE).read_bytes()
+
+
+def test_a_weight_soup_is_the_mean_of_its_bundles_and_refuses_another_split(tiny_bundle, tmp_path):
+    first, second = bundles.load_bundle(tiny_bundle), bundles.load_bundle(tiny_bundle)
+    original = first.model.get_weights()
+    second.model.set_weights([w + 1.0 for w in original])
+    soup = bundles.weight_soup([first, second])
+    for mixed, own in zip(soup.get_weights(), original):
+        np.testing.assert_allclose(mixed, own + 0.5, rtol=0, atol=1e-6)
+    # a bundle whose split differs (other lesions held out) cannot join: its test images may be in our training set
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    split = pd.read_csv(other / bundles.SPLIT_FILE)
+    split.loc[split["subset"] == "test", "subset"] = "train"
+    split.to_csv(other / bundles.SPLIT_FILE, index=False)
+    stranger = bundles.Bundle(path=other, manifest=second.manifest, model=second.model)
+    before = [w.copy() for w in first.model.get_weights()]
+    with pytest.raises(bundles.BundleError, match="same dataset and split"):
+        bundles.weight_soup([first, stranger])
+    assert all(np.array_equal(a, b) for a, b in zip(first.model.get_weights(), before))
