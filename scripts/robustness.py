@@ -4,7 +4,8 @@ tighter framing, turns, recompression, light and colour), on the bundle's own te
     python scripts/robustness.py models/default --data DATASET
 
 Writes robustness.json beside the bundle (the model card shows it) and prints the table. The test
-split is only read here to describe a model already chosen, never to choose one.
+split is only read here to describe a model already chosen, never to choose one; to weigh candidates,
+use --subset val, which prints the table and writes nothing.
 """
 import argparse
 import json
@@ -37,7 +38,8 @@ def main():
     bundle = load_bundle(args.bundle)
     pictures, y_true = held_out(bundle, args.data, args.subset)
     rows = robustness.report(Predictor(bundle), pictures, y_true)
-    update_report(bundle.path, robustness.ROBUSTNESS_FILE, {"subset": args.subset, "conditions": rows})
+    if args.subset == "test":   # the described model's report; validation figures are for choosing only
+        update_report(bundle.path, robustness.ROBUSTNESS_FILE, {"subset": args.subset, "conditions": rows})
     print("\n".join(robustness.markdown_table(rows)))
 
 

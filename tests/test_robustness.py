@@ -66,3 +66,11 @@ def test_script_writes_the_report_beside_a_bundle_that_still_loads(tiny_bundle, 
     text = (bundle / "MODEL_CARD.md").read_text()
     assert "## Robustness to photo differences (test split)" in text
     assert f"| framed tighter ({robustness.CONDITIONS[2].description}) | {report['conditions'][2]['accuracy']:.3f} |" in text
+
+    # validation figures are for choosing between candidates: printed, never written over the described report
+    written = (bundle / "robustness.json").read_bytes()
+    on_val = subprocess.run([sys.executable, str(ROOT / "scripts" / "robustness.py"), str(bundle),
+                             "--data", str(SAMPLE), "--subset", "val"], capture_output=True, text=True, timeout=300)
+    assert on_val.returncode == 0, on_val.stderr[-2000:]
+    assert "| quarter turn" in on_val.stdout
+    assert (bundle / "robustness.json").read_bytes() == written
