@@ -27,6 +27,7 @@ from PIL import Image
 from bench.common import bare_over_views, stats_ms, timed, timed_together, write
 from skin_core import explain, images
 from skin_core.model import LAST_CONV_LAYER
+from skin_core.options import TTA_VIEWS
 from skin_core.predict import Predictor
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -95,7 +96,7 @@ def main():
     bare = tf.function(lambda t: model(t, training=False),
                        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
 
-    views = explain.TTA_VIEWS[predictor.tta]
+    views = TTA_VIEWS[predictor.tta]
     bare_views = bare_over_views(model, predictor.tta, batch=1)
     earlier = earlier_forward(model)
 

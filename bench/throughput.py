@@ -22,7 +22,8 @@ import tensorflow as tf
 from bench.common import bare_over_views, write
 import keras
 
-from skin_core import data, explain, recipe
+from skin_core import data, recipe
+from skin_core.options import TTA_VIEWS
 from skin_core.predict import Predictor
 from skin_core.recipe import compile_model
 from skin_core.training import TrainConfig, training_dataset
@@ -53,7 +54,7 @@ def main():
     model = predictor.bundle.model
     tensor = tf.constant(pixels.astype(np.float32))
 
-    views = explain.TTA_VIEWS[predictor.tta]
+    views = TTA_VIEWS[predictor.tta]
 
     bare_calls = {tta: bare_over_views(model, tta) for tta in {predictor.tta, "none"}}
 

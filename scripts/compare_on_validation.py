@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
-from skin_core import calibration, data, explain  # noqa: E402
+from skin_core import calibration, data  # noqa: E402
 from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
+from skin_core.options import TTA_VIEWS  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
@@ -33,8 +34,8 @@ def candidate_logits(spec: str, pixels: np.ndarray, views: str | None) -> np.nda
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
-    if views not in explain.TTA_VIEWS:
-        raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(explain.TTA_VIEWS)})")
+    if views not in TTA_VIEWS:
+        raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(TTA_VIEWS)})")
     weight_soup(bundles)
     bundles[0].manifest["test_time_augmentation"] = views
     return Predictor(bundles[0]).logits(pixels)
@@ -68,7 +69,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidates", nargs="+", help="bundle folders; A+B means the mean of A's and B's weights")
     parser.add_argument("--data", required=True, help="the dataset the bundles were trained on")
-    parser.add_argument("--views", default=None, choices=list(explain.TTA_VIEWS),
+    parser.add_argument("--views", default=None, choices=list(TTA_VIEWS),
                         help="test-time views of candidates without their own '@views' (default: each bundle's own)")
     args = parser.parse_args()
     try:
