@@ -30,7 +30,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate while fine-tuning")
     p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head phase")
     p.add_argument("--fine-tune-fraction", type=float, default=1.0, help="share of the body unfrozen in phase 2")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42,
+                   help="randomness of the split and of training (with --split-from: of training only)")
+    p.add_argument("--split-from", default=None, metavar="BUNDLE",
+                   help="reuse this bundle's split.csv (same validation and test lesions), e.g. to train "
+                        "another seed for comparison or weight averaging")
     p.add_argument("--balance", default=BALANCE_CHOICES[0], choices=BALANCE_CHOICES,
                    help="class balancing: loss weights, their square root, balanced sampling, or none")
     p.add_argument("--mix", default=MIX_CHOICES[0], choices=MIX_CHOICES,

@@ -7,8 +7,8 @@ bundle's weights with the current code, without fitting again.
 With --average-with, the weights are the mean of this bundle's and the others' (a "weight soup": one
 model of the same size; the bundles must share the architecture and the split), written to --out.
 
-The dataset is re-read and re-split with the bundle's own seed and fractions; the fingerprint must
-match the one in its manifest, so validation and test are the same lesions as before.
+The dataset is re-read and split as the bundle's own split.csv records; the fingerprint must match
+the one in its manifest, so validation and test are the same lesions as before.
 """
 import argparse
 import dataclasses
@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skin_core import training  # noqa: E402
-from skin_core.bundle import HISTORY_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
+from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
 from skin_core.options import TTA_CHOICES  # noqa: E402
 
 
@@ -56,7 +56,8 @@ def main():
         source.model.save_weights(weights)
         shutil.copy(Path(args.bundle) / HISTORY_FILE, Path(tmp) / HISTORY_FILE)
         out = training.finish_from_weights(config, str(weights), str(Path(tmp) / HISTORY_FILE), fit_info,
-                                           expected_fingerprint=source.manifest["dataset"]["fingerprint"])
+                                           expected_fingerprint=source.manifest["dataset"]["fingerprint"],
+                                           split_csv=Path(args.bundle) / SPLIT_FILE)
     print(f"re-finished {out}")
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     alpha: float = 1.0
     weights: str | None = "imagenet"
     init_bundle: str | None = None   # start from an existing bundle's weights instead
+    split_from: str | None = None    # reuse this bundle's split.csv; the seed then only drives training randomness
     batch_size: int = 32
     lr: float = 3e-4                 # peak learning rate of the fine-tuning phase
     head_lr: float = 1e-3
@@ -185,6 +186,7 @@ class Prepared:
     parts: dict[str, np.ndarray]
     detail_side: int | None
     classes: list[str]
+    split_info: dict                  # how the split was made, for the manifest
 
     @property
     def table(self) -> pd.DataFrame:
@@ -194,8 +196,18 @@ class Prepared:
         return self.arrays.pixels[self.parts[name]], self.labels[self.parts[name]]
 
 
-def prepare(cfg: TrainConfig, log: ProgressLog) -> Prepared:
-    """Read and check the dataset, decode it once at the model's input size, split it by lesion."""
+def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = None) -> Prepared:
+    """Read and check the dataset, decode it once at the model's input size, split it by lesion.
+
+    The split is derived from the seed, or read from `split_csv` (default: the split.csv of
+    cfg.split_from), so that runs differing only in training randomness share validation and test.
+    """
+    taken_from = None
+    if split_csv is None and cfg.split_from:
+        split_csv, taken_from = Path(cfg.split_from) / bundles.SPLIT_FILE, Path(cfg.split_from).name
+    if split_csv is not None and not Path(split_csv).is_file():      # checked before the slow image reading
+        raise ValueError(f"No split file at {split_csv}: --split-from needs a bundle folder that holds "
+                         f"{bundles.SPLIT_FILE}.")
     dataset = data.load_dataset(cfg.data, skip_bad=cfg.skip_bad)
     classes = list(CLASS_CODES)
     detail_side = cfg.detail_side
@@ -208,15 +220,35 @@ def prepare(cfg: TrainConfig, log: ProgressLog) -> Prepared:
     arrays = data.read_images(dataset.table, cfg.img_size, detail_side, skip_bad=cfg.skip_bad, workers=cfg.workers,
                               on_progress=lambda i, n: log.event("reading", None, done=i, total=n))
     table = arrays.table
-    table["subset"] = data.split_by_lesion(table, test_fraction=cfg.test_fraction,
-                                           val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if split_csv is None:
+        table["subset"] = data.split_by_lesion(table, test_fraction=cfg.test_fraction,
+                                               val_fraction=cfg.val_fraction, seed=cfg.seed)
+        split_info = {"method": SPLIT_METHOD, "seed": cfg.seed,
+                      "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction}
+    else:
+        table["subset"] = data.subsets_from_file(table, split_csv)
+        split_info = _split_info_of(Path(split_csv), taken_from)
     if cfg.init_bundle:
         _refuse_test_leak(cfg.init_bundle, table)
     labels = table["dx"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     parts = {name: (table["subset"] == name).to_numpy() for name in ("train", "val", "test")}
-    log.event("split", "Split by lesion: " + ", ".join(f"{k} {int(v.sum())}" for k, v in parts.items()),
-              sizes={k: int(v.sum()) for k, v in parts.items()})
-    return Prepared(dataset, arrays, labels, parts, detail_side, classes)
+    sizes = {k: int(v.sum()) for k, v in parts.items()}
+    log.event("split", "Split by lesion: " + ", ".join(f"{k} {n}" for k, n in sizes.items()), sizes=sizes)
+    split_info.update(sizes=sizes, file=bundles.SPLIT_FILE)
+    return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info)
+
+
+SPLIT_METHOD = "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold)"
+
+
+def _split_info_of(split_csv: Path, taken_from: str | None) -> dict:
+    """The recorded description of a reused split (from its bundle's manifest), and where it was taken from."""
+    manifest_file = split_csv.parent / bundles.MANIFEST_FILE
+    recorded = json.loads(manifest_file.read_text()).get("split", {}) if manifest_file.is_file() else {}
+    info = {k: v for k, v in recorded.items() if k not in ("sizes", "file")} or {"method": "read from a split file"}
+    if taken_from:
+        info.setdefault("taken_from", taken_from)
+    return info
 
 
 def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model, pd.DataFrame, dict]:
@@ -275,9 +307,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         "dataset": {"root": Path(cfg.data).name, "layout": prep.dataset.layout, "fingerprint": prep.arrays.fingerprint,
                     "n_images": int(len(table)), "n_lesions": int(table["lesion_id"].nunique()),
                     "counts": prep.dataset.counts(), "skipped": prep.dataset.skipped + prep.arrays.unreadable},
-        "split": {"method": "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold)",
-                  "seed": cfg.seed, "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
-                  "sizes": {k: int(v.sum()) for k, v in parts.items()}, "file": bundles.SPLIT_FILE},
+        "split": prep.split_info,
         "seed": cfg.seed,
         "training": {**asdict(cfg), **fit_info, "seconds": None},
         "versions": _versions(),
@@ -341,15 +371,16 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, fit_info: dict,
-                        expected_fingerprint: str | None = None) -> Path:
+                        expected_fingerprint: str | None = None, split_csv: str | Path | None = None) -> Path:
     """Make a bundle from weights trained elsewhere (e.g. the JAX backend on a GPU) with this recipe.
 
-    The dataset is re-read and re-split with the same seed, so validation and test are the same
-    lesions the training run held out; the fingerprint in the manifest proves it is the same data.
+    The dataset is re-read and re-split with the same seed (or `split_csv`, a bundle's recorded split),
+    so validation and test are the same lesions the training run held out; the fingerprint in the
+    manifest proves it is the same data.
     """
     log = ProgressLog(cfg.progress_file)
     started = time.time()
-    prep = prepare(cfg, log)
+    prep = prepare(cfg, log, split_csv)
     if expected_fingerprint and prep.arrays.fingerprint != expected_fingerprint:
         raise ValueError("The dataset differs from the one these weights were trained on (fingerprint mismatch); "
                          "validation and test would not be the held-out lesions.")

@@ -142,6 +142,30 @@ def test_starting_from_a_bundle_refuses_a_split_that_would_test_on_its_training_
         prepare(reshuffled, ProgressLog(None))
 
 
+def test_another_seed_trains_on_the_starting_bundles_own_split_with_split_from(tiny_bundle, tmp_path):
+    """--split-from: a second seed varies the training randomness only, so two runs can be compared or
+    averaged on the same validation and test lesions (the reshuffled seed alone is refused above)."""
+    from skin_core.training import ProgressLog, TrainConfig, prepare, train
+    out = tmp_path / "seed7"
+    config = TrainConfig(data=str(SAMPLE), out=str(out), epochs=1, head_epochs=0, img_size=32, alpha=0.25,
+                         weights=None, batch_size=8, test_fraction=0.2, val_fraction=0.2, workers=2, tta="none",
+                         init_bundle=str(tiny_bundle), split_from=str(tiny_bundle), seed=7)
+    train(config)
+    source = pd.read_csv(tiny_bundle / bundles.SPLIT_FILE, dtype=str)
+    written = pd.read_csv(out / bundles.SPLIT_FILE, dtype=str)
+    assert written.set_index("image_id")["subset"].sort_index().equals(
+        source.set_index("image_id")["subset"].sort_index())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 7 and manifest["training"]["split_from"] == str(tiny_bundle)
+    # the split keeps its own description: made with seed 42 by the bundle it was taken from
+    assert manifest["split"]["seed"] == 42 and manifest["split"]["taken_from"] == tiny_bundle.name
+    assert manifest["split"]["sizes"]["test"] == int((source["subset"] == "test").sum())
+    with pytest.raises(ValueError, match="needs a bundle folder that holds split.csv"):
+        prepare(TrainConfig(**{**config.__dict__, "split_from": str(tmp_path / "nowhere")}), ProgressLog(None))
+    # and the new bundle can join the starting one in a weight soup, which checks dataset and split
+    assert len(bundles.weight_soup([bundles.load_bundle(tiny_bundle), bundles.load_bundle(out)]).get_weights())
+
+
 def test_weights_fitted_elsewhere_are_bundled_only_with_the_split_they_were_fitted_on(tiny_bundle, tmp_path):
     """train.py --finish-from: the digest of the GPU run's train/val images must match the re-split."""
     from skin_core import data
