@@ -17,7 +17,7 @@ calibrates, evaluates the held-out test split and writes the bundle.
 
     python scripts/train_gpu.py --data PACK/data --split PACK/split.csv \
         --weights PACK/weights/mobilenet_1_0_224_tf_no_top.h5 --out-dir runs/gpu --time-budget-s 420 \
-        --run name:epochs=60,batch_size=64,lr=6e-4,balance=weights
+        --run name:epochs=60,batch_size=64,lr=6e-4,balance=weights,photometric=true
 """
 import argparse
 import json
@@ -42,15 +42,28 @@ from skin_core.recipe import (BestWeights, augmenter, class_weights, compile_mod
 
 DEFAULTS = dict(epochs=40, head_epochs=2, batch_size=32, lr=3e-4, head_lr=1e-3, weight_decay=1e-4,
                 balance="weights", label_smoothing=0.1, dropout=0.3, patience=10, seed=42, alpha=1.0,
-                fine_tune_fraction=1.0)
+                fine_tune_fraction=1.0, photometric=False)
+# balanced sampling and label mixing live in train.py's tf.data pipeline; arrays fed to fit() cannot do them
+BALANCE_HERE = ("weights", "sqrt_weights", "none")
 
 
 def parse_run(text: str) -> tuple[str, dict]:
+    """'name:key=value,...' into the run's settings; an unknown key or a setting this script cannot
+    honour stops it before any image is read, instead of training something else than asked."""
     name, _, rest = text.partition(":")
     settings = dict(DEFAULTS)
     for item in filter(None, rest.split(",")):
-        key, value = item.split("=")
-        settings[key] = value if isinstance(DEFAULTS[key], str) else type(DEFAULTS[key])(value)
+        key, _, value = item.partition("=")
+        if key not in DEFAULTS:
+            raise SystemExit(f"error: unknown setting '{key}' in --run {text} (known: {', '.join(DEFAULTS)})")
+        default = DEFAULTS[key]
+        if isinstance(default, bool):
+            settings[key] = value.lower() in ("1", "true", "yes")
+        else:
+            settings[key] = value if isinstance(default, str) else type(default)(value)
+    if settings["balance"] not in BALANCE_HERE:
+        raise SystemExit(f"error: balance={settings['balance']} is not available here ({', '.join(BALANCE_HERE)}); "
+                         "use train.py for balanced sampling")
     return name, settings
 
 
@@ -104,7 +117,8 @@ def load_train_val(args) -> tuple[pd.DataFrame, np.ndarray, str]:
 def make_trainer(s, img_size: int, weights) -> tuple[keras.Model, keras.Sequential]:
     """The model, and the model behind the augmentation layers that training fits."""
     model = build_model(len(CLASS_CODES), img_size, s["alpha"], weights=weights, dropout=s["dropout"])
-    return model, keras.Sequential([keras.Input((img_size, img_size, 3)), augmenter(s["seed"]), model])
+    return model, keras.Sequential([keras.Input((img_size, img_size, 3)), augmenter(s["seed"], s["photometric"]),
+                                    model])
 
 
 def probe_epoch_seconds(s, x, y, xv, yv, img_size, steps, val_steps) -> float:
@@ -188,6 +202,7 @@ def main():
                    help="fit the epochs into this many seconds from the start, by timing a short probe first")
     p.add_argument("--run", action="append", required=True, help="name:key=value,... (repeatable)")
     args = p.parse_args()
+    runs = [parse_run(spec) for spec in args.run]
     started = time.time()
     deadline = started + args.time_budget_s if args.time_budget_s else float("inf")
     out_dir = Path(args.out_dir)
@@ -203,8 +218,7 @@ def main():
     x = x.astype(np.float32)
     print(f"read {len(table)} images in {time.time() - started:.0f}s: "
           + ", ".join(f"{k} {n}" for k, n in table["subset"].value_counts().items()), flush=True)
-    for spec in args.run:
-        name, settings = parse_run(spec)
+    for name, settings in runs:
         fit_one(name, settings, table, x, digest, out_dir, args, deadline)
 
 

@@ -261,3 +261,29 @@ def test_a_weight_soup_is_the_mean_of_its_bundles_and_refuses_another_split(tiny
     with pytest.raises(bundles.BundleError, match="same dataset and split"):
         bundles.weight_soup([first, stranger])
     assert all(np.array_equal(a, b) for a, b in zip(first.model.get_weights(), before))
+
+
+def test_gpu_run_settings_refuse_what_the_gpu_script_cannot_do(tmp_path):
+    """scripts/train_gpu.py feeds arrays to fit(): it cannot sample balanced batches, so asking for that
+    (or for a setting it does not know) must stop it rather than train something else silently."""
+    import os
+    import subprocess
+    import sys
+    script = SAMPLE.parent / "scripts"
+    probe = ("import sys, json; sys.path.insert(0, sys.argv[1]); from train_gpu import parse_run; "
+             "print(json.dumps(parse_run(sys.argv[2])[1]))")
+
+    def parse(spec):
+        # its own process: the script defaults Keras to the PyTorch backend, which must not leak into this one
+        return subprocess.run([sys.executable, "-c", probe, str(script), spec], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+
+    ok = parse("a:epochs=5,photometric=true,balance=sqrt_weights,lr=2e-4")
+    assert ok.returncode == 0, ok.stderr[-1000:]
+    settings = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert settings["epochs"] == 5 and settings["photometric"] is True and settings["lr"] == 2e-4
+    assert json.loads(parse("b:photometric=false").stdout.strip().splitlines()[-1])["photometric"] is False
+    sampling = parse("c:balance=sampling")
+    assert sampling.returncode != 0 and "use train.py for balanced sampling" in sampling.stderr
+    unknown = parse("d:epoch=5")
+    assert unknown.returncode != 0 and "unknown setting 'epoch'" in unknown.stderr
