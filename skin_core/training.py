@@ -206,8 +206,8 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     if split_csv is None and cfg.split_from:
         split_csv, taken_from = Path(cfg.split_from) / bundles.SPLIT_FILE, Path(cfg.split_from).name
     if split_csv is not None and not Path(split_csv).is_file():      # checked before the slow image reading
-        raise ValueError(f"No split file at {split_csv}: --split-from needs a bundle folder that holds "
-                         f"{bundles.SPLIT_FILE}.")
+        raise ValueError(f"No split file at {split_csv}: a reused split must come from a bundle folder that "
+                         f"holds {bundles.SPLIT_FILE}.")
     dataset = data.load_dataset(cfg.data, skip_bad=cfg.skip_bad)
     classes = list(CLASS_CODES)
     detail_side = cfg.detail_side

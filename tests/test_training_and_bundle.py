@@ -160,7 +160,7 @@ def test_another_seed_trains_on_the_starting_bundles_own_split_with_split_from(t
     # the split keeps its own description: made with seed 42 by the bundle it was taken from
     assert manifest["split"]["seed"] == 42 and manifest["split"]["taken_from"] == tiny_bundle.name
     assert manifest["split"]["sizes"]["test"] == int((source["subset"] == "test").sum())
-    with pytest.raises(ValueError, match="needs a bundle folder that holds split.csv"):
+    with pytest.raises(ValueError, match="must come from a bundle folder that holds split.csv"):
         prepare(TrainConfig(**{**config.__dict__, "split_from": str(tmp_path / "nowhere")}), ProgressLog(None))
     # and the new bundle can join the starting one in a weight soup, which checks dataset and split
     assert len(bundles.weight_soup([bundles.load_bundle(tiny_bundle), bundles.load_bundle(out)]).get_weights())
