@@ -9,7 +9,7 @@ import streamlit as st
 
 from pages.common import notice
 from skin_core import access, jobs, options, registry
-from skin_core.bundle import BundleError, read_manifest
+from skin_core.bundle import BundleError, read_manifest, shares_split
 from skin_core.data import DatasetError, load_dataset
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
@@ -103,11 +103,18 @@ def launch_form(admin: bool) -> None:
                               help="Blend pairs of training images and their labels: a regulariser for small classes")
         photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
                                       help="Also vary brightness, contrast, colour saturation and sharpness while training")
+        same_lesions = st.checkbox(
+            "Hold out the active model's validation and test lesions", False,
+            help="Reuse the active model's split (the dataset must hold the images it was split on): the new "
+                 "model is then tested on the same lesions, so the comparison below is like-for-like, and the "
+                 "seed only changes the training randomness")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "no_augment": not augment, "photometric": photometric, "mix": mix}
+        if same_lesions:
+            config["split_from"] = str(registry.active_path())
         if start_from == "The active model":
             config["init_bundle"] = str(registry.active_path())
             manifest = read_manifest(registry.active_path())
@@ -136,8 +143,12 @@ def compare_with_active(name: str) -> None:
             for key, label in COMPARED]
     st.dataframe(pd.DataFrame(rows).set_index("metric").style.format("{:+.3f}", subset=["difference"], na_rep="–")
                  .format("{:.3f}", subset=[name, f"active ({active})"], na_rep="–"))
-    st.caption("Each model is scored on its own held-out test split; compare on a common dataset with "
-               "`python -m skin_core evaluate` or the Evaluation page for a like-for-like reading.")
+    if shares_split(registry.bundle_path(name), registry.bundle_path(active)):
+        st.caption("Both models were tested on the same held-out lesions: a like-for-like comparison "
+                   "(differences of a few hundredths are within the noise of one test split).")
+    else:
+        st.caption("Each model is scored on its own held-out test split; compare on a common dataset with "
+                   "`python -m skin_core evaluate` or the Evaluation page for a like-for-like reading.")
 
 
 def runs_section(admin: bool) -> None:

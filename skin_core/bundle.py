@@ -137,6 +137,13 @@ def load_bundle(path) -> Bundle:
     return Bundle(path=path, manifest=manifest, model=model)
 
 
+def shares_split(first: Path, second: Path) -> bool:
+    """Whether two bundle folders hold out exactly the same images (identical split.csv files): only then
+    are their validation and test figures a like-for-like comparison, and their weights averageable."""
+    files = [Path(folder) / SPLIT_FILE for folder in (first, second)]
+    return all(f.is_file() for f in files) and files[0].read_bytes() == files[1].read_bytes()
+
+
 def weight_soup(bundles: list[Bundle]) -> keras.Model:
     """The first bundle's model holding the mean of all the bundles' weights (Wortsman et al. 2022).
 
@@ -146,7 +153,7 @@ def weight_soup(bundles: list[Bundle]) -> keras.Model:
     first = bundles[0]
     for other in bundles[1:]:
         if other.manifest["dataset"]["fingerprint"] != first.manifest["dataset"]["fingerprint"] or \
-                (other.path / SPLIT_FILE).read_bytes() != (first.path / SPLIT_FILE).read_bytes():
+                not shares_split(first.path, other.path):
             raise BundleError(f"{other.path.name} was not trained on the same dataset and split as {first.path.name}.")
         if [w.shape for w in other.model.weights] != [w.shape for w in first.model.weights]:
             raise BundleError(f"{other.path.name} does not share {first.path.name}'s architecture.")

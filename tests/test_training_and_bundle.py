@@ -256,6 +256,8 @@ def test_a_weight_soup_is_the_mean_of_its_bundles_and_refuses_another_split(tiny
     split = pd.read_csv(other / bundles.SPLIT_FILE)
     split.loc[split["subset"] == "test", "subset"] = "train"
     split.to_csv(other / bundles.SPLIT_FILE, index=False)
+    assert bundles.shares_split(tiny_bundle, tiny_bundle) and not bundles.shares_split(tiny_bundle, other)
+    assert not bundles.shares_split(tiny_bundle, tmp_path)          # a folder without split.csv shares nothing
     stranger = bundles.Bundle(path=other, manifest=second.manifest, model=second.model)
     before = [w.copy() for w in first.model.get_weights()]
     with pytest.raises(bundles.BundleError, match="same dataset and split"):
