@@ -9,8 +9,8 @@ import streamlit as st
 
 from pages.common import notice
 from skin_core import access, jobs, options, registry
-from skin_core.bundle import BundleError, read_manifest, shares_split
-from skin_core.data import DatasetError, load_dataset
+from skin_core.bundle import SPLIT_FILE, BundleError, read_manifest, shares_split
+from skin_core.data import DatasetError, load_dataset, split_problem
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
@@ -114,6 +114,10 @@ def launch_form(admin: bool) -> None:
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "no_augment": not augment, "photometric": photometric, "mix": mix}
         if same_lesions:
+            problem = split_problem(dataset.table, registry.active_path() / SPLIT_FILE)
+            if problem:
+                st.error(problem)
+                return
             config["split_from"] = str(registry.active_path())
         if start_from == "The active model":
             config["init_bundle"] = str(registry.active_path())

@@ -218,6 +218,18 @@ def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
     return subsets
 
 
+def split_problem(table: pd.DataFrame, split_csv) -> str | None:
+    """Why a bundle's recorded split cannot be reused on this dataset (None if it can): checked before a
+    run is launched, so a mismatch is a message on the form rather than a failed run."""
+    if not Path(split_csv).is_file():
+        return f"There is no {Path(split_csv).name} beside that model, so its lesions cannot be held out again."
+    try:
+        subsets_from_file(table, split_csv)
+    except DatasetError as exc:
+        return f"That model's split does not cover this dataset: {exc}"
+    return None
+
+
 def load_under_split(root, split_csv, *, classes=CLASS_CODES) -> pd.DataFrame:
     """The dataset's table with a "subset" column taken from a bundle's split.csv: how scripts revisit a
     bundle's own validation or test lesions without re-deriving the split."""

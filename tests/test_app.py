@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SAMPLE
@@ -140,6 +141,25 @@ def test_retrain_form_sends_the_chosen_settings_to_the_job(models_dir, monkeypat
     assert launched[0]["split_from"] == str(registry.active_path())
     assert launched[0]["data"].endswith("sample_data")
     assert any("not launching in this test" in str(e.value) for e in at.error)
+
+
+def test_retrain_form_refuses_to_reuse_a_split_that_misses_images_of_the_dataset(models_dir, monkeypatch, tmp_path,
+                                                                                  sample_meta):
+    from conftest import make_ham_dataset
+    from skin_core import jobs
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    launched = []
+    monkeypatch.setattr(jobs, "start", launched.append)
+    extra = sample_meta.head(1).assign(image_id="ISIC_9999999", lesion_id="HAM_9999999")
+    folder = make_ham_dataset(tmp_path / "bigger", pd.concat([sample_meta, extra], ignore_index=True))
+    at = page("retrain").run()
+    at.radio[0].set_value("A folder on the server").run()
+    next(t for t in at.text_input if t.label == "Dataset folder").input(str(folder)).run()
+    next(c for c in at.checkbox if c.label.startswith("Hold out the active model's")).check()
+    launch_button(at).click().run()
+    assert not at.exception and not launched
+    assert any("does not cover this dataset: 1 images are not in" in str(e.value) and "ISIC_9999999" in str(e.value)
+               for e in at.error)
 
 
 def test_retrain_actions_need_the_password_when_one_is_set(models_dir, monkeypatch):

@@ -120,3 +120,7 @@ def test_a_bundles_split_file_gives_each_row_its_subset_and_must_list_every_imag
     table[["image_id", "subset"]].iloc[1:].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(data.DatasetError, match="1 images are not in"):
         data.load_under_split(root, tmp_path / "short.csv")
+    # the check the Retrain form makes before launching a run on another model's split
+    assert data.split_problem(table, tmp_path / "split.csv") is None
+    assert "does not cover this dataset: 1 images are not in" in data.split_problem(table, tmp_path / "short.csv")
+    assert "no nowhere.csv beside that model" in data.split_problem(table, tmp_path / "nowhere.csv")
