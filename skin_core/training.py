@@ -243,8 +243,8 @@ SPLIT_METHOD = "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, the
 
 def _split_info_of(split_csv: Path, taken_from: str | None) -> dict:
     """The recorded description of a reused split (from its bundle's manifest), and where it was taken from."""
-    manifest_file = split_csv.parent / bundles.MANIFEST_FILE
-    recorded = json.loads(manifest_file.read_text()).get("split", {}) if manifest_file.is_file() else {}
+    beside_a_bundle = (split_csv.parent / bundles.MANIFEST_FILE).is_file()
+    recorded = bundles.read_manifest(split_csv.parent).get("split", {}) if beside_a_bundle else {}
     info = {k: v for k, v in recorded.items() if k not in ("sizes", "file")} or {"method": "read from a split file"}
     if taken_from:
         info.setdefault("taken_from", taken_from)
