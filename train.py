@@ -42,6 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
     p.add_argument("--photometric", action="store_true",
                    help="also vary light, colour saturation and sharpness (differences between cameras)")
+    p.add_argument("--colour-constancy", action="store_true",
+                   help="bring each photo's white balance and exposure to a fixed reference inside the model")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")

@@ -103,6 +103,10 @@ def launch_form(admin: bool) -> None:
                               help="Blend pairs of training images and their labels: a regulariser for small classes")
         photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
                                       help="Also vary brightness, contrast, colour saturation and sharpness while training")
+        colour_constancy = right.checkbox(
+            "Even out white balance and exposure", False,
+            help="The model first brings each photo's light and colour cast to HAM10000's typical one "
+                 "(shades-of-grey colour constancy), so photos from other cameras look more alike to it")
         same_lesions = st.checkbox(
             "Hold out the active model's validation and test lesions", False,
             help="Reuse the active model's split (the dataset must hold the images it was split on): the new "
@@ -112,7 +116,8 @@ def launch_form(admin: bool) -> None:
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
-                  "no_augment": not augment, "photometric": photometric, "mix": mix}
+                  "no_augment": not augment, "photometric": photometric, "mix": mix,
+                  "colour_constancy": colour_constancy}
         if same_lesions:
             problem = split_problem(dataset.table, registry.active_path() / SPLIT_FILE)
             if problem:

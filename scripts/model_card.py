@@ -69,7 +69,7 @@ MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global av
 weights ({'through stage 1, below' if t.get('init_bundle') else m['weights_source']}). Preprocessing (defined once in `skin_core.images.prepare`, recorded in the
 manifest): EXIF-upright RGB, centre square crop, detail capped at {m['preprocessing']['detail_side']} px (the
 resolution of the training copies, so sharper uploads are seen at the detail the model learned),
-bilinear resize, scaling to [-1, 1] inside the model. Probabilities are calibrated by temperature scaling
+bilinear resize, {'shades-of-grey colour constancy to a fixed reference illuminant and ' if m['preprocessing'].get('colour_constancy') else ''}scaling to [-1, 1] inside the model. Probabilities are calibrated by temperature scaling
 (T = {m['calibration']['temperature']:.3f}, fitted on the validation split). Melanoma decision threshold
 {m['thresholds']['mel']:.3f}, chosen on the validation split to reach melanoma sensitivity {t['mel_sensitivity']:.2f} there.
 

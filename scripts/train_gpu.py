@@ -42,7 +42,7 @@ from skin_core.recipe import (BestWeights, augmenter, class_weights, compile_mod
 
 DEFAULTS = dict(epochs=40, head_epochs=2, batch_size=32, lr=3e-4, head_lr=1e-3, weight_decay=1e-4,
                 balance="weights", label_smoothing=0.1, dropout=0.3, patience=10, seed=42, alpha=1.0,
-                fine_tune_fraction=1.0, photometric=False)
+                fine_tune_fraction=1.0, photometric=False, colour_constancy=False)
 # balanced sampling and label mixing live in train.py's tf.data pipeline; arrays fed to fit() cannot do them
 BALANCE_HERE = ("weights", "sqrt_weights", "none")
 
@@ -116,7 +116,8 @@ def load_train_val(args) -> tuple[pd.DataFrame, np.ndarray, str]:
 
 def make_trainer(s, img_size: int, weights) -> tuple[keras.Model, keras.Sequential]:
     """The model, and the model behind the augmentation layers that training fits."""
-    model = build_model(len(CLASS_CODES), img_size, s["alpha"], weights=weights, dropout=s["dropout"])
+    model = build_model(len(CLASS_CODES), img_size, s["alpha"], weights=weights, dropout=s["dropout"],
+                        colour_constancy=s["colour_constancy"])
     return model, keras.Sequential([keras.Input((img_size, img_size, 3)), augmenter(s["seed"], s["photometric"]),
                                     model])
 

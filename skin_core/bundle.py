@@ -16,6 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from . import model as _model  # noqa: F401  registers the custom layers a saved model may hold
+
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"

@@ -14,6 +14,10 @@ LAST_CONV_LAYER = "conv_pw_13_relu"   # Grad-CAM reads this block's activations
 LOGITS_LAYER = "logits"
 POOL_LAYER = "pool"
 DROPOUT_LAYER = "head_dropout"
+COLOUR_LAYER = "colour_constancy"
+# HAM10000's typical illuminant (R, G, B): the median shades-of-grey estimate (p=6) over the centre squares of
+# 201 development photos. The pinkish skin around a lesion, not a grey card, is the reference.
+REFERENCE_ILLUMINANT = (202.0, 150.0, 161.0)
 
 
 class WeightsError(ValueError):
@@ -34,13 +38,49 @@ def resolve_weights(weights: str | None) -> str | None:
     return str(path)
 
 
+@keras.saving.register_keras_serializable(package="skin_core")
+class ColourConstancy(keras.layers.Layer):
+    """Shades-of-grey colour constancy (Finlayson & Trezzi 2004) towards HAM10000's typical illuminant.
+
+    Dermatoscopes and phone cameras differ in white balance and exposure more than lesions of one kind
+    differ from each other. Each channel is scaled so that the photo's illuminant estimate (the
+    Minkowski p-mean of the channel, dominated by the bright skin around the lesion) lands on a fixed
+    reference. A typical development photo passes almost unchanged, so pretrained weights still fit,
+    while a darker, brighter or tinted copy of it is brought back. No weights; 0-255 RGB in and out.
+    """
+
+    def __init__(self, power: float = 6.0, reference=REFERENCE_ILLUMINANT, **kwargs):
+        super().__init__(**kwargs)
+        self.power = float(power)
+        self.reference = tuple(float(v) for v in reference)
+
+    def call(self, images):
+        ops = keras.ops
+        pixels = ops.clip(ops.cast(images, self.compute_dtype), 0.0, 255.0)
+        mean_power = ops.mean(ops.power(pixels / 255.0, self.power), axis=(1, 2), keepdims=True)
+        illuminant = 255.0 * ops.power(mean_power + 1e-12, 1.0 / self.power)
+        gain = ops.convert_to_tensor(self.reference, dtype=self.compute_dtype) / ops.maximum(illuminant, 1.0)
+        return ops.clip(pixels * gain, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power, "reference": list(self.reference)}
+
+
 def build_model(num_classes: int = 7, input_size: int = 224, alpha: float = 1.0,
-                weights: str | None = "imagenet", dropout: float = 0.3) -> keras.Model:
-    """A flat functional model: scale -> MobileNet V1 body -> pool -> dropout -> logits -> softmax."""
+                weights: str | None = "imagenet", dropout: float = 0.3,
+                colour_constancy: bool = False) -> keras.Model:
+    """A flat functional model: [colour constancy ->] scale -> MobileNet V1 body -> pool -> dropout -> logits -> softmax.
+
+    The optional colour constancy has no weights, so weights move freely between models with and without it.
+    """
     if input_size < 32:
         raise ValueError(f"MobileNet needs inputs of at least 32x32, got {input_size}.")
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit")(inputs)
+    pixels = ColourConstancy(name=COLOUR_LAYER)(inputs) if colour_constancy else inputs
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit")(pixels)
     try:
         body = keras.applications.MobileNet(input_tensor=scaled, alpha=alpha, include_top=False,
                                             weights=resolve_weights(weights))

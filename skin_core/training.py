@@ -49,6 +49,7 @@ class TrainConfig:
     balance: str = BALANCE_CHOICES[0]
     augment: bool = True
     photometric: bool = False        # also vary brightness, contrast, saturation and sharpness more widely
+    colour_constancy: bool = False   # the model first brings white balance and exposure to a fixed reference
     mix: str = MIX_CHOICES[0]        # label mixing of training batches: "none", "mixup", "cutmix"
     label_smoothing: float = 0.1
     dropout: float = 0.3
@@ -302,6 +303,8 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         "architecture": "keras.applications.MobileNet (V1), GlobalAveragePooling, Dropout, Dense",
         "preprocessing": {"crop": "centre square", "detail_side": prep.detail_side, "resize": "bilinear (Pillow)",
                           "scale": "x / 127.5 - 1, inside the model (layer scale_to_unit)",
+                          "colour_constancy": ("shades of grey (p=6) to a fixed reference illuminant, inside the "
+                                               "model (layer colour_constancy)") if cfg.colour_constancy else None,
                           "colour": "RGB, EXIF-upright, transparency on white"},
         "weights_source": cfg.init_bundle or (Path(cfg.weights).name if cfg.weights not in (None, "imagenet") else cfg.weights),
         "dataset": {"root": Path(cfg.data).name, "layout": prep.dataset.layout, "fingerprint": prep.arrays.fingerprint,
@@ -387,7 +390,8 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, f
     if fit_info.get("split_digest") and data.split_digest(prep.table) != fit_info["split_digest"]:
         raise ValueError("These weights were trained and validated on other images than this dataset and seed give "
                          "(split digest mismatch), so its test split could hold images they were fitted on.")
-    model = build_model(len(prep.classes), cfg.img_size, cfg.alpha, weights=None, dropout=cfg.dropout)
+    model = build_model(len(prep.classes), cfg.img_size, cfg.alpha, weights=None, dropout=cfg.dropout,
+                        colour_constancy=cfg.colour_constancy)
     model.load_weights(weights_file)
     history = pd.read_csv(history_csv, index_col="epoch")
     return finish(cfg, prep, model, history, fit_info, log, started)
@@ -416,8 +420,8 @@ def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, groups
 
 
 def _initial_model(cfg: TrainConfig, n_classes: int) -> keras.Model:
-    model = build_model(n_classes, cfg.img_size, cfg.alpha,
-                        weights=None if cfg.init_bundle else cfg.weights, dropout=cfg.dropout)
+    model = build_model(n_classes, cfg.img_size, cfg.alpha, weights=None if cfg.init_bundle else cfg.weights,
+                        dropout=cfg.dropout, colour_constancy=cfg.colour_constancy)
     if cfg.init_bundle:
         source = bundles.load_bundle(cfg.init_bundle)
         if source.input_size != cfg.img_size or source.manifest.get("alpha") != cfg.alpha:

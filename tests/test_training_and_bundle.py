@@ -280,10 +280,11 @@ def test_gpu_run_settings_refuse_what_the_gpu_script_cannot_do(tmp_path):
         return subprocess.run([sys.executable, "-c", probe, str(script), spec], capture_output=True, text=True,
                               timeout=120, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
 
-    ok = parse("a:epochs=5,photometric=true,balance=sqrt_weights,lr=2e-4")
+    ok = parse("a:epochs=5,photometric=true,colour_constancy=true,balance=sqrt_weights,lr=2e-4")
     assert ok.returncode == 0, ok.stderr[-1000:]
     settings = json.loads(ok.stdout.strip().splitlines()[-1])
     assert settings["epochs"] == 5 and settings["photometric"] is True and settings["lr"] == 2e-4
+    assert settings["colour_constancy"] is True
     assert json.loads(parse("b:photometric=false").stdout.strip().splitlines()[-1])["photometric"] is False
     sampling = parse("c:balance=sampling")
     assert sampling.returncode != 0 and "use train.py for balanced sampling" in sampling.stderr
