@@ -30,6 +30,20 @@ def test_each_check_fires_on_its_case():
     assert "colour" in codes(sky)
 
 
+def test_an_out_of_focus_photo_is_flagged_at_any_size():
+    """The focus check judges the photo at the detail of the training copies: a real photo passes at its
+    own size and enlarged, and a blurred copy of it is flagged at both sizes."""
+    from PIL import ImageFilter
+    photos = sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:10]
+    for path in photos:
+        photo = Image.open(path).convert("RGB")
+        blurred = photo.filter(ImageFilter.GaussianBlur(2))
+        for size in (photo.size, (800, 600)):
+            assert "blur" not in codes(np.asarray(photo.resize(size, Image.Resampling.LANCZOS))), path.name
+            assert "blur" in codes(np.asarray(blurred.resize(size, Image.Resampling.LANCZOS))), path.name
+        assert quality.sharpness(np.asarray(blurred)) < quality.sharpness(np.asarray(photo)) / 3
+
+
 def test_prediction_flags():
     classes = list(CLASS_CODES)
     confident_nv = np.array([0.01, 0.01, 0.02, 0.01, 0.02, 0.92, 0.01])
