@@ -2,7 +2,7 @@
 or the model itself is unsure. Each check is simple enough to explain on the page.
 
 The photo thresholds sit at or below the 1st percentile of the HAM10000 development images, so real
-dermoscopy rarely trips them (measured on every fourth development image: 1.7% flagged, 1.2% of them by
+dermoscopy rarely trips them (measured on every fourth development image: 1.7% flagged in all, 1.2% by
 the focus check, whose threshold is the 1st percentile by construction).
 """
 from __future__ import annotations
