@@ -150,7 +150,8 @@ def weight_soup(bundles: list[Bundle]) -> keras.Model:
     """The first bundle's model holding the mean of all the bundles' weights (Wortsman et al. 2022).
 
     Averaging only makes sense for fine-tunes of one architecture on one split; anything else is
-    refused, so a soup's held-out figures stay honest.
+    refused, so a soup's held-out figures stay honest. Layers without weights (the optional colour
+    constancy) are not compared: the soup is served with the first bundle's graph.
     """
     first = bundles[0]
     for other in bundles[1:]:
