@@ -52,6 +52,21 @@ def test_diagnose_refuses_a_bad_file_without_a_traceback(models_dir):
     assert len(at.get("plotly_chart")) == 0
 
 
+def test_diagnose_warns_about_an_out_of_focus_photo_and_not_about_the_sharp_one(models_dir):
+    import io
+    from PIL import Image, ImageFilter
+    photo = Image.open(io.BytesIO(real_image())).convert("RGB")
+    blurred = io.BytesIO()
+    photo.filter(ImageFilter.GaussianBlur(2)).save(blurred, "JPEG", quality=95)
+    at = page("diagnose").run()
+    at.file_uploader[0].set_value([("sharp.jpg", real_image(), "image/jpeg"),
+                                   ("blurred.jpg", blurred.getvalue(), "image/jpeg")]).run()
+    assert not at.exception
+    photo_warnings = [str(w.value) for w in at.warning if "unlike the dermoscopy" in str(w.value)]
+    assert len(photo_warnings) == 1 and "out of focus" in photo_warnings[0]
+    assert len(at.get("plotly_chart")) == 2       # the blurred photo is still analysed, with the warning
+
+
 def test_diagnose_example_gallery_gives_a_result_in_one_click(models_dir):
     at = page("diagnose").run()
     at.button[0].click().run()
