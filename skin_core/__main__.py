@@ -106,7 +106,10 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from . import export
-    out = export.export_bundle(args.model, args.format, args.out, quantize=args.quantize)
+    try:
+        out = export.export_bundle(args.model, args.format, args.out, quantize=args.quantize)
+    except export.ExportError as exc:
+        return _fail(str(exc))
     print(f"exported {args.format} to {out}")
     return 0
 

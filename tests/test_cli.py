@@ -1,4 +1,4 @@
-"""`python -m skin_core predict|evaluate` as a user runs them, in a separate process."""
+"""`python -m skin_core predict|evaluate|export` as a user runs them, in a separate process."""
 import json
 import subprocess
 import sys
@@ -65,3 +65,11 @@ def test_evaluate_names_a_bad_dataset(tiny_bundle, tmp_path):
     result = run("evaluate", "--model", tiny_bundle, "--data", tmp_path / "empty")
     assert result.returncode == 2
     assert "is empty" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_refuses_an_impossible_request_in_one_line(tiny_bundle, tmp_path):
+    result = run("export", "--model", tiny_bundle, "--format", "savedmodel", "--quantize", "int8",
+                 "--out", tmp_path / "saved")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: Quantisation applies to TFLite only"
+    assert "Traceback" not in result.stderr and not (tmp_path / "saved").exists()

@@ -82,3 +82,7 @@ def test_a_bundle_trained_with_colour_constancy_serves_and_exports_it(tiny_bundl
     pixels = originals.astype(np.float32)
     np.testing.assert_allclose(export.TFLiteRunner(tflite)(pixels),
                                predictor.bundle.model.predict(pixels, verbose=0), atol=1e-4)
+    # 8-bit arithmetic cannot hold the layer's sixth powers: refused with a way out, nothing written
+    with pytest.raises(export.ExportError, match="float16"):
+        export.export_bundle(out, "tflite", tmp_path / "cc_int8.tflite", quantize="int8")
+    assert not (tmp_path / "cc_int8.tflite").exists()
