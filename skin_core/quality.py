@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .classes import MALIGNANT_CODES
+from .images import centre_square
 
 MIN_SHORT_SIDE = 120          # HAM10000 copies here are 200x150; far smaller has little detail
 MAX_ASPECT = 2.0              # dermatoscope photos are close to 4:3 or square
@@ -34,10 +35,7 @@ def sharpness(rgb: np.ndarray) -> float:
 
     Measured below the detail of the training copies, so a large upload and a 200x150 copy of it score
     alike; low means out of focus (or too little detail to judge)."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = Image.fromarray(np.ascontiguousarray(rgb[top:top + side, left:left + side])).convert("L")
+    square = Image.fromarray(centre_square(rgb)).convert("L")
     grey = np.asarray(square.resize((FOCUS_SIDE, FOCUS_SIDE), Image.Resampling.BILINEAR), dtype=np.float32)
     return float(ndimage.laplace(grey).var())
 
@@ -72,8 +70,8 @@ def image_findings(rgb: np.ndarray) -> list[Finding]:
     if grey.mean() < DARK or grey.mean() > BRIGHT:
         findings.append(Finding("exposure", f"The photo is very {'dark' if grey.mean() < DARK else 'bright'} "
                                             f"(mean level {grey.mean():.0f} of 255)."))
-    focus = sharpness(rgb)
-    if min(height, width) >= MIN_SHORT_SIDE and grey.std() >= MIN_CONTRAST and focus < MIN_SHARPNESS:
+    focus = sharpness(rgb) if min(height, width) >= MIN_SHORT_SIDE and grey.std() >= MIN_CONTRAST else None
+    if focus is not None and focus < MIN_SHARPNESS:
         findings.append(Finding("blur", f"The photo looks out of focus (sharpness {focus:.1f}; 99% of the training "
                                         f"photos score above {MIN_SHARPNESS}). Blur changes the model's answers "
                                         "(Evaluation, Robustness)."))
