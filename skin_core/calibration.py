@@ -36,10 +36,13 @@ with 15 dermatofibromas there, a higher score by 0.01 is noise (docs/experiments
 
 def paired_score_differences(y_true, groups, y_pred, reference, rounds: int = 500, seed: int = 0) -> np.ndarray:
     """selection_score(y_pred) - selection_score(reference) over lesion-level resamples, paired."""
-    from .evaluation import lesion_resamples
-    y_true, y_pred, reference = (np.asarray(a) for a in (y_true, y_pred, reference))
-    return np.array([selection_score(y_true[idx], y_pred[idx]) - selection_score(y_true[idx], reference[idx])
-                     for idx in lesion_resamples(groups, rounds, seed)])
+    from .evaluation import resampled_confusions, scores_of_confusions
+    y_true, y_pred, reference = (np.asarray(a, dtype=int) for a in (y_true, y_pred, reference))
+    n_classes = int(max(y_true.max(), y_pred.max(), reference.max())) + 1
+    scores = [scores_of_confusions(resampled_confusions(y_true, pred, groups, n_classes, rounds, seed),
+                                   f1_over_all_classes=False) for pred in (y_pred, reference)]
+    mine, theirs = (s["balanced_accuracy"] + s["macro_f1"] for s in scores)
+    return mine - theirs
 
 
 def clearly_better(y_true, groups, y_pred, reference, rounds: int = 500) -> bool:

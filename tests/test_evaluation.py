@@ -63,6 +63,33 @@ def test_bootstrap_resamples_lesions_not_images():
     assert width > 1.5 * (ci_images["accuracy"][1] - ci_images["accuracy"][0])
 
 
+def test_resampled_confusions_score_each_lesion_resample_as_scikit_learn_does():
+    import warnings
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(60), rng.integers(1, 4, 60))          # lesions of one to three photos
+    y = rng.choice([0, 1, 2, 4, 5, 6], len(groups))                    # class 3 never true ...
+    pred = np.where(rng.random(len(groups)) < 0.5, y, rng.integers(0, 7, len(groups)))   # ... but predicted
+    confusions = evaluation.resampled_confusions(y, pred, groups, 7, rounds=40, seed=5)
+    every_class = evaluation.scores_of_confusions(confusions, f1_over_all_classes=True)
+    present = evaluation.scores_of_confusions(confusions, f1_over_all_classes=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for r, idx in enumerate(evaluation.lesion_resamples(groups, 40, seed=5)):
+            np.testing.assert_array_equal(confusions[r], confusion_matrix(y[idx], pred[idx], labels=range(7)))
+            assert every_class["accuracy"][r] == pytest.approx(accuracy_score(y[idx], pred[idx]))
+            assert every_class["balanced_accuracy"][r] == pytest.approx(balanced_accuracy_score(y[idx], pred[idx]))
+            assert every_class["macro_f1"][r] == pytest.approx(
+                f1_score(y[idx], pred[idx], labels=range(7), average="macro", zero_division=0))
+            assert present["macro_f1"][r] == pytest.approx(f1_score(y[idx], pred[idx], average="macro"))
+    assert len({round(v, 9) for v in every_class["macro_f1"]}) > 10   # the resamples do differ
+    reference = np.where(rng.random(len(groups)) < 0.7, y, (y + 1) % 7)
+    paired = calibration.paired_score_differences(y, groups, pred, reference, rounds=40, seed=5)
+    expected = [calibration.selection_score(y[idx], pred[idx]) - calibration.selection_score(y[idx], reference[idx])
+                for idx in evaluation.lesion_resamples(groups, 40, seed=5)]
+    np.testing.assert_allclose(paired, expected, atol=1e-12)
+
+
 def test_melanoma_threshold_reaches_the_sensitivity_asked_for():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, 500)
