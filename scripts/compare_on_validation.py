@@ -2,10 +2,13 @@
 
     python scripts/compare_on_validation.py models/default runs/a runs/b models/default+runs/a --data DATASET
     python scripts/compare_on_validation.py models/default models/default@flips --data DATASET
+    python scripts/compare_on_validation.py models/default models/default,runs/a,runs/b --data DATASET
 
 Each candidate is a bundle, or several joined by '+': the mean of their weights (one model of the same
 size, a "weight soup"; the bundles must share the architecture), optionally with its own test-time views
-after '@' (none, half_turn, quarter_turns, flips). Every candidate is scored as it would be served: the
+after '@' (none, half_turn, quarter_turns, flips). Candidates joined by ',' are an output ensemble: the
+mean of their probabilities. An ensemble is several models, so the app cannot serve it; it is here to
+measure how much averaging predictions could give (the ceiling for a soup or a distilled model). Every candidate is scored as it would be served: the
 views after '@', else those of --views, else the (first) bundle's own; the prior shift fitted on
 validation; argmax. The score is validation
 balanced accuracy + macro F1, and the difference to the first candidate is resampled by lesion (paired
@@ -20,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from scipy.special import softmax  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import calibration, data  # noqa: E402
@@ -30,7 +34,11 @@ from skin_core.predict import Predictor  # noqa: E402
 
 def candidate_logits(spec: str, pixels: np.ndarray, views: str | None) -> np.ndarray:
     """Logits of one bundle, or of the mean of several bundles' weights, over the candidate's views
-    (written after '@'), else the given views, else the first bundle's own."""
+    (written after '@'), else the given views, else the first bundle's own; for an ensemble (',') the
+    log of its members' mean probabilities."""
+    if "," in spec:
+        members = [softmax(candidate_logits(member, pixels, views), axis=1) for member in spec.split(",")]
+        return np.log(np.mean(members, axis=0))
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
@@ -43,7 +51,7 @@ def candidate_logits(spec: str, pixels: np.ndarray, views: str | None) -> np.nda
 
 def compare(candidates: list[str], data_root, views: str | None = None, rounds: int = 500) -> list[dict]:
     """Validation scores of each candidate and its paired-bootstrap difference to the first."""
-    first = load_bundle(candidates[0].partition("@")[0].split("+")[0])
+    first = load_bundle(candidates[0].split(",")[0].partition("@")[0].split("+")[0])
     table = data.load_under_split(data_root, first.path / SPLIT_FILE)
     val = table[table["subset"] == "val"].reset_index(drop=True)
     code = {c: i for i, c in enumerate(first.classes)}
@@ -67,7 +75,8 @@ def compare(candidates: list[str], data_root, views: str | None = None, rounds: 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("candidates", nargs="+", help="bundle folders; A+B means the mean of A's and B's weights")
+    parser.add_argument("candidates", nargs="+", help="bundle folders; A+B means the mean of A's and B's weights, "
+                        "A,B the mean of their probabilities")
     parser.add_argument("--data", required=True, help="the dataset the bundles were trained on")
     parser.add_argument("--views", default=None, choices=list(TTA_VIEWS),
                         help="test-time views of candidates without their own '@views' (default: each bundle's own)")

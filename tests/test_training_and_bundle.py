@@ -203,7 +203,7 @@ def test_the_gpu_pack_holds_the_training_and_validation_images_only(tiny_bundle,
     assert data.split_digest(packed) == data.split_digest(split)  # what train.py --finish-from will check
 
 
-def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_changes_nothing(tiny_bundle):
+def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_or_ensemble_changes_nothing(tiny_bundle):
     import sys
     sys.path.insert(0, str(SAMPLE.parent / "scripts"))
     from compare_on_validation import compare
@@ -211,14 +211,15 @@ def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_changes_not
     views = manifest["test_time_augmentation"]
     other_views = "flips" if views != "flips" else "none"
     # the bundle's own views given after '@' win over the default views of the comparison
-    own, soup = compare([f"{tiny_bundle}@{views}", f"{tiny_bundle}+{tiny_bundle}@{views}"], SAMPLE,
-                        views=other_views, rounds=50)
+    own, soup, ensemble = compare([f"{tiny_bundle}@{views}", f"{tiny_bundle}+{tiny_bundle}@{views}",
+                                   f"{tiny_bundle}@{views},{tiny_bundle}@{views}"], SAMPLE, views=other_views, rounds=50)
     # the same numbers finishing wrote into the manifest, from the same split, views and prior shift
     assert own["n"] == manifest["validation"]["n"]
     assert own["prior_shift"] == manifest["calibration"]["prior_shift"]
     assert own["balanced_accuracy"] == pytest.approx(manifest["validation"]["balanced_accuracy"])
     assert own["macro_f1"] == pytest.approx(manifest["validation"]["macro_f1"])
     assert soup["score"] == pytest.approx(own["score"]) and soup["diff_sd"] == 0.0
+    assert ensemble["score"] == pytest.approx(own["score"]) and ensemble["diff_sd"] == 0.0
     # without '@' or --views, a bundle is scored with the views it is served with
     (as_served,) = compare([str(tiny_bundle)], SAMPLE, rounds=10)
     assert as_served["balanced_accuracy"] == pytest.approx(own["balanced_accuracy"])
@@ -272,21 +273,23 @@ def test_gpu_run_settings_refuse_what_the_gpu_script_cannot_do(tmp_path):
     import subprocess
     import sys
     script = SAMPLE.parent / "scripts"
-    probe = ("import sys, json; sys.path.insert(0, sys.argv[1]); from train_gpu import parse_run; "
-             "print(json.dumps(parse_run(sys.argv[2])[1]))")
-
-    def parse(spec):
-        # its own process: the script defaults Keras to the PyTorch backend, which must not leak into this one
-        return subprocess.run([sys.executable, "-c", probe, str(script), spec], capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
-
-    ok = parse("a:epochs=5,photometric=true,colour_constancy=true,balance=sqrt_weights,lr=2e-4")
-    assert ok.returncode == 0, ok.stderr[-1000:]
-    settings = json.loads(ok.stdout.strip().splitlines()[-1])
+    specs = ["a:epochs=5,photometric=true,colour_constancy=true,balance=sqrt_weights,lr=2e-4",
+             "b:photometric=false", "c:balance=sampling", "d:epoch=5"]
+    # one process of its own: the script defaults Keras to the PyTorch backend, which must not leak into this one
+    probe = ("import sys, json, io, contextlib; sys.path.insert(0, sys.argv[1]); from train_gpu import parse_run\n"
+             "for spec in sys.argv[2:]:\n"
+             "    err = io.StringIO()\n"
+             "    try:\n"
+             "        with contextlib.redirect_stderr(err): out = {'settings': parse_run(spec)[1]}\n"
+             "    except SystemExit as exc: out = {'refused': str(exc.code) + err.getvalue()}\n"
+             "    print(json.dumps(out))")
+    done = subprocess.run([sys.executable, "-c", probe, str(script), *specs], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 0, done.stderr[-1000:]
+    ok, plain, sampling, unknown = (json.loads(line) for line in done.stdout.strip().splitlines()[-4:])
+    settings = ok["settings"]
     assert settings["epochs"] == 5 and settings["photometric"] is True and settings["lr"] == 2e-4
     assert settings["colour_constancy"] is True
-    assert json.loads(parse("b:photometric=false").stdout.strip().splitlines()[-1])["photometric"] is False
-    sampling = parse("c:balance=sampling")
-    assert sampling.returncode != 0 and "use train.py for balanced sampling" in sampling.stderr
-    unknown = parse("d:epoch=5")
-    assert unknown.returncode != 0 and "unknown setting 'epoch'" in unknown.stderr
+    assert plain["settings"]["photometric"] is False
+    assert "use train.py for balanced sampling" in sampling["refused"]
+    assert "unknown setting 'epoch'" in unknown["refused"]
