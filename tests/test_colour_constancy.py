@@ -65,7 +65,7 @@ def test_weights_move_between_models_with_and_without_the_layer():
 
 def test_a_bundle_trained_with_colour_constancy_serves_and_exports_it(tiny_bundle, tmp_path, photos):
     from skin_core.training import TrainConfig, train
-    out = train(TrainConfig(data=str(SAMPLE), out=str(tmp_path / "cc"), epochs=1, head_epochs=0, img_size=SIZE,
+    out = train(TrainConfig(data=str(SAMPLE), out=str(tmp_path / "cc"), epochs=1, head_epochs=1, img_size=SIZE,
                             alpha=0.25, weights=None, batch_size=8, test_fraction=0.2, val_fraction=0.2, workers=2,
                             tta="none", init_bundle=str(tiny_bundle), split_from=str(tiny_bundle),
                             colour_constancy=True))

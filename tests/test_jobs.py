@@ -11,7 +11,9 @@ from skin_core.bundle import BundleError
 from skin_core.predict import Predictor
 from conftest import SAMPLE, make_ham_dataset
 
-TINY = {"epochs": 2, "head_epochs": 1, "img_size": 32, "alpha": 0.25, "weights": "none", "batch_size": 8}
+# the head alone: these tests are about processes, and tracing a fine-tuning step costs ~13 s per run
+# (conftest's tiny_bundle trains both phases)
+TINY = {"epochs": 2, "head_epochs": 2, "img_size": 32, "alpha": 0.25, "weights": "none", "batch_size": 8}
 
 
 def wait_for(run_id, root, condition, timeout=400):
