@@ -118,15 +118,16 @@ def launch_form(admin: bool) -> None:
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "no_augment": not augment, "photometric": photometric, "mix": mix,
                   "colour_constancy": colour_constancy}
+        active = registry.active_path()   # once: the split and the starting weights must come from one bundle
         if same_lesions:
-            problem = split_problem(dataset.table, registry.active_path() / SPLIT_FILE)
+            problem = split_problem(dataset.table, active / SPLIT_FILE)
             if problem:
                 st.error(problem)
                 return
-            config["split_from"] = str(registry.active_path())
+            config["split_from"] = str(active)
         if start_from == "The active model":
-            config["init_bundle"] = str(registry.active_path())
-            manifest = read_manifest(registry.active_path())
+            config["init_bundle"] = str(active)
+            manifest = read_manifest(active)
             config.update(img_size=manifest["input_size"], alpha=manifest["alpha"])
         else:
             config["weights"] = "imagenet" if start_from == "ImageNet weights" else "none"
