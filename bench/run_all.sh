@@ -10,4 +10,5 @@ DATA=${2:-}          # optional labelled dataset: adds the int8 model's test-spl
 .venv/bin/python bench/throughput.py --model "$MODEL"
 .venv/bin/python bench/memory.py --model "$MODEL"
 .venv/bin/python bench/tflite.py --model "$MODEL" ${DATA:+--data "$DATA"}
+.venv/bin/python bench/report.py --model "$MODEL"
 .venv/bin/python bench/table.py

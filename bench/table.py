@@ -65,6 +65,14 @@ def rows() -> list[str]:
             f"| before: training with three separate Keras augmentation layers | "
             f"{tr['earlier_pipeline_images_per_s']:.1f} img/s: ratio {tr['earlier_ratio']:.2f} | | |",
         ]
+    rep = load("report")
+    if rep:
+        for key, label in (("report_intervals", "95% intervals of an evaluation report"),
+                           ("paired_comparison", "paired comparison behind the 90% rule")):
+            r = rep[key]
+            out.append(f"| {label}: {r['resamples']} lesion resamples of the {r['subset']} split ({r['images']} images, "
+                       f"{r['lesions']} lesions) | {r['seconds']} s (before: one scikit-learn call per resample, "
+                       f"{r['earlier_seconds']} s) | | |")
     mem = load("memory")
     if mem:
         out.append(f"| resident memory over {mem['predictions']} predictions with Grad-CAM | +{mem['rss_growth_mb']} MB "
