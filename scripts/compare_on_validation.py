@@ -33,13 +33,24 @@ from skin_core.options import TTA_VIEWS  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
-def candidate_logits(spec: str, pixels: np.ndarray, views: str | None) -> np.ndarray:
+def candidate_logits(spec: str, pixels: np.ndarray, views: str | None, known: dict | None = None) -> np.ndarray:
     """Logits of one bundle, or of the mean of several bundles' weights, over the candidate's views
     (written after '@'), else the given views, else the first bundle's own; for an ensemble (',') the
-    log of its members' mean probabilities."""
-    if "," in spec:
-        members = [softmax(candidate_logits(member, pixels, views), axis=1) for member in spec.split(",")]
-        return np.log(np.mean(members, axis=0))
+    log of its members' mean probabilities. `known` holds the logits already computed in this comparison,
+    so a bundle that appears in many ensembles is run over the images once."""
+    known = {} if known is None else known
+    if spec not in known:
+        known[spec] = _ensemble_logits(spec, pixels, views, known) if "," in spec else \
+            _model_logits(spec, pixels, views)
+    return known[spec]
+
+
+def _ensemble_logits(spec: str, pixels: np.ndarray, views: str | None, known: dict) -> np.ndarray:
+    members = [softmax(candidate_logits(member, pixels, views, known), axis=1) for member in spec.split(",")]
+    return np.log(np.mean(members, axis=0))
+
+
+def _model_logits(spec: str, pixels: np.ndarray, views: str | None) -> np.ndarray:
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
@@ -59,9 +70,9 @@ def compare(candidates: list[str], data_root, views: str | None = None, rounds: 
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
     log_prior = calibration.log_prior(table.loc[table["subset"] == "train", "dx"].map(code).to_numpy(), len(code))
     pixels = data.read_images(val, first.input_size, first.detail_side).pixels
-    results, reference = [], None
+    results, reference, known = [], None, {}
     for spec in candidates:
-        logits = candidate_logits(spec, pixels, views)
+        logits = candidate_logits(spec, pixels, views, known)
         shift = calibration.fit_prior_shift(logits, y, log_prior)["prior_shift"]
         pred = (logits + shift * log_prior).argmax(axis=1)
         reference = pred if reference is None else reference

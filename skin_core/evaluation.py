@@ -51,7 +51,10 @@ def _balanced(y_true, y_pred) -> float:
 
 
 def lesion_resamples(groups, rounds: int, seed: int = 0):
-    """Row indices of `rounds` bootstrap resamples that draw whole lesions, so repeated photos move together."""
+    """Row indices of `rounds` bootstrap resamples that draw whole lesions, so repeated photos move together.
+
+    The readable form of the resampling; reports and comparisons use `resampled_confusions`, which
+    draws the same resamples and is checked against this one in the tests."""
     unique, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
     for drawn in _lesion_draws(len(unique), rounds, seed):
