@@ -44,6 +44,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also vary light, colour saturation and sharpness (differences between cameras)")
     p.add_argument("--colour-constancy", action="store_true",
                    help="bring each photo's white balance and exposure to a fixed reference inside the model")
+    p.add_argument("--compression", action="store_true",
+                   help="re-save half the training photos as JPEG at a random quality (30-95), as phone and web "
+                        "copies are")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")

@@ -50,6 +50,7 @@ class TrainConfig:
     augment: bool = True
     photometric: bool = False        # also vary brightness, contrast, saturation and sharpness more widely
     colour_constancy: bool = False   # the model first brings white balance and exposure to a fixed reference
+    compression: bool = False        # re-save half the training batches' photos as JPEG at a random quality
     mix: str = MIX_CHOICES[0]        # label mixing of training batches: "none", "mixup", "cutmix"
     label_smoothing: float = 0.1
     dropout: float = 0.3
@@ -149,6 +150,8 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.da
     if cfg.augment:
         augment = augmenter(cfg.seed, cfg.photometric)
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.compression:
+        ds = ds.map(lambda x, y: (compress_some(x, cfg.seed + 8), y), num_parallel_calls=tf.data.AUTOTUNE)
     mixing = mixer(cfg.mix, cfg.seed + 7)
     if mixing is not None:
         def mix(x, y):
@@ -156,6 +159,22 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.da
             return mixed["images"], mixed["labels"]
         ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+def compress_some(images: tf.Tensor, seed: int, share: float = 0.5, qualities: tuple[int, int] = (30, 95)) -> tf.Tensor:
+    """Re-save a random `share` of a batch (0-255 floats) as JPEG at a random quality in `qualities`.
+
+    Photos reach the app as phone, web and e-mail copies with JPEG blocking and ringing, which the
+    robustness report shows the models lose most to (quality 40); HAM10000's copies are all one quality.
+    Applied last, after the geometric and colour changes, as a real re-save would be.
+    """
+    batch = tf.shape(images)[0]
+    quality = tf.random.uniform([batch], qualities[0], qualities[1] + 1, dtype=tf.int32, seed=seed)
+    chosen = tf.random.uniform([batch], seed=seed + 1) < share
+    pixels = tf.saturate_cast(tf.round(images), tf.uint8)
+    resaved = tf.map_fn(lambda args: tf.image.adjust_jpeg_quality(args[0], args[1]), (pixels, quality),
+                        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8))
+    return tf.where(chosen[:, None, None, None], tf.cast(resaved, images.dtype), images)
 
 
 def eval_dataset(pixels, labels, n_classes, batch_size) -> tf.data.Dataset:

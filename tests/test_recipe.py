@@ -1,6 +1,9 @@
 """The training recipe's augmentation and class balancing, on real pixels."""
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from skin_core import data, images
 from skin_core.recipe import RandomFlipRotateZoom, augmenter, class_weights, mixer
@@ -117,3 +120,24 @@ def test_photometric_augmentation_varies_colour_and_sharpness_more(pictures):
     assert photometric[0] > 2 * plain[0] and photometric[1] > 2 * plain[1]
     out = np.asarray(augmenter(0, photometric=True)(pictures, training=True))
     assert out.shape == pictures.shape and out.min() >= -1e-3 and out.max() <= 255 + 1e-3
+
+
+def test_compression_resaves_about_half_of_a_batch_as_a_jpeg_would_be(pictures):
+    """train.py --compression: the changed photos are what a real JPEG re-save (Pillow) makes of them."""
+    import tensorflow as tf
+    from skin_core.training import compress_some
+
+    batch = np.repeat(pictures, 8, axis=0)
+    out = np.asarray(compress_some(tf.constant(batch), seed=3))
+    changed = np.abs(out - batch).reshape(len(batch), -1).max(axis=1) > 0
+    assert out.shape == batch.shape and out.dtype == np.float32 and 16 <= changed.sum() <= 48
+
+    every = np.asarray(compress_some(tf.constant(pictures), seed=3, share=1.0, qualities=(40, 40)))
+    for original, resaved in zip(pictures, every):
+        buffer = io.BytesIO()
+        Image.fromarray(original.astype(np.uint8)).save(buffer, format="JPEG", quality=40)
+        pillow = np.asarray(Image.open(buffer), dtype=np.float32)
+        assert np.abs(resaved - pillow).mean() < 0.4 * np.abs(original - pillow).mean()
+    gentle = np.asarray(compress_some(tf.constant(pictures), seed=3, share=1.0, qualities=(95, 95)))
+    assert np.abs(gentle - pictures).mean() < 0.5 * np.abs(every - pictures).mean()
+    assert np.array_equal(np.asarray(compress_some(tf.constant(pictures), seed=3, share=0.0)), pictures)
