@@ -103,6 +103,9 @@ def launch_form(admin: bool) -> None:
                               help="Blend pairs of training images and their labels: a regulariser for small classes")
         photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
                                       help="Also vary brightness, contrast, colour saturation and sharpness while training")
+        compression = left.checkbox("JPEG re-saving (phone and web copies)", False,
+                                    help="Re-save half the training photos as JPEG at a random quality (30-95), "
+                                         "so compression blocks and ringing do not sway the model")
         colour_constancy = right.checkbox(
             "Even out white balance and exposure", False,
             help="The model first brings each photo's light and colour cast to HAM10000's typical one "
@@ -117,7 +120,7 @@ def launch_form(admin: bool) -> None:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "no_augment": not augment, "photometric": photometric, "mix": mix,
-                  "colour_constancy": colour_constancy}
+                  "colour_constancy": colour_constancy, "compression": compression}
         active = registry.active_path()   # once: the split and the starting weights must come from one bundle
         if same_lesions:
             problem = split_problem(dataset.table, active / SPLIT_FILE)

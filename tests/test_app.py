@@ -149,11 +149,13 @@ def test_retrain_form_sends_the_chosen_settings_to_the_job(models_dir, monkeypat
     next(s for s in at.selectbox if s.label == "Class balancing").select("sampling")
     next(c for c in at.checkbox if c.label.startswith("Camera differences")).check()
     next(c for c in at.checkbox if c.label.startswith("Even out white balance")).check()
+    next(c for c in at.checkbox if c.label.startswith("JPEG re-saving")).check()
     next(c for c in at.checkbox if c.label.startswith("Hold out the active model's")).check()
     launch_button(at).click().run()
     assert not at.exception
     assert launched and launched[0]["mix"] == "mixup" and launched[0]["balance"] == "sampling"
     assert launched[0]["photometric"] is True and launched[0]["colour_constancy"] is True
+    assert launched[0]["compression"] is True
     assert launched[0]["split_from"] == str(registry.active_path())
     assert launched[0]["data"].endswith("sample_data")
     assert any("not launching in this test" in str(e.value) for e in at.error)
