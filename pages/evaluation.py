@@ -133,9 +133,12 @@ def calibration(report: dict, key: str) -> None:
     st.caption(f"Expected calibration error (15 bins): {report['ece']:.3f}")
 
 
-def curves(history: pd.DataFrame | None, key: str) -> None:
+def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:
     if history is None:
-        st.info("This bundle has no training history.")
+        averaged = manifest.get("training", {}).get("weights_averaged_with")
+        st.info(f"This model's weights are the average of {manifest.get('name', 'one run')}'s and "
+                f"{', '.join(averaged)}'s (a weight soup), so it has no training curves of its own." if averaged
+                else "This bundle has no training history.")
         return
     for metric, label in (("loss", "Loss"), ("accuracy", "Categorical accuracy"), ("top2", "Top-2 accuracy"),
                           ("top3", "Top-3 accuracy")):
@@ -156,7 +159,7 @@ def show(name: str, key: str) -> None:
     st.markdown(f"#### {manifest.get('name', name)}")
     if report is None:
         st.info("This bundle has no evaluation report.")
-        curves(history, key)
+        curves(history, manifest, key)
         return
     headline(report, key)
     tabs = st.tabs(["Confusion matrix", "Per class", "ROC & threshold", "Calibration", "Training curves",
@@ -170,7 +173,7 @@ def show(name: str, key: str) -> None:
     with tabs[3]:
         calibration(report, key)
     with tabs[4]:
-        curves(history, key)
+        curves(history, manifest, key)
     with tabs[5]:
         robustness(path, key)
     with tabs[6]:

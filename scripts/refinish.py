@@ -54,8 +54,11 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.weights.h5"
         source.model.save_weights(weights)
-        shutil.copy(Path(args.bundle) / HISTORY_FILE, Path(tmp) / HISTORY_FILE)
-        out = training.finish_from_weights(config, str(weights), str(Path(tmp) / HISTORY_FILE), fit_info,
+        history = None                 # averaged weights were never trained as such: no curves of their own
+        if not args.average_with:
+            history = Path(tmp) / HISTORY_FILE
+            shutil.copy(Path(args.bundle) / HISTORY_FILE, history)
+        out = training.finish_from_weights(config, str(weights), history and str(history), fit_info,
                                            expected_fingerprint=source.manifest["dataset"]["fingerprint"],
                                            split_csv=Path(args.bundle) / SPLIT_FILE)
     print(f"re-finished {out}")

@@ -392,7 +392,7 @@ def train(cfg: TrainConfig) -> Path:
     return finish(cfg, prep, model, history, info, log, started)
 
 
-def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, fit_info: dict,
+def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | None, fit_info: dict,
                         expected_fingerprint: str | None = None, split_csv: str | Path | None = None) -> Path:
     """Make a bundle from weights trained elsewhere (e.g. the JAX backend on a GPU) with this recipe.
 
@@ -412,7 +412,7 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str, f
     model = build_model(len(prep.classes), cfg.img_size, cfg.alpha, weights=None, dropout=cfg.dropout,
                         colour_constancy=cfg.colour_constancy)
     model.load_weights(weights_file)
-    history = pd.read_csv(history_csv, index_col="epoch")
+    history = pd.read_csv(history_csv, index_col="epoch") if history_csv else None   # a soup has none of its own
     return finish(cfg, prep, model, history, fit_info, log, started)
 
 

@@ -112,13 +112,14 @@ def test_evaluation_page_without_history_and_comparing_two(models_dir):
     shutil.copytree(models_dir / "default", models_dir / "second")
     manifest = json.loads((models_dir / "second" / "manifest.json").read_text())
     del manifest["files"]["history.csv"]
+    manifest["training"]["weights_averaged_with"] = ["sibling"]        # as scripts/refinish.py --average-with writes
     (models_dir / "second" / "manifest.json").write_text(json.dumps(manifest))
     (models_dir / "second" / "history.csv").unlink()
     at = page("evaluation").run()
     at.toggle[0].set_value(True).run()
     assert not at.exception
     assert len(at.selectbox) == 2
-    assert any("no training history" in str(i.value) for i in at.info)
+    assert any("sibling's (a weight soup), so it has no training curves" in str(i.value) for i in at.info)
 
 
 def launch_button(at: AppTest):

@@ -242,6 +242,9 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     assert soup.manifest["validation"]["balanced_accuracy"] == pytest.approx(
         source.manifest["validation"]["balanced_accuracy"])
     assert (out / bundles.SPLIT_FILE).read_bytes() == (tiny_bundle / bundles.SPLIT_FILE).read_bytes()
+    # averaged weights were never trained as such, so the soup does not claim its first bundle's curves
+    assert not (out / bundles.HISTORY_FILE).exists() and (tiny_bundle / bundles.HISTORY_FILE).exists()
+    assert soup.manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
 
 
 def test_a_weight_soup_is_the_mean_of_its_bundles_and_refuses_another_split(tiny_bundle, tmp_path):
