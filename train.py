@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
-    from skin_core import data, training
+    from skin_core import data, progress, training
     from skin_core.bundle import BundleError
     from skin_core.model import WeightsError
 
@@ -85,7 +85,7 @@ def main(args) -> int:
     config = training.TrainConfig(**settings)
     if config.detail_side == 0:
         config.detail_side = None
-    log = training.ProgressLog(config.progress_file)
+    log = progress.ProgressLog(config.progress_file)
 
     cancel_requested = []
 

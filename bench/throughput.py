@@ -26,7 +26,8 @@ from skin_core import data, recipe
 from skin_core.options import TTA_VIEWS
 from skin_core.predict import Predictor
 from skin_core.recipe import compile_model
-from skin_core.training import TrainConfig, training_dataset
+from skin_core.pipelines import training_dataset
+from skin_core.training import TrainConfig
 from skin_core.model import set_trainable_from
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

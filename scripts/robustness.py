@@ -8,7 +8,6 @@ split is only read here to describe a model already chosen, never to choose one;
 use --subset val, which prints the table and writes nothing.
 """
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

@@ -8,7 +8,6 @@ are fitted on the validation split -> the untouched test split is evaluated -> b
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -23,7 +22,9 @@ import tensorflow as tf
 from . import __version__, bundle as bundles, calibration, data, evaluation
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
-from .recipe import BestWeights, augmenter, class_weights, compile_model, mixer, phase_learning_rate, phases
+from .pipelines import eval_dataset, training_dataset
+from .progress import ProgressCallback, ProgressLog
+from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases
 from .options import BALANCE_CHOICES, MIX_CHOICES, TTA_CHOICES
 from .predict import Predictor
 
@@ -69,118 +70,6 @@ class TrainConfig:
 
 class TrainingCancelled(Exception):
     pass
-
-
-class ProgressLog:
-    """Human lines on stdout and, optionally, JSON lines another process can follow."""
-
-    def __init__(self, path: str | None):
-        self.path = Path(path) if path else None
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def event(self, kind: str, message: str | None = None, **fields):
-        if message:
-            print(message, flush=True)
-        if self.path:
-            record = {"event": kind, "time": time.time(), **fields}
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps(record, default=_jsonable) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return str(value)
-
-
-class ProgressCallback(keras.callbacks.Callback):
-    """Epoch, batch, metrics and ETA, every few seconds and at each epoch end."""
-
-    def __init__(self, log: ProgressLog, phase: str, total_epochs: int, steps: int, batch_size: int,
-                 every_s: float = 5.0):
-        super().__init__()
-        self.log, self.phase, self.total_epochs, self.steps = log, phase, total_epochs, steps
-        self.batch_size, self.every_s = batch_size, every_s
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.start, self.last = epoch, time.time(), 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.time()
-        if now - self.last < self.every_s and batch + 1 < self.steps:
-            return
-        self.last = now
-        done = batch + 1
-        per_step = (now - self.start) / done
-        eta_epoch = per_step * (self.steps - done)
-        eta_total = eta_epoch + per_step * self.steps * (self.total_epochs - self.epoch - 1)
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        self.log.event("batch", f"  [{self.phase}] epoch {self.epoch + 1}/{self.total_epochs} batch {done}/{self.steps} "
-                       f"loss {metrics.get('loss', float('nan')):.4f} acc {metrics.get('accuracy', float('nan')):.3f} "
-                       f"ETA {eta_epoch:.0f}s (run {eta_total / 60:.1f} min)",
-                       phase=self.phase, epoch=self.epoch + 1, epochs=self.total_epochs, batch=done,
-                       batches=self.steps, metrics=metrics, eta_s=eta_total)
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.time() - self.start
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        images_per_s = self.steps * self.batch_size / seconds if seconds else 0.0
-        metrics.update(epoch_seconds=seconds, images_per_s=images_per_s)
-        if logs is not None:
-            logs.update(epoch_seconds=seconds, images_per_s=images_per_s)
-        summary = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith(("loss", "val_", "accuracy")))
-        self.log.event("epoch", f"[{self.phase}] epoch {epoch + 1}/{self.total_epochs} {summary} "
-                       f"({seconds:.0f}s, {images_per_s:.1f} img/s)",
-                       phase=self.phase, epoch=epoch + 1, epochs=self.total_epochs, metrics=metrics)
-
-
-def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
-    """Shuffled (or class-balanced) batches with augmentation, prefetched."""
-    onehot = np.eye(n_classes, dtype=np.float32)[labels]
-    if cfg.balance == "sampling":
-        per_class = [tf.data.Dataset.from_tensor_slices((pixels[labels == c], onehot[labels == c]))
-                     .shuffle(4096, seed=cfg.seed + c).repeat() for c in range(n_classes) if (labels == c).any()]
-        ds = tf.data.Dataset.sample_from_datasets(per_class, seed=cfg.seed)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((pixels, onehot)).shuffle(len(labels), seed=cfg.seed).repeat()
-    steps = max(1, len(labels) // cfg.batch_size)
-    ds = ds.batch(cfg.batch_size, drop_remainder=True)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if cfg.augment:
-        augment = augmenter(cfg.seed, cfg.photometric)
-        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if cfg.compression:
-        ds = ds.map(lambda x, y: (compress_some(x, cfg.seed + 8), y), num_parallel_calls=tf.data.AUTOTUNE)
-    mixing = mixer(cfg.mix, cfg.seed + 7)
-    if mixing is not None:
-        def mix(x, y):
-            mixed = mixing({"images": x, "labels": y}, training=True)
-            return mixed["images"], mixed["labels"]
-        ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE), steps
-
-
-def compress_some(images: tf.Tensor, seed: int, share: float = 0.5, qualities: tuple[int, int] = (30, 95)) -> tf.Tensor:
-    """Re-save a random `share` of a batch (0-255 floats) as JPEG at a random quality in `qualities`.
-
-    Photos reach the app as phone, web and e-mail copies with JPEG blocking and ringing, which the
-    robustness report shows the models lose most to (quality 40); HAM10000's copies are all one quality.
-    Applied last, after the geometric and colour changes, as a real re-save would be.
-    """
-    batch = tf.shape(images)[0]
-    quality = tf.random.uniform([batch], qualities[0], qualities[1] + 1, dtype=tf.int32, seed=seed)
-    chosen = tf.random.uniform([batch], seed=seed + 1) < share
-    pixels = tf.saturate_cast(tf.round(images), tf.uint8)
-    resaved = tf.map_fn(lambda args: tf.image.adjust_jpeg_quality(args[0], args[1]), (pixels, quality),
-                        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8))
-    return tf.where(chosen[:, None, None, None], tf.cast(resaved, images.dtype), images)
-
-
-def eval_dataset(pixels, labels, n_classes, batch_size) -> tf.data.Dataset:
-    onehot = np.eye(n_classes, dtype=np.float32)[labels]
-    return (tf.data.Dataset.from_tensor_slices((pixels, onehot)).batch(batch_size)
-            .map(lambda x, y: (tf.cast(x, tf.float32), y)).cache().prefetch(tf.data.AUTOTUNE))
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:

@@ -125,7 +125,7 @@ def test_photometric_augmentation_varies_colour_and_sharpness_more(pictures):
 def test_compression_resaves_about_half_of_a_batch_as_a_jpeg_would_be(pictures):
     """train.py --compression: the changed photos are what a real JPEG re-save (Pillow) makes of them."""
     import tensorflow as tf
-    from skin_core.training import compress_some
+    from skin_core.pipelines import compress_some
 
     batch = np.repeat(pictures, 8, axis=0)
     out = np.asarray(compress_some(tf.constant(batch), seed=3))

@@ -132,7 +132,8 @@ def test_missing_or_wrong_weights_give_a_clear_error(tmp_path):
 
 
 def test_starting_from_a_bundle_refuses_a_split_that_would_test_on_its_training_images(tiny_bundle):
-    from skin_core.training import ProgressLog, TrainConfig, prepare
+    from skin_core.progress import ProgressLog
+    from skin_core.training import TrainConfig, prepare
     same = TrainConfig(data=str(SAMPLE), out="unused", img_size=32, alpha=0.25, test_fraction=0.2, val_fraction=0.2,
                        init_bundle=str(tiny_bundle))
     prepared = prepare(same, ProgressLog(None))          # the starting bundle's own split: accepted
@@ -145,7 +146,8 @@ def test_starting_from_a_bundle_refuses_a_split_that_would_test_on_its_training_
 def test_another_seed_trains_on_the_starting_bundles_own_split_with_split_from(tiny_bundle, tmp_path):
     """--split-from: a second seed varies the training randomness only, so two runs can be compared or
     averaged on the same validation and test lesions (the reshuffled seed alone is refused above)."""
-    from skin_core.training import ProgressLog, TrainConfig, prepare, train
+    from skin_core.progress import ProgressLog
+    from skin_core.training import TrainConfig, prepare, train
     out = tmp_path / "seed7"
     config = TrainConfig(data=str(SAMPLE), out=str(out), epochs=1, head_epochs=0, img_size=32, alpha=0.25,
                          weights=None, batch_size=8, test_fraction=0.2, val_fraction=0.2, workers=2, tta="none",
