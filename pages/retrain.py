@@ -146,8 +146,9 @@ def launch_form(admin: bool) -> None:
 def compare_with_active(name: str) -> None:
     active = registry.active_name()
     try:
-        ours = read_manifest(registry.bundle_path(name)).get("test") or {}
-        theirs = read_manifest(registry.bundle_path(active)).get("test") or {}
+        ours_path, theirs_path = registry.bundle_path(name), registry.bundle_path(active)
+        ours = read_manifest(ours_path).get("test") or {}
+        theirs = read_manifest(theirs_path).get("test") or {}
     except BundleError as exc:
         st.error(str(exc))
         return
@@ -156,7 +157,7 @@ def compare_with_active(name: str) -> None:
             for key, label in COMPARED]
     st.dataframe(pd.DataFrame(rows).set_index("metric").style.format("{:+.3f}", subset=["difference"], na_rep="–")
                  .format("{:.3f}", subset=[name, f"active ({active})"], na_rep="–"))
-    if shares_split(registry.bundle_path(name), registry.bundle_path(active)):
+    if shares_split(ours_path, theirs_path):
         st.caption("Both models were tested on the same held-out lesions: a like-for-like comparison "
                    "(differences of a few hundredths are within the noise of one test split).")
     else:

@@ -3,6 +3,7 @@ import json
 import shutil
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SAMPLE
@@ -204,3 +205,29 @@ def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     at.text_input(key="ds-main").input(str(models_dir)).run()
     at.button(key="go-main").click().run()
     assert any("No labels found" in str(e.value) for e in at.error)
+
+
+def test_retrain_runs_section_compares_a_finished_run_promotes_it_and_rolls_back(models_dir):
+    """A finished run as the job files leave it (models/runs/<id>/ with job.json, progress.jsonl, bundle/)."""
+    import time
+    from skin_core import registry
+    run_id = "run-20261129-120000-abcd"
+    run_dir = models_dir / "runs" / run_id
+    shutil.copytree(models_dir / "default", run_dir / "bundle")
+    (run_dir / "job.json").write_text(json.dumps({"config": {"epochs": 1}, "pid": None, "started": time.time()}))
+    events = [{"event": "epoch", "epoch": 1, "metrics": {"loss": 1.2, "val_loss": 1.4, "accuracy": 0.5,
+                                                          "val_accuracy": 0.45}},
+              {"event": "done", "message": "bundle written"}]
+    (run_dir / "progress.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    at = page("retrain").run()
+    assert not at.exception
+    assert any("Status: **done**" in str(m.value) for m in at.markdown)
+    compared = at.dataframe[-1].value
+    test = json.loads((models_dir / "default" / "manifest.json").read_text())["test"]
+    assert compared.loc["Balanced accuracy", run_id] == pytest.approx(test["balanced_accuracy"])
+    assert compared.loc["Balanced accuracy", "difference"] == 0
+    assert any("same held-out lesions" in str(c.value) for c in at.caption)
+    next(b for b in at.button if b.label == "Promote to active model").click().run()
+    assert not at.exception and registry.active_name() == run_id
+    next(b for b in at.button if b.label == "Roll back to the previous model").click().run()
+    assert not at.exception and registry.active_name() == "default"
