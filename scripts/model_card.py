@@ -38,6 +38,21 @@ def phases(t: dict) -> str:
             f"Phase 2: {unfrozen} unfrozen,")
 
 
+def augmentation(t: dict) -> str:
+    """The training augmentation as the manifest records it (bundles older than a setting lack its key)."""
+    if not t.get("augment", True):
+        return "none"
+    parts = ["random rotation (full circle), horizontal and vertical flips, zoom (-20% to +10%)",
+             f"brightness and contrast ({'20' if t.get('photometric') else '10'}%)"]
+    if t.get("photometric"):
+        parts.append("colour saturation (paler to stronger) and sharpness (softer to crisper)")
+    if t.get("compression"):
+        parts.append("half of each batch re-saved as JPEG at a quality of 30-95")
+    if t.get("mix", "none") != "none":
+        parts.append({"mixup": "MixUp (alpha 0.2)", "cutmix": "CutMix"}[t["mix"]] + " on every batch")
+    return ", ".join(parts)
+
+
 def robustness_section(bundle: Path) -> str:
     """The robustness table written by scripts/robustness.py, if it has been run on this bundle."""
     path = bundle / ROBUSTNESS_FILE
@@ -87,8 +102,8 @@ end: never for training, epoch choice, calibration or the threshold.
 {continued(t)}{phases(t)} AdamW (weight decay {t['weight_decay']}), cosine schedule with one
 warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']} epochs in all with early stopping
 (patience {t['patience']}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
-balancing: `{t['balance']}`; label smoothing {t['label_smoothing']}; augmentation: random rotation (full circle),
-horizontal and vertical flips, zoom (-20% to +10%), brightness and contrast (10%). Wall time
+balancing: `{t['balance']}`; label smoothing {t['label_smoothing']};
+augmentation: {augmentation(t)}. Wall time
 {(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
 Test-time augmentation: {TTA_TEXT[m.get('test_time_augmentation', 'none')]} (chosen on validation); evaluation
 and the app use the same path.
