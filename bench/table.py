@@ -65,6 +65,10 @@ def rows() -> list[str]:
             f"| before: training with three separate Keras augmentation layers | "
             f"{tr['earlier_pipeline_images_per_s']:.1f} img/s: ratio {tr['earlier_ratio']:.2f} | | |",
         ]
+        if "camera_ratio" in tr:
+            out.append(f"| training with the camera changes (--photometric --compression) | "
+                       f"{tr['camera_pipeline_images_per_s']:.1f} img/s: ratio {tr['camera_ratio']:.2f} | ≥ 0.9 | "
+                       f"{verdict(tr['camera_ratio'] >= 0.9)} |")
     rep = load("report")
     if rep:
         for key, label in (("report_intervals", "95% intervals of an evaluation report"),

@@ -7,7 +7,8 @@ already in memory, same batch size, both over the bundle's test-time views (and,
 bare model over one view). Training: steps of the real tf.data training pipeline (shuffle,
 augmentation, prefetch) versus the same train step fed one batch from memory; side by side, the
 pipeline with the augmentation first written (Keras's RandomFlip, RandomRotation and RandomZoom
-in a row, three resamplings instead of one).
+in a row, three resamplings instead of one), and the pipeline with the camera changes (--photometric
+--compression: saturation, sharpness and JPEG re-saving of half of each batch).
 """
 import argparse
 import sys
@@ -72,6 +73,8 @@ def main():
     labels = np.arange(len(pixels)) % 7
     config = TrainConfig(data=str(SAMPLE), out="", batch_size=args.batch, seed=0)
     pipeline, _ = training_dataset(pixels, labels, 7, config)
+    camera_pipeline, _ = training_dataset(pixels, labels, 7, TrainConfig(**{**config.__dict__, "photometric": True,
+                                                                           "compression": True}))
     set_trainable_from(model, 0.7)
     compile_model(model, 1e-5, 1e-4, 0.1)
     x0, y0 = next(iter(pipeline))
@@ -85,12 +88,13 @@ def main():
                         .shuffle(len(labels)).repeat().batch(args.batch, drop_remainder=True)
                         .map(lambda x, y: (earlier(tf.cast(x, tf.float32), training=True), y),
                              num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-    sources = {"model_from_memory": memory, "tf_data_pipeline": pipeline, "earlier_pipeline": earlier_pipeline}
+    sources = {"model_from_memory": memory, "tf_data_pipeline": pipeline, "earlier_pipeline": earlier_pipeline,
+               "camera_pipeline": camera_pipeline}
     for _ in range(3):                        # trace and warm each input's training step before timing
         for source in sources.values():
             model.fit(source, steps_per_epoch=4, verbose=0)
     rounds = {name: [] for name in sources}
-    for _ in range(args.rounds):              # interleaved rounds: drift hits all three alike
+    for _ in range(args.rounds):              # interleaved rounds: drift hits every source alike
         for name, source in sources.items():
             start = time.perf_counter()
             model.fit(source, steps_per_epoch=args.steps, verbose=0)
@@ -102,6 +106,8 @@ def main():
                 "ratio_per_round": [round(float(r), 3) for r in per_round["tf_data_pipeline"]],
                 "earlier_pipeline_images_per_s": float(np.median(rounds["earlier_pipeline"])),
                 "earlier_ratio": float(np.median(per_round["earlier_pipeline"])),
+                "camera_pipeline_images_per_s": float(np.median(rounds["camera_pipeline"])),
+                "camera_ratio": float(np.median(per_round["camera_pipeline"])),
                 "trainable_share_of_body": 0.7}
     write("throughput", {"model": args.model, "input_size": size, "batch": args.batch,
                          "evaluation": evaluation, "training": training,
