@@ -136,9 +136,8 @@ def calibration(report: dict, key: str) -> None:
 def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:
     if history is None:
         averaged = manifest.get("training", {}).get("weights_averaged_with")
-        st.info(f"This model's weights are the average of {manifest.get('name', 'one run')}'s and "
-                f"{', '.join(averaged)}'s (a weight soup), so it has no training curves of its own." if averaged
-                else "This bundle has no training history.")
+        st.info(f"This model's weights were averaged with those of {', '.join(averaged)} (a weight soup), so it "
+                "has no training curves of its own." if averaged else "This bundle has no training history.")
         return
     for metric, label in (("loss", "Loss"), ("accuracy", "Categorical accuracy"), ("top2", "Top-2 accuracy"),
                           ("top3", "Top-3 accuracy")):

@@ -58,7 +58,7 @@ def main():
         if not args.average_with:
             history = Path(tmp) / HISTORY_FILE
             shutil.copy(Path(args.bundle) / HISTORY_FILE, history)
-        out = training.finish_from_weights(config, str(weights), history and str(history), fit_info,
+        out = training.finish_from_weights(config, str(weights), str(history) if history else None, fit_info,
                                            expected_fingerprint=source.manifest["dataset"]["fingerprint"],
                                            split_csv=Path(args.bundle) / SPLIT_FILE)
     print(f"re-finished {out}")
