@@ -49,10 +49,14 @@ def compress_some(images: tf.Tensor, seed: int, share: float = 0.5, qualities: t
     batch = tf.shape(images)[0]
     quality = tf.random.uniform([batch], qualities[0], qualities[1] + 1, dtype=tf.int32, seed=seed)
     chosen = tf.random.uniform([batch], seed=seed + 1) < share
-    pixels = tf.saturate_cast(tf.round(images), tf.uint8)
-    resaved = tf.map_fn(lambda args: tf.image.adjust_jpeg_quality(args[0], args[1]), (pixels, quality),
-                        fn_output_signature=tf.TensorSpec(images.shape[1:], tf.uint8))
-    return tf.where(chosen[:, None, None, None], tf.cast(resaved, images.dtype), images)
+
+    def resave(image, jpeg_quality):
+        pixels = tf.saturate_cast(tf.round(image), tf.uint8)
+        return tf.cast(tf.image.adjust_jpeg_quality(pixels, jpeg_quality), image.dtype)
+
+    # only the chosen photos pay for an encode and decode
+    return tf.map_fn(lambda args: tf.cond(args[2], lambda: resave(args[0], args[1]), lambda: args[0]),
+                     (images, quality, chosen), fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
 
 
 def eval_dataset(pixels, labels, n_classes, batch_size) -> tf.data.Dataset:
