@@ -50,6 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")
+    p.add_argument("--patience-from", type=int, default=0, metavar="EPOCH",
+                   help="early stopping ignores the first EPOCH epochs, e.g. half the schedule: a whole-network run "
+                        "from ImageNet weights peaks noisily at the top of its learning rate and improves later")
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--detail-side", type=int, default=-1,

@@ -90,7 +90,9 @@ def launch_form(admin: bool) -> None:
         start_from = st.selectbox("Start from", ["ImageNet weights", "The active model", "No weights (random)"],
                                   help="ImageNet weights download once on a connected machine.")
         left, middle, right = st.columns(3)
-        epochs = left.number_input("Epochs", 1, 200, 5, help="Total epochs, including 2 for the new head")
+        epochs = left.number_input("Epochs", 1, 200, 5,
+                                   help="Total epochs, including 2 for the new head. Early stopping watches only "
+                                        "the second half: early peaks at a high learning rate are noisy")
         img_size = middle.select_slider("Input size", [96, 128, 160, 192, 224], 128)
         alpha = right.select_slider("Width (alpha)", [0.25, 0.5, 0.75, 1.0], 0.25,
                                     help="MobileNet width: 0.25 trains fast on a CPU, 1.0 is the default model's")
@@ -120,7 +122,8 @@ def launch_form(admin: bool) -> None:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "no_augment": not augment, "photometric": photometric, "mix": mix,
-                  "colour_constancy": colour_constancy, "compression": compression}
+                  "colour_constancy": colour_constancy, "compression": compression,
+                  "patience_from": int(epochs) // 2}
         active = registry.active_path()   # once: the split and the starting weights must come from one bundle
         if same_lesions:
             problem = split_problem(dataset.table, active / SPLIT_FILE)

@@ -38,6 +38,12 @@ def phases(t: dict) -> str:
             f"Phase 2: {unfrozen} unfrozen,")
 
 
+def patience_start(t: dict) -> str:
+    """When early stopping only watched the later epochs (older manifests have no such setting)."""
+    start = t.get("patience_from", 0)
+    return f", counted from epoch {start + 1}" if start else ""
+
+
 def augmentation(t: dict) -> str:
     """The training augmentation as the manifest records it (bundles older than a setting lack its key)."""
     if not t.get("augment", True):
@@ -101,7 +107,7 @@ end: never for training, epoch choice, calibration or the threshold.
 ## Training
 {continued(t)}{phases(t)} AdamW (weight decay {t['weight_decay']}), cosine schedule with one
 warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']} epochs in all with early stopping
-(patience {t['patience']}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
+(patience {t['patience']}{patience_start(t)}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
 balancing: `{t['balance']}`; label smoothing {t['label_smoothing']};
 augmentation: {augmentation(t)}. Wall time
 {(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.

@@ -56,6 +56,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.3
     patience: int = 8
+    patience_from: int = 0           # early stopping ignores epochs before this one (the noisy top of the schedule)
     test_fraction: float = 0.2
     val_fraction: float = 0.15
     detail_side: int | None = -1     # -1: the dataset's median short side when smaller than img_size
@@ -183,7 +184,8 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
                   f"trainable share of the body {fraction:.0%}", phase=phase)
         callbacks = [ProgressCallback(log, phase, cfg.epochs, steps, run_cfg.batch_size), best]
         if phase != "head":
-            callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=cfg.patience))
+            callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=cfg.patience,
+                                                           start_from_epoch=cfg.patience_from))
         fitted = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
                            steps_per_epoch=steps, class_weight=weights, callbacks=callbacks, verbose=0)
         frame = pd.DataFrame(fitted.history)

@@ -158,7 +158,7 @@ def test_retrain_form_sends_the_chosen_settings_to_the_job(models_dir, monkeypat
     assert not at.exception
     assert launched and launched[0]["mix"] == "mixup" and launched[0]["balance"] == "sampling"
     assert launched[0]["photometric"] is True and launched[0]["colour_constancy"] is True
-    assert launched[0]["compression"] is True
+    assert launched[0]["compression"] is True and launched[0]["patience_from"] == 2   # half of the 5 epochs
     assert launched[0]["split_from"] == str(registry.active_path())
     assert launched[0]["data"].endswith("sample_data")
     assert any("not launching in this test" in str(e.value) for e in at.error)

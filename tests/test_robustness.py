@@ -85,3 +85,10 @@ def test_the_model_card_describes_the_augmentation_the_manifest_records():
     assert "brightness and contrast (20%)" in camera and "saturation" in camera and "JPEG" in camera
     assert camera.endswith("MixUp (alpha 0.2) on every batch")
     assert augmentation({"augment": False, "photometric": True}) == "none"
+
+
+def test_the_model_card_says_when_early_stopping_started_watching():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from model_card import patience_start
+    assert patience_start({"patience": 8, "patience_from": 12}) == ", counted from epoch 13"
+    assert patience_start({"patience": 8}) == "" and patience_start({"patience_from": 0}) == ""

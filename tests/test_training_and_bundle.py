@@ -298,3 +298,16 @@ def test_gpu_run_settings_refuse_what_the_gpu_script_cannot_do(tmp_path):
     assert plain["settings"]["photometric"] is False
     assert "use train.py for balanced sampling" in sampling["refused"]
     assert "unknown setting 'epoch'" in unknown["refused"]
+
+
+def test_early_stopping_waits_for_patience_from_then_stops(tmp_path):
+    """A fine-tuning phase that cannot improve (learning rate 0, body frozen) stops one epoch after the first
+    watched epoch: without patience_from that is epoch 3 of 6; from epoch 4 on, it is epoch 5."""
+    from skin_core.progress import ProgressLog
+    from skin_core.training import TrainConfig, fit, prepare
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=6, head_epochs=1, img_size=32,
+                         alpha=0.25, weights=None, batch_size=16, lr=0.0, fine_tune_fraction=0.0, patience=1,
+                         patience_from=3, test_fraction=0.2, val_fraction=0.2, workers=2)
+    _, history, _ = fit(config, prepare(config, ProgressLog(None)), ProgressLog(None))
+    assert list(history.index) == [1, 2, 3, 4, 5]
+    assert history.loc[2:, "val_macro_f1"].nunique() == 1   # nothing moved, so only the watch start decides
