@@ -107,8 +107,8 @@ end: never for training, epoch choice, calibration or the threshold.
 ## Training
 {continued(t)}{phases(t)} AdamW (weight decay {t['weight_decay']}), cosine schedule with one
 warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']} epochs in all with early stopping
-(patience {t['patience']}{patience_start(t)}) on validation macro F1; the best validation epoch ({t['best_epoch']}) was kept. Class
-balancing: `{t['balance']}`; label smoothing {t['label_smoothing']};
+(patience {t['patience']}{patience_start(t)}) on validation macro F1; the best validation epoch ({t['best_epoch']})
+was kept. Class balancing: `{t['balance']}`; label smoothing {t['label_smoothing']};
 augmentation: {augmentation(t)}. Wall time
 {(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
 Test-time augmentation: {TTA_TEXT[m.get('test_time_augmentation', 'none')]} (chosen on validation); evaluation
