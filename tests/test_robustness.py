@@ -77,7 +77,6 @@ def test_script_writes_the_report_beside_a_bundle_that_still_loads(tiny_bundle, 
 
 
 def test_the_model_card_describes_the_augmentation_the_manifest_records():
-    sys.path.insert(0, str(ROOT / "scripts"))
     from model_card import augmentation
     plain = augmentation({"augment": True, "photometric": False, "mix": "none"})
     assert "brightness and contrast (10%)" in plain and "JPEG" not in plain and "saturation" not in plain
@@ -88,7 +87,6 @@ def test_the_model_card_describes_the_augmentation_the_manifest_records():
 
 
 def test_the_model_card_says_when_early_stopping_started_watching():
-    sys.path.insert(0, str(ROOT / "scripts"))
     from model_card import patience_start
     assert patience_start({"patience": 8, "patience_from": 12}) == ", counted from epoch 13"
     assert patience_start({"patience": 8}) == "" and patience_start({"patience_from": 0}) == ""

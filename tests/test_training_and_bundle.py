@@ -192,8 +192,6 @@ def test_weights_fitted_elsewhere_are_bundled_only_with_the_split_they_were_fitt
 
 
 def test_the_gpu_pack_holds_the_training_and_validation_images_only(tiny_bundle, tmp_path):
-    import sys
-    sys.path.insert(0, str(SAMPLE.parent / "scripts"))
     from gpu_pack import make_pack
     from skin_core import data
     pack = make_pack(str(SAMPLE), str(tiny_bundle / "split.csv"), str(tmp_path / "pack"))
@@ -206,8 +204,6 @@ def test_the_gpu_pack_holds_the_training_and_validation_images_only(tiny_bundle,
 
 
 def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_or_ensemble_changes_nothing(tiny_bundle):
-    import sys
-    sys.path.insert(0, str(SAMPLE.parent / "scripts"))
     from compare_on_validation import compare
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     views = manifest["test_time_augmentation"]
