@@ -36,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="reuse this bundle's split.csv (same validation and test lesions), e.g. to train "
                         "another seed for comparison or weight averaging")
     p.add_argument("--balance", default=BALANCE_CHOICES[0], choices=BALANCE_CHOICES,
-                   help="class balancing: loss weights, their square root, balanced sampling, or none")
+                   help="class balancing: loss weights, their square root, balanced sampling, a logit-adjusted "
+                        "loss (rare classes must win by a margin), or none")
     p.add_argument("--mix", default=MIX_CHOICES[0], choices=MIX_CHOICES,
                    help="mix pairs of training images and their labels (MixUp or CutMix)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")

@@ -3,9 +3,12 @@ bundle's weights with the current code, without fitting again.
 
     python scripts/refinish.py models/default --data path/to/HAM10000 [--tta flips]
     python scripts/refinish.py models/default --average-with runs/a --out runs/soup --data path/to/HAM10000
+    python scripts/refinish.py models/default --img-size 192 --out runs/default192 --data path/to/HAM10000
 
 With --average-with, the weights are the mean of this bundle's and the others' (a "weight soup": one
 model of the same size; the bundles must share the architecture and the split), written to --out.
+With --img-size, the same weights are served at another input size (the body is convolutional and
+pooled, so it accepts any size); the size they were trained at is kept in the manifest.
 
 The dataset is re-read and split as the bundle's own split.csv records; the fingerprint must match
 the one in its manifest, so validation and test are the same lesions as before.
@@ -34,6 +37,8 @@ def main():
                         help="test-time views to finish with instead of the recorded choice")
     parser.add_argument("--average-with", nargs="+", default=[], metavar="BUNDLE",
                         help="average the weights with these bundles' (same architecture and split)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="serve the weights at this input size instead of the one they were trained at")
     parser.add_argument("--out", default=None, help="bundle folder to write (default: the bundle itself)")
     args = parser.parse_args()
     source = load_bundle(args.bundle)
@@ -49,6 +54,9 @@ def main():
     config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}
     fit_info["fit_seconds"] = recorded.get("fit_seconds", recorded.get("seconds"))
+    if args.img_size and args.img_size != config.img_size:
+        fit_info.setdefault("trained_img_size", config.img_size)
+        config.img_size = args.img_size
     if args.average_with:
         fit_info["weights_averaged_with"] = [Path(path).name for path in args.average_with]
     with tempfile.TemporaryDirectory() as tmp:

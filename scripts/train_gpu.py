@@ -38,13 +38,13 @@ from skin_core import data  # noqa: E402
 from skin_core.classes import CLASS_CODES  # noqa: E402
 from skin_core.model import build_model, set_trainable_from  # noqa: E402
 from skin_core.recipe import (BestWeights, augmenter, class_weights, compile_model,  # noqa: E402
-                             phase_learning_rate, phases)
+                             phase_learning_rate, phases, training_loss)
 
 DEFAULTS = dict(epochs=40, head_epochs=2, batch_size=32, lr=3e-4, head_lr=1e-3, weight_decay=1e-4,
                 balance="weights", label_smoothing=0.1, dropout=0.3, patience=10, seed=42, alpha=1.0,
                 fine_tune_fraction=1.0, photometric=False, colour_constancy=False)
 # balanced sampling and label mixing live in train.py's tf.data pipeline; arrays fed to fit() cannot do them
-BALANCE_HERE = ("weights", "sqrt_weights", "none")
+BALANCE_HERE = ("weights", "sqrt_weights", "logit_adjusted", "none")
 
 
 def parse_run(text: str) -> tuple[str, dict]:
@@ -127,7 +127,7 @@ def probe_epoch_seconds(s, x, y, xv, yv, img_size, steps, val_steps) -> float:
     n_classes = len(CLASS_CODES)
     model, trainer = make_trainer(s, img_size, weights=None)
     set_trainable_from(model, s["fine_tune_fraction"])
-    compile_model(trainer, s["lr"], s["weight_decay"], s["label_smoothing"])
+    compile_model(trainer, s["lr"], s["weight_decay"], training_loss(y, n_classes, s["balance"], s["label_smoothing"]))
     probe, probe_val = min(20 * s["batch_size"], len(y)), min(5 * s["batch_size"], len(yv))
     onehot = np.eye(n_classes, dtype=np.float32)
     timings = []
@@ -156,6 +156,7 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
     model, trainer = make_trainer(s, args.img_size, args.weights)
     onehot = np.eye(n_classes, dtype=np.float32)
     weights = class_weights(yt, n_classes, s["balance"])
+    loss = training_loss(yt, n_classes, s["balance"], s["label_smoothing"])
     best, log = BestWeights("val_macro_f1"), EpochLog(name, s["epochs"], s["head_epochs"])
     started = time.time()
 
@@ -174,8 +175,7 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
     for phase, first, last, fraction, lr in phases(s["head_epochs"], s["epochs"], s["fine_tune_fraction"],
                                                    s["head_lr"], s["lr"]):
         set_trainable_from(model, fraction)
-        compile_model(trainer, phase_learning_rate(phase, lr, steps, last - first), s["weight_decay"],
-                      s["label_smoothing"])
+        compile_model(trainer, phase_learning_rate(phase, lr, steps, last - first), s["weight_decay"], loss)
         callbacks = [best, log, SaveBest(best, save)]
         if phase != "head":
             callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=s["patience"]))

@@ -100,6 +100,40 @@ def mixer(mode: str, seed: int) -> keras.layers.Layer | None:
     return None
 
 
+@keras.saving.register_keras_serializable(package="skin_core")
+class LogitAdjustedCrossEntropy(keras.losses.Loss):
+    """Cross-entropy on the logits shifted by log(class prior) (Menon et al., "Long-tail learning via logit
+    adjustment", ICLR 2021).
+
+    A rare class must beat a common one by the log of their frequency ratio during training, so the model's
+    own (unshifted) outputs come out balanced across classes, with no loss weights to inflate the few rare
+    photos' gradients. Takes the model's probabilities (log-softmax of the logits, up to a constant), as
+    Keras's own cross-entropy does, clipped the same way.
+    """
+
+    def __init__(self, log_prior, label_smoothing: float = 0.0, name: str = "logit_adjusted_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.log_prior, self.label_smoothing = [float(v) for v in log_prior], float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        log_probabilities = keras.ops.log(keras.ops.clip(y_pred, keras.config.epsilon(), 1.0))
+        adjusted = keras.ops.log_softmax(log_probabilities + keras.ops.convert_to_tensor(self.log_prior), axis=-1)
+        targets = y_true * (1.0 - self.label_smoothing) + self.label_smoothing / len(self.log_prior)
+        return -keras.ops.sum(targets * adjusted, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "log_prior": self.log_prior, "label_smoothing": self.label_smoothing}
+
+
+def training_loss(labels: np.ndarray, n_classes: int, mode: str, label_smoothing: float) -> keras.losses.Loss:
+    """The loss for a balancing mode: logit-adjusted for `logit_adjusted`, else plain cross-entropy (loss
+    weights, if any, come from class_weights)."""
+    if mode == "logit_adjusted":
+        prior = np.bincount(labels, minlength=n_classes) / len(labels)
+        return LogitAdjustedCrossEntropy(np.log(np.maximum(prior, 1e-12)), label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+
 def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
     if mode not in ("weights", "sqrt_weights"):
         return None
@@ -126,10 +160,10 @@ def phase_learning_rate(phase: str, lr: float, steps_per_epoch: int, epochs: int
                                                   warmup_steps=steps_per_epoch)
 
 
-def compile_model(model, lr, weight_decay: float, label_smoothing: float):
+def compile_model(model, lr, weight_decay: float, loss: keras.losses.Loss):
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(k=2, name="top2"),
                  keras.metrics.TopKCategoricalAccuracy(k=3, name="top3"),

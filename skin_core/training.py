@@ -24,7 +24,7 @@ from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
 from .pipelines import eval_dataset, training_dataset
 from .progress import ProgressCallback, ProgressLog
-from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases
+from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
 from .options import BALANCE_CHOICES, MIX_CHOICES, TTA_CHOICES
 from .predict import Predictor
 
@@ -170,6 +170,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     train_ds, steps = training_dataset(*prep.subset("train"), n_classes, run_cfg)
     val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size)
     weights = class_weights(prep.subset("train")[1], n_classes, cfg.balance)
+    loss = training_loss(prep.subset("train")[1], n_classes, cfg.balance, cfg.label_smoothing)
     with strategy.scope():
         model = _initial_model(cfg, n_classes)
     best = BestWeights("val_macro_f1")
@@ -178,8 +179,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
                                                    run_cfg.head_lr, run_cfg.lr):
         with strategy.scope():
             set_trainable_from(model, fraction)
-            compile_model(model, phase_learning_rate(phase, lr, steps, last - first), cfg.weight_decay,
-                          cfg.label_smoothing)
+            compile_model(model, phase_learning_rate(phase, lr, steps, last - first), cfg.weight_decay, loss)
         log.event("phase", f"Phase {phase}: epochs {first + 1}-{last}, learning rate {lr:g}, "
                   f"trainable share of the body {fraction:.0%}", phase=phase)
         callbacks = [ProgressCallback(log, phase, cfg.epochs, steps, run_cfg.batch_size), best]

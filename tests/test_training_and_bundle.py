@@ -245,6 +245,29 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     assert soup.manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
 
 
+def test_a_bundle_refinished_at_another_input_size_keeps_its_weights_and_says_where_they_were_trained(
+        tiny_bundle, tmp_path):
+    import subprocess
+    import sys
+    from compare_on_validation import compare
+    out = tmp_path / "larger"
+    done = subprocess.run([sys.executable, str(SAMPLE.parent / "scripts" / "refinish.py"), str(tiny_bundle),
+                           "--img-size", "48", "--out", str(out), "--data", str(SAMPLE)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    larger, source = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
+    assert source.input_size == 32 and larger.input_size == 48
+    assert larger.model.input_shape == (None, 48, 48, 3)
+    for mine, theirs in zip(larger.model.get_weights(), source.model.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert larger.manifest["training"]["img_size"] == 48
+    assert larger.manifest["training"]["trained_img_size"] == 32
+    # the comparison reads the photos at each candidate's own size (a 32 px array cannot enter a 48 px model)
+    own, bigger = compare([str(tiny_bundle), str(out)], SAMPLE, rounds=20)
+    assert bigger["balanced_accuracy"] == pytest.approx(larger.manifest["validation"]["balanced_accuracy"])
+    assert own["balanced_accuracy"] == pytest.approx(source.manifest["validation"]["balanced_accuracy"])
+
+
 def test_a_weight_soup_is_the_mean_of_its_bundles_and_refuses_another_split(tiny_bundle, tmp_path):
     first, second = bundles.load_bundle(tiny_bundle), bundles.load_bundle(tiny_bundle)
     original = first.model.get_weights()
@@ -307,3 +330,18 @@ def test_early_stopping_waits_for_patience_from_then_stops(tmp_path):
     _, history, _ = fit(config, prepare(config, ProgressLog(None)), ProgressLog(None))
     assert list(history.index) == [1, 2, 3, 4, 5]
     assert history.loc[2:, "val_macro_f1"].nunique() == 1   # nothing moved, so only the watch start decides
+
+
+def test_training_with_the_logit_adjusted_loss_shifts_by_the_training_split_prior(tmp_path):
+    from skin_core.progress import ProgressLog
+    from skin_core.recipe import LogitAdjustedCrossEntropy
+    from skin_core.training import TrainConfig, fit, prepare
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=2, head_epochs=1, img_size=32,
+                         alpha=0.25, weights=None, batch_size=16, balance="logit_adjusted", test_fraction=0.2,
+                         val_fraction=0.2, workers=2)
+    prep = prepare(config, ProgressLog(None))
+    model, history, _ = fit(config, prep, ProgressLog(None))
+    labels = prep.subset("train")[1]
+    assert isinstance(model.loss, LogitAdjustedCrossEntropy)
+    np.testing.assert_allclose(np.exp(model.loss.log_prior), np.bincount(labels, minlength=7) / len(labels), rtol=1e-6)
+    assert list(history.index) == [1, 2] and np.isfinite(history["loss"]).all()
