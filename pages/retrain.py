@@ -99,7 +99,10 @@ def launch_form(admin: bool) -> None:
         batch = left.number_input("Batch size", 4, 256, 16)
         lr = middle.number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.6f")
         seed = right.number_input("Seed", 0, 10_000, 42)
-        balance = left.selectbox("Class balancing", options.BALANCE_CHOICES)
+        balance = left.selectbox("Class balancing", options.BALANCE_CHOICES,
+                                 help="How the rare classes are made to count: loss weights (or their square root), "
+                                      "batches drawn equally from every class, a logit-adjusted loss (a rare class "
+                                      "must win by a margin), or nothing")
         augment = middle.checkbox("Augmentation (rotation, flips, zoom)", True)
         mix = right.selectbox("Label mixing", options.MIX_CHOICES,
                               help="Blend pairs of training images and their labels: a regulariser for small classes")

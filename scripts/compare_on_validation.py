@@ -10,10 +10,10 @@ after '@' (none, half_turn, quarter_turns, flips). Candidates joined by ',' are 
 mean of their probabilities. An ensemble is several models, so the app cannot serve it; it is here to
 measure how much averaging predictions could give (the ceiling for a soup or a distilled model).
 
-Every candidate is scored as it would be served: at its own input size, the views after '@', else those of --views, else the
-(first) bundle's own; the prior shift fitted on validation; argmax. The score is validation balanced
-accuracy + macro F1, and the difference to the first candidate is resampled by lesion (paired
-bootstrap), because on 1,282 images with 15 dermatofibromas a difference of 0.01 is noise.
+Every candidate is scored as it would be served: at its own input size, with the views after '@', else
+those of --views, else the (first) bundle's own; the prior shift fitted on validation; argmax. The score
+is validation balanced accuracy + macro F1, and the difference to the first candidate is resampled by
+lesion (paired bootstrap), because on 1,282 images with 15 dermatofibromas a difference of 0.01 is noise.
 """
 import argparse
 import os
