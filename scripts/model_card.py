@@ -44,6 +44,12 @@ def patience_start(t: dict) -> str:
     return f", counted from epoch {start + 1}" if start else ""
 
 
+def input_text(m: dict) -> str:
+    """The input size served, and the one the weights were trained at when a re-finishing changed it."""
+    size, trained = m["input_size"], m["training"].get("trained_img_size")
+    return f"{size}x{size} RGB input" + (f" (the weights were trained at {trained}x{trained})" if trained else "")
+
+
 def augmentation(t: dict) -> str:
     """The training augmentation as the manifest records it (bundles older than a setting lack its key)."""
     if not t.get("augment", True):
@@ -86,7 +92,7 @@ def card(bundle: Path, command: str, experiments: str) -> str:
 
 ## Model
 MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, dropout
-{t['dropout']} and a 7-way dense head; {m['input_size']}x{m['input_size']} RGB input. Started from Google's ImageNet
+{t['dropout']} and a 7-way dense head; {input_text(m)}. Started from Google's ImageNet
 weights ({'through stage 1, below' if t.get('init_bundle') else m['weights_source']}). Preprocessing (defined once in `skin_core.images.prepare`, recorded in the
 manifest): EXIF-upright RGB, centre square crop, detail capped at {m['preprocessing']['detail_side']} px (the
 resolution of the training copies, so sharper uploads are seen at the detail the model learned),

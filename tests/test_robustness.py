@@ -90,3 +90,10 @@ def test_the_model_card_says_when_early_stopping_started_watching():
     from model_card import patience_start
     assert patience_start({"patience": 8, "patience_from": 12}) == ", counted from epoch 13"
     assert patience_start({"patience": 8}) == "" and patience_start({"patience_from": 0}) == ""
+
+
+def test_the_model_card_says_when_weights_are_served_at_another_size_than_they_were_trained_at():
+    from model_card import input_text
+    assert input_text({"input_size": 160, "training": {"img_size": 160}}) == "160x160 RGB input"
+    assert input_text({"input_size": 176, "training": {"img_size": 176, "trained_img_size": 160}}) == (
+        "176x176 RGB input (the weights were trained at 160x160)")
