@@ -246,15 +246,14 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
 
 
 def test_a_bundle_refinished_at_another_input_size_keeps_its_weights_and_says_where_they_were_trained(
-        tiny_bundle, tmp_path):
-    import subprocess
+        tiny_bundle, tmp_path, monkeypatch):
     import sys
+    import refinish
     from compare_on_validation import compare
     out = tmp_path / "larger"
-    done = subprocess.run([sys.executable, str(SAMPLE.parent / "scripts" / "refinish.py"), str(tiny_bundle),
-                           "--img-size", "48", "--out", str(out), "--data", str(SAMPLE)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.setattr(sys, "argv", ["refinish.py", str(tiny_bundle), "--img-size", "48", "--out", str(out),
+                                      "--data", str(SAMPLE)])
+    refinish.main()
     larger, source = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
     assert source.input_size == 32 and larger.input_size == 48
     assert larger.model.input_shape == (None, 48, 48, 3)
@@ -336,7 +335,7 @@ def test_training_with_the_logit_adjusted_loss_shifts_by_the_training_split_prio
     from skin_core.progress import ProgressLog
     from skin_core.recipe import LogitAdjustedCrossEntropy
     from skin_core.training import TrainConfig, fit, prepare
-    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=2, head_epochs=1, img_size=32,
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=1, head_epochs=1, img_size=32,
                          alpha=0.25, weights=None, batch_size=16, balance="logit_adjusted", test_fraction=0.2,
                          val_fraction=0.2, workers=2)
     prep = prepare(config, ProgressLog(None))
@@ -344,4 +343,4 @@ def test_training_with_the_logit_adjusted_loss_shifts_by_the_training_split_prio
     labels = prep.subset("train")[1]
     assert isinstance(model.loss, LogitAdjustedCrossEntropy)
     np.testing.assert_allclose(np.exp(model.loss.log_prior), np.bincount(labels, minlength=7) / len(labels), rtol=1e-6)
-    assert list(history.index) == [1, 2] and np.isfinite(history["loss"]).all()
+    assert list(history.index) == [1] and np.isfinite(history["loss"]).all()
