@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+from . import calibration
 from .options import MIX_CHOICES
 
 
@@ -128,9 +129,8 @@ class LogitAdjustedCrossEntropy(keras.losses.Loss):
 def training_loss(labels: np.ndarray, n_classes: int, mode: str, label_smoothing: float) -> keras.losses.Loss:
     """The loss for a balancing mode: logit-adjusted for `logit_adjusted`, else plain cross-entropy (loss
     weights, if any, come from class_weights)."""
-    if mode == "logit_adjusted":
-        prior = np.bincount(labels, minlength=n_classes) / len(labels)
-        return LogitAdjustedCrossEntropy(np.log(np.maximum(prior, 1e-12)), label_smoothing)
+    if mode == "logit_adjusted":      # the same prior the finishing step's prior shift uses
+        return LogitAdjustedCrossEntropy(calibration.log_prior(labels, n_classes), label_smoothing)
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 

@@ -103,7 +103,11 @@ class Prepared:
         return self.arrays.table
 
     def subset(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.arrays.pixels[self.parts[name]], self.labels[self.parts[name]]
+        return self.arrays.pixels[self.parts[name]], self.labels_of(name)
+
+    def labels_of(self, name: str) -> np.ndarray:
+        """The labels alone: subset() copies the pixels too (hundreds of MB for the training split)."""
+        return self.labels[self.parts[name]]
 
 
 def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = None) -> Prepared:
@@ -169,8 +173,8 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     n_classes = len(prep.classes)
     train_ds, steps = training_dataset(*prep.subset("train"), n_classes, run_cfg)
     val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size)
-    weights = class_weights(prep.subset("train")[1], n_classes, cfg.balance)
-    loss = training_loss(prep.subset("train")[1], n_classes, cfg.balance, cfg.label_smoothing)
+    weights = class_weights(prep.labels_of("train"), n_classes, cfg.balance)
+    loss = training_loss(prep.labels_of("train"), n_classes, cfg.balance, cfg.label_smoothing)
     with strategy.scope():
         model = _initial_model(cfg, n_classes)
     best = BestWeights("val_macro_f1")
@@ -232,7 +236,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     manifest["test_time_augmentation"] = _choose_tta(cfg, staged, val_pixels, val_labels, val_groups, log)
     staged.manifest["test_time_augmentation"] = manifest["test_time_augmentation"]
     predictor = Predictor(staged)
-    log_prior = calibration.log_prior(prep.subset("train")[1], len(classes))
+    log_prior = calibration.log_prior(prep.labels_of("train"), len(classes))
     val_logits = predictor.logits(val_pixels)
     shift = calibration.fit_prior_shift(val_logits, val_labels, log_prior) if cfg.balance != "none" else \
         {"prior_shift": 0.0, "log_prior": log_prior.tolist()}
