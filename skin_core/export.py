@@ -1,8 +1,11 @@
 """Export a bundle for mobile (TFLite, optionally quantised) or for TF Serving (SavedModel).
 
 The exported graph takes the same input as the Keras model: (batch, size, size, 3) float32 RGB in
-0-255 from images.prepare, and returns uncalibrated softmax probabilities; the bundle's
-temperature and thresholds are written beside it in export.json for the serving side.
+0-255 from images.prepare, and returns uncalibrated softmax probabilities of one view. What the app
+adds on top is written beside it (export.json, or NAME.json beside NAME.tflite) for the serving side:
+the test-time views whose outputs it averages, the logit bias (prior shift), the temperature and the
+thresholds, all fitted on the four-view average when the bundle serves four views. `calibrated_probabilities`
+follows that recipe, so a server can check itself against the app.
 """
 from __future__ import annotations
 
@@ -31,9 +34,27 @@ def representative_images(input_size: int, detail_side, limit: int = 70):
     return data.read_images(table, input_size, detail_side).pixels.astype(np.float32)
 
 
+# Each test-time augmentation as numpy operations on (batch, height, width, 3) pictures, named in the sidecar
+VIEW_NAMES = {"none": ["identity"], "half_turn": ["identity", "rot180"],
+              "quarter_turns": ["identity", "rot90", "rot180", "rot270"],
+              "flips": ["identity", "flip_left_right", "flip_up_down", "rot180"]}
+_VIEW_OPERATIONS = {"identity": lambda x: x, "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
+                    "rot180": lambda x: np.rot90(x, 2, axes=(1, 2)), "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
+                    "flip_left_right": lambda x: x[:, :, ::-1], "flip_up_down": lambda x: x[:, ::-1]}
+
+
+def calibrated_probabilities(run, pixels: np.ndarray, sidecar: dict) -> np.ndarray:
+    """What the app shows, from an exported model: `run` maps pictures to the export's probabilities;
+    the log-probabilities of the sidecar's views are averaged (as the app averages logits: the same up to
+    a constant), shifted by the logit bias and divided by the temperature."""
+    log_p = [np.log(np.maximum(run(np.ascontiguousarray(_VIEW_OPERATIONS[name](pixels))), 1e-12))
+             for name in sidecar["views"]]
+    logits = (np.mean(log_p, axis=0) + np.asarray(sidecar["logit_bias"])) / sidecar["temperature"]
+    logits -= logits.max(axis=1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
 def export_savedmodel(model, out: Path) -> Path:
-    if out.exists():
-        shutil.rmtree(out)
     model.export(str(out), format="tf_saved_model", verbose=False)
     return out
 
@@ -56,16 +77,61 @@ def export_tflite(model, out: Path, quantize: str = "none", calibration_images=N
     return out
 
 
+def _refuse_target(out: Path, sidecar: Path) -> None:
+    """An export never replaces anything: not an earlier export, and never a file of a model bundle."""
+    if any((folder / "manifest.json").is_file() for folder in out.resolve().parents):
+        raise ExportError(f"{out} is inside a model bundle; export to a path outside it")
+    for path in (out, sidecar):
+        if path.exists():
+            raise ExportError(f"{path} already exists; choose another --out or remove it first")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def export_bundle(bundle_path, fmt: str, out, quantize: str = "none") -> Path:
+    """Export a bundle to `out` (a new folder for SavedModel, a new .tflite file) with its sidecar JSON.
+    The export is written under a temporary name first, so a failure leaves nothing behind."""
+    if fmt not in ("savedmodel", "tflite"):
+        raise ExportError(f"Unknown format {fmt!r}")
+    if fmt == "savedmodel" and quantize != "none":
+        raise ExportError("Quantisation applies to TFLite only")
+    bundle_path, out = Path(bundle_path), Path(out)
+    sidecar = out / "export.json" if fmt == "savedmodel" else out.with_suffix(".json")
+    _refuse_target(out, sidecar)
     bundle = load_bundle(bundle_path)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".partial-{out.name}")
+    _remove(partial)
+    try:
+        _write_export(bundle, fmt, partial, quantize)
+        partial.rename(out)
+    except BaseException:
+        _remove(partial)
+        raise
+    tta = bundle.manifest.get("test_time_augmentation", "none")
+    sidecar.write_text(json.dumps({"source_bundle": str(bundle_path), "classes": bundle.classes,
+                                   "input_size": bundle.input_size,
+                                   "preprocessing": bundle.manifest["preprocessing"],
+                                   "test_time_augmentation": tta, "views": VIEW_NAMES[tta],
+                                   "temperature": bundle.temperature, "thresholds": bundle.thresholds,
+                                   "logit_bias": [float(b) for b in bundle.logit_bias],
+                                   "quantize": quantize,
+                                   "output": "uncalibrated softmax probabilities p of one view; the app's calibrated "
+                                   "probabilities = softmax((mean over the views of log(p) + logit_bias) / temperature), "
+                                   "the views being the picture turned or flipped as named (rot90: 90 degrees "
+                                   "counter-clockwise)"}, indent=2))
+    return out
+
+
+def _write_export(bundle, fmt: str, out: Path, quantize: str) -> None:
     if fmt == "savedmodel":
-        if quantize != "none":
-            raise ExportError("Quantisation applies to TFLite only")
         export_savedmodel(bundle.model, out)
-        sidecar = out / "export.json"
-    elif fmt == "tflite":
+    else:
         if quantize == "int8" and COLOUR_LAYER in [layer.name for layer in bundle.model.layers]:
             # x**6 over [0, 1] in 8 bits: a colour-constant model's int8 copy agreed with it on only 69% of
             # the sample photos (float16: 100%), so it is refused rather than shipped
@@ -73,17 +139,6 @@ def export_bundle(bundle_path, fmt: str, out, quantize: str = "none") -> Path:
                               "export with --quantize float16 (half the size) instead")
         images = representative_images(bundle.input_size, bundle.detail_side) if quantize == "int8" else None
         export_tflite(bundle.model, out, quantize, images)
-        sidecar = out.with_suffix(".json")
-    else:
-        raise ExportError(f"Unknown format {fmt!r}")
-    sidecar.write_text(json.dumps({"source_bundle": str(bundle_path), "classes": bundle.classes,
-                                   "input_size": bundle.input_size,
-                                   "preprocessing": bundle.manifest["preprocessing"],
-                                   "temperature": bundle.temperature, "thresholds": bundle.thresholds,
-                                   "logit_bias": [float(b) for b in bundle.logit_bias],
-                                   "quantize": quantize, "output": "uncalibrated softmax probabilities; calibrated = "
-                                   "softmax((log(p) + logit_bias) / temperature)"}, indent=2))
-    return out
 
 
 class TFLiteRunner:

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from skin_core import data, export
 from skin_core.bundle import load_bundle
+from skin_core.predict import Predictor
 from conftest import SAMPLE
 
 
@@ -31,7 +32,28 @@ def test_tflite_agrees_with_keras(tiny_bundle, real_inputs, tmp_path, quantize, 
     agreement = (got.argmax(1) == expected.argmax(1)).mean()
     assert difference <= max_diff, f"{quantize}: largest probability difference {difference:.4f}"
     assert agreement >= min_agreement
-    assert json.loads(path.with_suffix(".json").read_text())["classes"] == bundle.classes
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["classes"] == bundle.classes
+    if quantize == "none":   # the sidecar's recipe turns the export's outputs into what the app shows
+        served = Predictor(bundle).probabilities(pixels.astype(np.uint8))
+        np.testing.assert_allclose(export.calibrated_probabilities(export.TFLiteRunner(path), pixels, sidecar),
+                                   served, atol=1e-4)
+
+
+def test_export_never_replaces_anything(tiny_bundle, tmp_path):
+    earlier = tmp_path / "model.tflite"
+    earlier.write_bytes(b"an earlier export")
+    with pytest.raises(export.ExportError, match="already exists"):
+        export.export_bundle(tiny_bundle, "tflite", earlier)
+    assert earlier.read_bytes() == b"an earlier export"
+    with pytest.raises(export.ExportError, match="already exists"):
+        export.export_bundle(tiny_bundle, "savedmodel", tiny_bundle)
+    report = (tiny_bundle / "evaluation.json").read_bytes()
+    with pytest.raises(export.ExportError, match="inside a model bundle"):   # its sidecar would be evaluation.json
+        export.export_bundle(tiny_bundle, "tflite", tiny_bundle / "evaluation.tflite")
+    assert not (tiny_bundle / "evaluation.tflite").exists()
+    assert (tiny_bundle / "evaluation.json").read_bytes() == report
+    load_bundle(tiny_bundle)   # its files still match their checksums
 
 
 def test_savedmodel_agrees_with_keras(tiny_bundle, real_inputs, tmp_path):
@@ -58,3 +80,10 @@ def test_quantised_default_model_keeps_its_answers(default_bundle, tmp_path, qua
     assert agreement >= min_agreement, f"{quantize}: top-1 agreement {agreement:.3f}"
     assert np.abs(got - expected).max() <= max_diff
     assert np.abs(got - expected).mean() <= mean_diff
+    if quantize == "float16":   # the default serves four views: the sidecar's recipe reproduces the app's answer
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        assert sidecar["views"] == export.VIEW_NAMES[bundle.manifest["test_time_augmentation"]]
+        served = Predictor(bundle).probabilities(pixels.astype(np.uint8))
+        calibrated = export.calibrated_probabilities(export.TFLiteRunner(path), pixels, sidecar)
+        assert (calibrated.argmax(1) == served.argmax(1)).mean() >= 0.97
+        assert np.abs(calibrated - served).max() <= 0.05
