@@ -1,10 +1,10 @@
-"""What every page shares: the cached predictor of the active model and the research notice."""
+"""What every page shares: the cached predictors, the admin password and the research notice."""
 from __future__ import annotations
 
 import streamlit as st
 
-from skin_core import registry
-from skin_core.bundle import BundleError, read_manifest
+from skin_core import access, registry
+from skin_core.bundle import MODEL_FILE, BundleError, read_manifest
 
 NOTICE = ("Research demo, not a medical device. It must not be used to diagnose, treat or reassure; "
           "any lesion of concern needs a clinician.")
@@ -16,18 +16,46 @@ def _predictor(path: str, model_checksum: str):
     return Predictor.from_path(path)
 
 
+def predictor(path):
+    """The predictor of the bundle at `path`, loaded once per version of its model file."""
+    return _predictor(str(path), read_manifest(path)["files"][MODEL_FILE])
+
+
 def active_predictor():
     """The active bundle's predictor; if it cannot be loaded, the committed default with a warning."""
     path = registry.active_path()
     try:
-        return _predictor(str(path), read_manifest(path)["files"]["model.keras"])
+        return predictor(path)
     except (BundleError, OSError) as exc:
         fallback = registry.models_dir() / registry.DEFAULT_NAME
-        if path == fallback:
-            st.error(f"The model cannot be loaded: {exc}")
-            st.stop()
-        st.warning(f"The active model could not be loaded ({exc}); serving the default model instead.")
-        return _predictor(str(fallback), read_manifest(fallback)["files"]["model.keras"])
+        if path != fallback:
+            st.warning(f"The active model could not be loaded ({exc}); serving the default model instead.")
+            try:
+                return predictor(fallback)
+            except (BundleError, OSError) as fallback_exc:
+                exc = fallback_exc
+        st.error(f"The model cannot be loaded: {exc}")
+        st.stop()
+
+
+def secrets() -> dict:
+    try:
+        return dict(st.secrets)
+    except Exception:   # no secrets.toml: Streamlit raises rather than returning {}
+        return {}
+
+
+def is_admin(key: str = "admin_password") -> bool:
+    """True when no admin password is set, or when the one typed here matches it (`key`: one per box on a page)."""
+    required = access.required_password(secrets())
+    if not required:
+        return True
+    given = st.text_input("Admin password", type="password", key=key,
+                          help="Launching, cancelling, promoting, rolling back and deleting models, and saving "
+                               "evaluations beside them, need it on this server.")
+    if given and not access.allowed(given, required):
+        st.error("Wrong password.")
+    return access.allowed(given, required)
 
 
 def notice() -> None:

@@ -10,10 +10,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import notice
+from pages.common import is_admin, notice, predictor
 from skin_core import evaluation, registry
 from skin_core.robustness import ROBUSTNESS_FILE
-from skin_core.bundle import EVALUATION_FILE, HISTORY_FILE, BundleError, read_manifest, update_report
+from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_report_file, read_manifest,
+                               update_report)
 from skin_core.classes import full_name
 
 HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
@@ -186,21 +187,21 @@ def other_dataset(path, manifest, key: str) -> None:
     with st.expander("Evaluate on another labelled dataset"):
         folder = st.text_input("Dataset folder on the server (HAM10000 layout or one folder per class)",
                                key=f"ds-{key}")
-        if st.button("Evaluate", key=f"go-{key}") and folder:
+        admin = is_admin(f"admin-{key}")   # the result is saved beside the bundle
+        if st.button("Evaluate", key=f"go-{key}", disabled=not admin) and folder:
             from skin_core.data import DatasetError
-            from skin_core.predict import Predictor
             progress = st.progress(0.0, "Reading images...")
+            name = dataset_report_file(folder)
             try:
-                result = Predictor.from_path(path).evaluate(
+                result = predictor(path).evaluate(
                     folder, on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
-            except (DatasetError, BundleError) as exc:
+                update_report(path, name, result)
+            except (DatasetError, BundleError, OSError) as exc:
                 progress.empty()
                 st.error(str(exc))
                 return
-            safe = "".join(ch if ch.isalnum() else "_" for ch in folder.strip("/").rsplit("/", 1)[-1])[:40]
-            update_report(path, f"evaluation-{safe}.json", result)
             progress.empty()
-            st.success(f"Saved as evaluation-{safe}.json beside the bundle.")
+            st.success(f"Saved as {name} beside the bundle.")
             headline(result, f"{key}-other")
 
 

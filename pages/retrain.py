@@ -7,32 +7,14 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import notice
-from skin_core import access, jobs, options, registry
+from pages.common import is_admin, notice
+from skin_core import jobs, options, registry
 from skin_core.bundle import SPLIT_FILE, BundleError, read_manifest, shares_split
 from skin_core.data import DatasetError, load_dataset, split_problem
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
             ("top2_accuracy", "Top-2"), ("top3_accuracy", "Top-3"), ("ece", "ECE (lower is better)")]
-
-
-def secrets() -> dict:
-    try:
-        return dict(st.secrets)
-    except Exception:   # no secrets.toml: Streamlit raises rather than returning {}
-        return {}
-
-
-def is_admin() -> bool:
-    required = access.required_password(secrets())
-    if not required:
-        return True
-    given = st.text_input("Admin password", type="password", key="admin_password",
-                          help="Launching, cancelling, promoting, rolling back and deleting need it on this server.")
-    if given and not access.allowed(given, required):
-        st.error("Wrong password.")
-    return access.allowed(given, required)
 
 
 @st.fragment(run_every=2)

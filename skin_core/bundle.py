@@ -16,7 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import model as _model  # noqa: F401  registers the custom layers a saved model may hold
+from . import model as _model  # registers the custom layers a saved model may hold
+from .options import TTA_VIEWS
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -104,6 +105,11 @@ def read_manifest(path) -> dict:
     for key in ("classes", "input_size", "preprocessing", "files"):
         if key not in manifest:
             raise BundleError(f"{path.name}: the manifest has no '{key}'.")
+    if MODEL_FILE not in manifest["files"]:
+        raise BundleError(f"{path.name}: the manifest does not list {MODEL_FILE}.")
+    views = manifest.get("test_time_augmentation", "none")
+    if views not in TTA_VIEWS:
+        raise BundleError(f"{path.name}: unknown test-time views {views!r} (one of {', '.join(TTA_VIEWS)}).")
     return manifest
 
 
@@ -115,8 +121,6 @@ def verify_files(path: Path, manifest: dict) -> None:
             raise BundleError(f"{path.name}: {name} is missing.")
         if sha256_file(file) != expected:
             raise BundleError(f"{path.name}: {name} does not match its manifest checksum (changed or corrupted).")
-    if MODEL_FILE not in manifest["files"]:
-        raise BundleError(f"{path.name}: the manifest does not list {MODEL_FILE}.")
 
 
 def load_bundle(path) -> Bundle:
@@ -136,6 +140,10 @@ def load_bundle(path) -> Bundle:
                           f"{len(manifest['classes'])} classes.")
     if tuple(model.input_shape[1:3]) != (size, size):
         raise BundleError(f"{path.name}: the model takes {model.input_shape[1:3]} inputs, the manifest says {size}.")
+    missing = {_model.LAST_CONV_LAYER, _model.POOL_LAYER, _model.LOGITS_LAYER} - {layer.name for layer in model.layers}
+    if missing:   # the predictor reads them for the answer and its Grad-CAM map
+        raise BundleError(f"{path.name}: the model has no layer named {', '.join(sorted(missing))}; "
+                          "it is not a MobileNet built by this project.")
     return Bundle(path=path, manifest=manifest, model=model)
 
 
@@ -213,6 +221,13 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         staging.rename(target)
+
+
+def dataset_report_file(dataset_folder: str) -> str:
+    """The file name an evaluation on another dataset is saved under beside a bundle: named after the
+    dataset's folder, letters and digits only, so it can never name a file outside the bundle."""
+    stem = Path(str(dataset_folder).rstrip("/")).name
+    return "evaluation-" + ("".join(ch if ch.isalnum() else "_" for ch in stem)[:40] or "dataset") + ".json"
 
 
 def update_report(path, name: str, report: dict) -> None:

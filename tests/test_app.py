@@ -208,6 +208,18 @@ def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     assert any("No labels found" in str(e.value) for e in at.error)
 
 
+def test_saving_an_evaluation_beside_a_bundle_needs_the_admin_password(models_dir, monkeypatch):
+    monkeypatch.setenv("SKIN_ADMIN_PASSWORD", "hunter2")
+    at = page("evaluation").run()
+    at.text_input(key="ds-main").input(str(SAMPLE)).run()
+    assert at.button(key="go-main").disabled
+    at.text_input(key="admin-main").input("wrong").run()
+    assert any("Wrong password" in str(e.value) for e in at.error) and at.button(key="go-main").disabled
+    at.text_input(key="admin-main").input("hunter2").run()
+    assert not at.button(key="go-main").disabled
+    assert not list((models_dir / "default").glob("evaluation-*.json"))
+
+
 def test_retrain_runs_section_compares_a_finished_run_promotes_it_and_rolls_back(models_dir):
     """A finished run as the job files leave it (models/runs/<id>/ with job.json, progress.jsonl, bundle/)."""
     import time

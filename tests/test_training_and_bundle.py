@@ -81,6 +81,24 @@ def test_tampered_manifest_is_refused(tiny_bundle, tmp_path):
     edit_manifest(path, format_version=99)
     with pytest.raises(bundles.BundleError, match="unknown bundle format version 99"):
         bundles.load_bundle(path)
+    path = copy_of(tiny_bundle, tmp_path / "views")
+    edit_manifest(path, test_time_augmentation="mirror")
+    with pytest.raises(bundles.BundleError, match="unknown test-time views 'mirror'"):
+        bundles.read_manifest(path)
+    edit_manifest(path, test_time_augmentation="none", files={"history.csv": "0" * 64})
+    with pytest.raises(bundles.BundleError, match="does not list model.keras"):
+        bundles.read_manifest(path)
+
+
+def test_a_model_not_built_here_is_refused_before_it_is_served(tiny_bundle, tmp_path):
+    path = copy_of(tiny_bundle, tmp_path)
+    foreign = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
+                                keras.layers.Dense(7, activation="softmax")])
+    foreign.save(path / "model.keras")
+    edit_manifest(path, files={**bundles.read_manifest(path)["files"],
+                               "model.keras": bundles.sha256_file(path / "model.keras")})
+    with pytest.raises(bundles.BundleError, match="no layer named conv_pw_13_relu, logits, pool"):
+        bundles.load_bundle(path)
 
 
 def test_missing_file_is_refused(tiny_bundle, tmp_path):
@@ -344,3 +362,9 @@ def test_training_with_the_logit_adjusted_loss_shifts_by_the_training_split_prio
     assert isinstance(model.loss, LogitAdjustedCrossEntropy)
     np.testing.assert_allclose(np.exp(model.loss.log_prior), np.bincount(labels, minlength=7) / len(labels), rtol=1e-6)
     assert list(history.index) == [1] and np.isfinite(history["loss"]).all()
+
+
+def test_a_report_on_another_dataset_is_named_after_its_folder_and_stays_in_the_bundle():
+    assert bundles.dataset_report_file("/data/ISIC 2019/") == "evaluation-ISIC_2019.json"
+    assert bundles.dataset_report_file("../../etc") == "evaluation-etc.json"
+    assert bundles.dataset_report_file("/") == "evaluation-dataset.json"
