@@ -10,7 +10,7 @@ import streamlit as st
 from pages.common import is_admin, notice
 from skin_core import jobs, options, registry
 from skin_core.bundle import SPLIT_FILE, BundleError, read_manifest, shares_split
-from skin_core.data import DatasetError, load_dataset, split_problem
+from skin_core.data import DatasetError, held_out_leak, load_dataset, split_by_lesion, split_problem
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
@@ -101,7 +101,8 @@ def launch_form(admin: bool) -> None:
             "Hold out the active model's validation and test lesions", False,
             help="Reuse the active model's split (the dataset must hold the images it was split on): the new "
                  "model is then tested on the same lesions, so the comparison below is like-for-like, and the "
-                 "seed only changes the training randomness")
+                 "seed only changes the training randomness. Always on when starting from the active model and "
+                 "the dataset holds its images, so its test lesions stay unseen")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
@@ -117,6 +118,10 @@ def launch_form(admin: bool) -> None:
                 return
             config["split_from"] = str(active)
         if start_from == "The active model":
+            problem = starting_split_problem(dataset.table, active, config)
+            if problem:
+                st.error(problem)
+                return
             config["init_bundle"] = str(active)
             manifest = read_manifest(active)
             config.update(img_size=manifest["input_size"], alpha=manifest["alpha"])
@@ -129,6 +134,20 @@ def launch_form(admin: bool) -> None:
         else:
             st.session_state["followed"] = run_id
             st.rerun()
+
+
+def starting_split_problem(table, active, config: dict) -> str | None:
+    """A run from the active model keeps that model's held-out lesions out of training: its split is reused
+    when this dataset holds it (set in `config`); otherwise the new split must not test on images the
+    active model was fitted or tuned on. Checked here so a doomed run is a message, not a failed job."""
+    if "split_from" in config:
+        return None
+    if split_problem(table, active / SPLIT_FILE) is None:
+        config["split_from"] = str(active)
+        return None
+    subsets = split_by_lesion(table, seed=config["seed"])
+    problem = held_out_leak(active / SPLIT_FILE, table.assign(subset=subsets))
+    return problem and problem + " Start from the ImageNet weights instead, or use a dataset without those images."
 
 
 def compare_with_active(name: str) -> None:

@@ -230,6 +230,23 @@ def split_problem(table: pd.DataFrame, split_csv) -> str | None:
     return None
 
 
+def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
+    """Why a run starting from the bundle whose split is `starting_split_csv` would test on images that bundle
+    was fitted or tuned on, given the new run's "subset" column (None if it would not). Training refuses
+    such a run; the Retrain page checks it before launching one."""
+    starting_split_csv = Path(starting_split_csv)
+    if not starting_split_csv.is_file():
+        return (f"The starting model has no {starting_split_csv.name}, so its training images are unknown and the "
+                "new test split could contain them.")
+    earlier = pd.read_csv(starting_split_csv)
+    seen = set(earlier.loc[earlier["subset"].isin(["train", "val"]), "image_id"])
+    leaked = sorted(seen & set(table.loc[table["subset"] == "test", "image_id"]))
+    if leaked:
+        return (f"The starting model was trained or tuned on {len(leaked)} images this run would hold out for "
+                f"testing (e.g. {', '.join(leaked[:3])}).")
+    return None
+
+
 def load_under_split(root, split_csv, *, classes=CLASS_CODES) -> pd.DataFrame:
     """The dataset's table with a "subset" column taken from a bundle's split.csv: how scripts revisit a
     bundle's own validation or test lesions without re-deriving the split."""

@@ -347,17 +347,10 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> keras.Model:
 
 def _refuse_test_leak(init_bundle: str, table: pd.DataFrame) -> None:
     """A run that starts from a bundle must not test on images that bundle was fitted or tuned on."""
-    split_file = Path(init_bundle) / bundles.SPLIT_FILE
-    if not split_file.is_file():
-        raise ValueError(f"The starting bundle {init_bundle} has no {bundles.SPLIT_FILE}, so its training images "
-                         "are unknown and the new test split could contain them.")
-    earlier = pd.read_csv(split_file)
-    seen = set(earlier.loc[earlier["subset"].isin(["train", "val"]), "image_id"])
-    leaked = sorted(seen & set(table.loc[table["subset"] == "test", "image_id"]))
-    if leaked:
-        raise ValueError(f"The starting bundle was trained or tuned on {len(leaked)} images this run holds out for "
-                         f"testing (e.g. {', '.join(leaked[:3])}); use the dataset, --seed, --test-fraction and "
-                         "--val-fraction the starting bundle used, so the test figures stay honest.")
+    problem = data.held_out_leak(Path(init_bundle) / bundles.SPLIT_FILE, table)
+    if problem:
+        raise ValueError(problem + " Use the dataset, --seed, --test-fraction and --val-fraction the starting "
+                         "bundle used, or --split-from it, so the test figures stay honest.")
 
 
 def _scaled(cfg: TrainConfig, replicas: int) -> TrainConfig:

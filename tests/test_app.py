@@ -183,6 +183,28 @@ def test_retrain_form_refuses_to_reuse_a_split_that_misses_images_of_the_dataset
                for e in at.error)
 
 
+def test_a_run_from_the_active_model_never_tests_on_lesions_it_was_tuned_on(models_dir, monkeypatch, tmp_path,
+                                                                            sample_meta):
+    from conftest import make_ham_dataset
+    from skin_core import jobs, registry
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    launched = []
+    monkeypatch.setattr(jobs, "start", lambda config: launched.append(config) or "run-x")
+    at = page("retrain").run()
+    next(s for s in at.selectbox if s.label == "Start from").select("The active model")
+    launch_button(at).click().run()   # the sample holds the active model's split: it is reused
+    assert launched[0]["init_bundle"] == launched[0]["split_from"] == str(registry.active_path())
+    extra = sample_meta.head(1).assign(image_id="ISIC_9999999", lesion_id="HAM_9999999")
+    folder = make_ham_dataset(tmp_path / "bigger", pd.concat([sample_meta, extra], ignore_index=True))
+    at = page("retrain").run()
+    at.radio[0].set_value("A folder on the server").run()
+    next(t for t in at.text_input if t.label == "Dataset folder").input(str(folder)).run()
+    next(s for s in at.selectbox if s.label == "Start from").select("The active model")
+    launch_button(at).click().run()   # a fresh split of this dataset would test on the active model's images
+    assert not at.exception and len(launched) == 1
+    assert any("trained or tuned on" in str(e.value) for e in at.error)
+
+
 def test_retrain_actions_need_the_password_when_one_is_set(models_dir, monkeypatch):
     monkeypatch.setenv("SKIN_ADMIN_PASSWORD", "hunter2")
     at = page("retrain").run()

@@ -157,7 +157,7 @@ def test_starting_from_a_bundle_refuses_a_split_that_would_test_on_its_training_
     prepared = prepare(same, ProgressLog(None))          # the starting bundle's own split: accepted
     assert prepared.parts["test"].sum() > 0
     reshuffled = TrainConfig(**{**same.__dict__, "seed": 7})
-    with pytest.raises(ValueError, match=r"trained or tuned on \d+ images this run holds out for testing"):
+    with pytest.raises(ValueError, match=r"starting model was trained or tuned on \d+ images this run would hold out for testing"):
         prepare(reshuffled, ProgressLog(None))
 
 
