@@ -3,13 +3,26 @@ import streamlit as st
 
 from pages.common import notice
 from skin_core import registry
+from skin_core.bundle import CARD_FILE, BundleError, read_manifest
 
 st.title("ℹ️ About")
 notice()
-card = registry.active_path() / "MODEL_CARD.md"
-if not card.is_file():
-    card = registry.models_dir() / registry.DEFAULT_NAME / "MODEL_CARD.md"
-st.markdown(card.read_text() if card.is_file() else "No model card was found for the active model.")
+active = registry.active_path()
+default_card = registry.models_dir() / registry.DEFAULT_NAME / CARD_FILE
+if (active / CARD_FILE).is_file():
+    st.markdown((active / CARD_FILE).read_text())
+else:   # a run trained in the app has no card: say so, rather than show another model's as its own
+    try:
+        manifest = read_manifest(active)
+    except BundleError as exc:
+        st.error(f"The active model cannot be read: {exc}")
+    else:
+        st.markdown(f"# {manifest.get('name', active.name)}")
+        st.info("The active model has no model card (models trained from the Retrain page have none). Its held-out "
+                "figures are on the Evaluation page; the committed default model's card follows for reference.")
+    if default_card.is_file():
+        with st.expander("Model card of the committed default model"):
+            st.markdown(default_card.read_text())
 st.divider()
 st.markdown("""
 ### Data

@@ -50,6 +50,16 @@ def input_text(m: dict) -> str:
     return f"{size}x{size} RGB input" + (f" (the weights were trained at {trained}x{trained})" if trained else "")
 
 
+def prior_shift_text(m: dict) -> str:
+    """The post-hoc prior shift, which changes the top class as well as the probabilities (none when 0)."""
+    tau = m.get("calibration", {}).get("prior_shift", 0.0)
+    if not tau:
+        return ""
+    return (f"The logits are first shifted by {tau:.2f} x log(training-split class prior) (fitted on the validation\n"
+            "split): the class-balanced training answers as if all seven classes were equally common, and the shift\n"
+            "moves it part of the way back toward the real class mix, so it changes the top class as well. ")
+
+
 def augmentation(t: dict) -> str:
     """The training augmentation as the manifest records it (bundles older than a setting lack its key)."""
     if not t.get("augment", True):
@@ -96,7 +106,7 @@ MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global av
 weights ({'through stage 1, below' if t.get('init_bundle') else m['weights_source']}). Preprocessing (defined once in `skin_core.images.prepare`, recorded in the
 manifest): EXIF-upright RGB, centre square crop, detail capped at {m['preprocessing']['detail_side']} px (the
 resolution of the training copies, so sharper uploads are seen at the detail the model learned),
-bilinear resize, {'shades-of-grey colour constancy to a fixed reference illuminant and ' if m['preprocessing'].get('colour_constancy') else ''}scaling to [-1, 1] inside the model. Probabilities are calibrated by temperature scaling
+bilinear resize, {'shades-of-grey colour constancy to a fixed reference illuminant and ' if m['preprocessing'].get('colour_constancy') else ''}scaling to [-1, 1] inside the model. {prior_shift_text(m)}Probabilities are calibrated by temperature scaling
 (T = {m['calibration']['temperature']:.3f}, fitted on the validation split). Melanoma decision threshold
 {m['thresholds']['mel']:.3f}, chosen on the validation split to reach melanoma sensitivity {t['mel_sensitivity']:.2f} there.
 

@@ -242,6 +242,19 @@ def test_saving_an_evaluation_beside_a_bundle_needs_the_admin_password(models_di
     assert not list((models_dir / "default").glob("evaluation-*.json"))
 
 
+def test_about_shows_the_active_models_own_card_and_never_anothers_as_its_own(models_dir):
+    from skin_core import registry
+    (models_dir / "default" / "MODEL_CARD.md").write_text("# Model card: the default\n")
+    at = page("about").run()
+    assert not at.exception and "# Model card: the default" in [m.value for m in at.markdown]
+    shutil.copytree(models_dir / "default", models_dir / "candidate", ignore=shutil.ignore_patterns("MODEL_CARD.md"))
+    registry.promote("candidate", models_dir)
+    at = page("about").run()
+    assert not at.exception
+    assert any("has no model card" in str(i.value) for i in at.info)
+    assert at.expander[0].label == "Model card of the committed default model"
+
+
 def test_retrain_runs_section_compares_a_finished_run_promotes_it_and_rolls_back(models_dir):
     """A finished run as the job files leave it (models/runs/<id>/ with job.json, progress.jsonl, bundle/)."""
     import time

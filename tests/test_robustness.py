@@ -97,3 +97,9 @@ def test_the_model_card_says_when_weights_are_served_at_another_size_than_they_w
     assert input_text({"input_size": 160, "training": {"img_size": 160}}) == "160x160 RGB input"
     assert input_text({"input_size": 176, "training": {"img_size": 176, "trained_img_size": 160}}) == (
         "176x176 RGB input (the weights were trained at 160x160)")
+
+
+def test_the_model_card_says_when_a_prior_shift_moves_the_top_class():
+    from model_card import prior_shift_text
+    assert "0.25 x log(training-split class prior)" in prior_shift_text({"calibration": {"prior_shift": 0.25}})
+    assert prior_shift_text({"calibration": {"prior_shift": 0.0}}) == prior_shift_text({}) == ""
