@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_BYTES = 25 * 1024 * 1024          # larger than any dermatoscope export we know of
+MB = 1024 * 1024                      # as Streamlit counts its upload limit (server.maxUploadSize = 25)
+MAX_BYTES = 25 * MB                   # larger than any dermatoscope export we know of
 MAX_PIXELS = 50_000_000               # ~7000x7000; anything bigger is refused before decoding
 MIN_SIDE = 32                         # below this there is no lesion left to see
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO"}
@@ -42,7 +43,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
     if not data:
         raise ImageError("The file is empty (0 bytes).")
     if len(data) > max_bytes:
-        raise ImageError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+        raise ImageError(f"The file is {len(data) / MB:.1f} MB; the limit is {max_bytes / MB:.0f} MB.")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

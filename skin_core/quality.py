@@ -49,9 +49,10 @@ class Finding:
 def image_findings(rgb: np.ndarray) -> list[Finding]:
     """Checks on the photo alone, before trusting any model output."""
     height, width = rgb.shape[:2]
-    pixels = rgb.reshape(-1, 3).astype(np.float32)
-    if len(pixels) > 250_000:  # a fixed subsample keeps the checks fast on large photos
+    pixels = rgb.reshape(-1, 3)
+    if len(pixels) > 250_000:  # a fixed subsample keeps the checks fast on large photos; taken before the float copy
         pixels = pixels[:: len(pixels) // 250_000]
+    pixels = pixels.astype(np.float32)
     grey = pixels.mean(axis=1)
     r, g, b = pixels.T
     findings = []

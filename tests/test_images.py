@@ -39,8 +39,10 @@ def test_pixel_and_byte_limits_are_checked_before_decoding():
     assert len(bomb) < 100_000
     with pytest.raises(images.ImageError, match="megapixels"):
         images.decode(bomb)
-    with pytest.raises(images.ImageError, match="limit is 1 MB"):
-        images.decode(b"\xff" * 2_000_000, max_bytes=1_000_000)
+    with pytest.raises(images.ImageError, match="The file is 1.9 MB; the limit is 1 MB"):
+        images.decode(b"\xff" * 2_000_000, max_bytes=images.MB)
+    with pytest.raises(images.ImageError, match="the limit is 25 MB"):
+        images.decode(b"\xff" * (images.MAX_BYTES + 1))
 
 
 @pytest.mark.parametrize("image, fmt", [
