@@ -207,20 +207,27 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
         if card is not None:
             (staging / CARD_FILE).write_text(card)
         _swap_into_place(staging, target)
-    except OSError as exc:
+    except BaseException as exc:   # a cancelled run or Ctrl-C cleans up too
         shutil.rmtree(staging, ignore_errors=True)
-        raise BundleError(f"Could not write the bundle to {target}: {exc.strerror or exc}.") from None
+        if isinstance(exc, OSError):
+            raise BundleError(f"Could not write the bundle to {target}: {exc.strerror or exc}.") from None
+        raise
     return target
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
-    if target.exists():
-        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(retired)
+    if not target.exists():
         staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
+        return
+    retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    target.rename(retired)
+    try:
         staging.rename(target)
+    except BaseException:
+        if not target.exists():   # put the previous bundle back: never no bundle where there was one
+            retired.rename(target)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def dataset_report_file(dataset_folder: str) -> str:

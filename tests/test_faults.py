@@ -30,6 +30,27 @@ def test_a_full_disk_while_saving_keeps_the_old_bundle(tiny_bundle, tmp_path, mo
     bundles.load_bundle(target)
 
 
+def test_an_interrupt_while_swapping_a_bundle_in_puts_the_old_one_back(tiny_bundle, tmp_path, monkeypatch):
+    import pathlib
+    target = tmp_path / "models" / "mine"
+    shutil.copytree(tiny_bundle, target)
+    before = (target / "manifest.json").read_text()
+    loaded = bundles.load_bundle(target)
+    rename = pathlib.Path.rename
+
+    def interrupted(self, destination):   # Ctrl-C (or a cancel) between moving the old bundle out and the new in
+        if ".partial-" in self.name:
+            raise KeyboardInterrupt
+        return rename(self, destination)
+
+    monkeypatch.setattr(pathlib.Path, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bundles.write_bundle(target, loaded.model, loaded.manifest)
+    assert (target / "manifest.json").read_text() == before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mine"]      # nothing half-written or retired left
+    bundles.load_bundle(target)
+
+
 def test_a_read_only_models_folder_refuses_promotion_cleanly(models_dir, monkeypatch):
     shutil.copytree(models_dir / "default", models_dir / "candidate")
 
