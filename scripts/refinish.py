@@ -1,7 +1,7 @@
 """Re-run the finishing steps (calibration, melanoma threshold, test evaluation, bundle) on a trained
 bundle's weights with the current code, without fitting again.
 
-    python scripts/refinish.py models/default --data path/to/HAM10000 [--tta flips]
+    python scripts/refinish.py models/default --out runs/default-flips --data path/to/HAM10000 [--tta flips]
     python scripts/refinish.py models/default --average-with runs/a --out runs/soup --data path/to/HAM10000
     python scripts/refinish.py models/default --img-size 192 --out runs/default192 --data path/to/HAM10000
 
@@ -39,8 +39,12 @@ def main():
                         help="average the weights with these bundles' (same architecture and split)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="serve the weights at this input size instead of the one they were trained at")
-    parser.add_argument("--out", default=None, help="bundle folder to write (default: the bundle itself)")
+    parser.add_argument("--out", required=True,
+                        help="a new bundle folder; the source is never rewritten (its model card and robustness "
+                             "report would not carry over): compare the result, then promote or copy it")
     args = parser.parse_args()
+    if Path(args.out).exists():
+        raise SystemExit(f"error: {args.out} already exists; re-finish into a new folder")
     source = load_bundle(args.bundle)
     try:
         weight_soup([source] + [load_bundle(path) for path in args.average_with])
@@ -49,7 +53,7 @@ def main():
     recorded = source.manifest["training"]
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
     config = training.TrainConfig(**{k: v for k, v in recorded.items() if k in fields and k not in ("data", "out")},
-                                  data=args.data, out=args.out or args.bundle)
+                                  data=args.data, out=args.out)
     config.detail_side = source.detail_side
     config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}

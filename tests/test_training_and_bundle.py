@@ -261,6 +261,10 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     # averaged weights were never trained as such, so the soup does not claim its first bundle's curves
     assert not (out / bundles.HISTORY_FILE).exists() and (tiny_bundle / bundles.HISTORY_FILE).exists()
     assert soup.manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
+    again = subprocess.run([sys.executable, str(SAMPLE.parent / "scripts" / "refinish.py"), str(tiny_bundle),
+                            "--out", str(tiny_bundle), "--data", str(SAMPLE)], capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0 and "already exists; re-finish into a new folder" in again.stderr
+    assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
 
 
 def test_a_bundle_refinished_at_another_input_size_keeps_its_weights_and_says_where_they_were_trained(
