@@ -28,7 +28,7 @@ from scipy.special import softmax  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import calibration, data  # noqa: E402
-from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
+from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, shares_split, weight_soup  # noqa: E402
 from skin_core.options import TTA_VIEWS  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
@@ -36,8 +36,8 @@ from skin_core.predict import Predictor  # noqa: E402
 class ImagesAtSize:
     """The validation photos prepared for each input size a candidate asks for, each read once."""
 
-    def __init__(self, table):
-        self.table, self._prepared = table, {}
+    def __init__(self, table, split_from: Path):
+        self.table, self.split_from, self._prepared = table, split_from, {}
 
     def __call__(self, input_size: int, detail_side: int | None) -> np.ndarray:
         key = (input_size, detail_side)
@@ -66,6 +66,9 @@ def _ensemble_logits(spec: str, images: ImagesAtSize, views: str | None, known: 
 def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndarray:
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
+    if not shares_split(images.split_from, bundles[0].path):   # it may have trained on these validation images
+        raise BundleError(f"{bundles[0].path} was not split like {images.split_from}, so the validation images "
+                          "may be ones it trained on; compare only bundles trained with --split-from the first")
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
     if views not in TTA_VIEWS:
         raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(TTA_VIEWS)})")
@@ -82,7 +85,7 @@ def compare(candidates: list[str], data_root, views: str | None = None, rounds: 
     code = {c: i for i, c in enumerate(first.classes)}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
     log_prior = calibration.log_prior(table.loc[table["subset"] == "train", "dx"].map(code).to_numpy(), len(code))
-    images = ImagesAtSize(val)
+    images = ImagesAtSize(val, first.path)
     results, reference, known = [], None, {}
     for spec in candidates:
         logits = candidate_logits(spec, images, views, known)
@@ -108,7 +111,7 @@ def main():
     args = parser.parse_args()
     try:
         results = compare(args.candidates, args.data, args.views)
-    except BundleError as exc:
+    except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"validation: {results[0]['n']} images, {results[0]['lesions']} lesions; "
           "score = balanced accuracy + macro F1 (prior shift fitted on validation, as finishing does)")

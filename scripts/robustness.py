@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skin_core import data, images, robustness  # noqa: E402
-from skin_core.bundle import SPLIT_FILE, load_bundle, update_report  # noqa: E402
+from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, update_report  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
@@ -34,8 +34,11 @@ def main():
     parser.add_argument("--data", required=True, help="the dataset the bundle was trained on")
     parser.add_argument("--subset", default="test", choices=["test", "val"])
     args = parser.parse_args()
-    bundle = load_bundle(args.bundle)
-    pictures, y_true = held_out(bundle, args.data, args.subset)
+    try:
+        bundle = load_bundle(args.bundle)
+        pictures, y_true = held_out(bundle, args.data, args.subset)
+    except (BundleError, data.DatasetError, images.ImageError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     rows = robustness.report(Predictor(bundle), pictures, y_true)
     if args.subset == "test":   # the described model's report; validation figures are for choosing only
         update_report(bundle.path, robustness.ROBUSTNESS_FILE, {"subset": args.subset, "conditions": rows})

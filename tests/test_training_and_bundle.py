@@ -241,6 +241,19 @@ def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_or_ensemble
     assert as_served["balanced_accuracy"] == pytest.approx(own["balanced_accuracy"])
 
 
+def test_validation_comparison_refuses_a_bundle_split_another_way(tiny_bundle, tmp_path):
+    from compare_on_validation import compare
+    other = copy_of(tiny_bundle, tmp_path)
+    split = pd.read_csv(other / bundles.SPLIT_FILE)
+    trained, held = split.index[split["subset"] == "train"][0], split.index[split["subset"] == "val"][0]
+    split.loc[[trained, held], "subset"] = ["val", "train"]   # it trained on one of the first's validation images
+    split.to_csv(other / bundles.SPLIT_FILE, index=False)
+    edit_manifest(other, files={**bundles.read_manifest(other)["files"],
+                                bundles.SPLIT_FILE: bundles.sha256_file(other / bundles.SPLIT_FILE)})
+    with pytest.raises(bundles.BundleError, match="was not split like"):
+        compare([str(tiny_bundle), str(other)], SAMPLE, rounds=10)
+
+
 def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path):
     import subprocess
     import sys
