@@ -18,6 +18,9 @@ COPY --chown=app:app models/default/ models/default/
 COPY --chown=app:app sample_data/ sample_data/
 COPY --chown=app:app .streamlit/ .streamlit/
 COPY --chown=app:app streamlit_app.py train.py ./
+# the app writes the active-model pointer into models/ and training runs into models/runs/ (a named volume
+# starts with this folder's owner), so both belong to the app user, not to root as COPY leaves parents
+RUN mkdir -p models/runs && chown app:app models models/runs
 
 USER app
 EXPOSE 8501

@@ -196,10 +196,13 @@ def runs_section(admin: bool) -> None:
         compare_with_active(run_id)
         promote, delete = st.columns(2)
         if promote.button("Promote to active model", disabled=not admin or run_id == active, key=f"pr-{run_id}"):
-            registry.promote(run_id)
-            st.cache_resource.clear()
-            st.success(f"{run_id} is now the active model.")
-            st.rerun()
+            try:
+                registry.promote(run_id)
+            except BundleError as exc:
+                st.error(str(exc))
+            else:
+                st.cache_resource.clear()
+                st.rerun()
     else:
         delete = st.columns(2)[1]
         with st.expander("Log"):

@@ -87,7 +87,10 @@ def running_job(root: Path | None = None) -> str | None:
 def start(config: dict, root: Path | None = None, *, extra_env: dict | None = None) -> str:
     """Launch train.py for `config` (train.py option names without dashes); returns the run id."""
     runs = runs_dir(root)
-    runs.mkdir(parents=True, exist_ok=True)
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"Runs cannot be saved in {runs}: {exc.strerror or exc}.") from None
     busy = running_job(root)
     if busy:
         raise JobError(f"A training job is already running ({busy}); wait for it or cancel it first.")
@@ -96,8 +99,13 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
         fd = os.open(runs / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         raise JobError("Another training job is being launched right now.") from None
+    except OSError as exc:
+        raise JobError(f"Runs cannot be saved in {runs}: {exc.strerror or exc}.") from None
     try:
         return _launch(run_id, runs, config, fd, extra_env)
+    except OSError as exc:
+        (runs / LOCK).unlink(missing_ok=True)
+        raise JobError(f"The run could not be started: {exc.strerror or exc}.") from None
     except BaseException:
         (runs / LOCK).unlink(missing_ok=True)
         raise
@@ -193,4 +201,7 @@ def delete(run_id: str, root: Path | None = None) -> None:
         raise JobError("This run is the active model; promote another model before deleting it.")
     if state(run_id, root).status == "running":
         raise JobError("This run is still training; cancel it first.")
-    shutil.rmtree(runs_dir(root) / run_id)
+    try:
+        shutil.rmtree(runs_dir(root) / run_id)
+    except OSError as exc:
+        raise JobError(f"The run could not be deleted: {exc.strerror or exc}.") from None

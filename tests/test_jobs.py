@@ -110,6 +110,13 @@ def test_a_stale_lock_is_cleared(models_dir):
     assert not (runs / ".lock").exists()
 
 
+def test_a_runs_folder_that_cannot_be_written_is_a_message_and_launches_nothing(models_dir):
+    (models_dir / "runs").write_text("a file where the runs folder should be")   # fails for root too, unlike chmod
+    with pytest.raises(jobs.JobError, match="Runs cannot be saved in .*runs"):
+        jobs.start({"data": str(SAMPLE), "epochs": 1}, models_dir)
+    assert (models_dir / "runs").read_text() == "a file where the runs folder should be"
+
+
 def test_promote_refuses_a_folder_that_is_not_a_bundle(models_dir):
     (models_dir / "junk").mkdir()
     with pytest.raises(BundleError):
