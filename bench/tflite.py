@@ -35,7 +35,7 @@ def main():
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
     bundle = load_bundle(args.model)
-    sample = data.read_images(data.load_dataset(export.SAMPLE_DIR).table, bundle.input_size, bundle.detail_side)
+    sample = data.read_images(data.load_dataset(data.SAMPLE_DIR).table, bundle.input_size, bundle.detail_side)
     x = sample.pixels[:1].astype(np.float32)
     size = bundle.input_size
     bare = tf.function(lambda t: bundle.model(t, training=False),

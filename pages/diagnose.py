@@ -6,30 +6,20 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from pages.common import active_predictor, notice
 from skin_core import explain, images, quality
+from skin_core.data import sample_examples
 from skin_core.classes import BY_CODE, full_name
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 SEVERITY = {"melanoma": "error", "malignant": "error", "uncertain": "warning"}
 
 
 def example_images() -> list[tuple[str, Path]]:
     """One sample image per class from sample_data/, for a one-click first result."""
-    meta_file = SAMPLE_DIR / "HAM10000_metadata.csv"
-    if not meta_file.is_file():
-        return []
-    meta = pd.read_csv(meta_file).drop_duplicates("dx")
-    found = []
-    for row in meta.itertuples():
-        path = next(SAMPLE_DIR.rglob(f"{row.image_id}.jpg"), None)
-        if path:
-            found.append((f"{full_name(row.dx)} ({row.image_id})", path))
-    return found
+    return [(f"{full_name(dx)} ({path.stem})", path) for dx, path in sample_examples()]
 
 
 def safe_label(name: str) -> str:

@@ -1,8 +1,6 @@
 """Retrain: launch a training run on a dataset, follow it live, cancel it, compare and promote."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -10,9 +8,8 @@ import streamlit as st
 from pages.common import is_admin, notice
 from skin_core import jobs, options, registry
 from skin_core.bundle import SPLIT_FILE, BundleError, read_manifest, shares_split
-from skin_core.data import DatasetError, held_out_leak, load_dataset, split_by_lesion, split_problem
+from skin_core.data import SAMPLE_DIR, DatasetError, held_out_leak, load_dataset, split_by_lesion, split_problem
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
             ("top2_accuracy", "Top-2"), ("top3_accuracy", "Top-3"), ("ece", "ECE (lower is better)")]
 

@@ -23,6 +23,7 @@ from .classes import CLASS_CODES
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 METADATA_NAMES = ("HAM10000_metadata.csv", "metadata.csv")
 SHOW = 5  # how many offending rows or files an error names
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"   # the small real sample that ships with the code
 
 
 class DatasetError(ValueError):
@@ -60,6 +61,15 @@ def _index_images(root: Path) -> dict[str, Path]:
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             found.setdefault(path.stem, path)
     return found
+
+
+def sample_examples() -> list[tuple[str, Path]]:
+    """One shipped sample image per class, (dx, path), for the app's one-click examples (none if not shipped)."""
+    try:
+        table = load_dataset(SAMPLE_DIR).table
+    except DatasetError:
+        return []
+    return [(row.dx, Path(row.path)) for row in table.drop_duplicates("dx").itertuples()]
 
 
 def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:

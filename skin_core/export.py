@@ -20,8 +20,6 @@ import tensorflow as tf
 from .bundle import load_bundle
 from .model import COLOUR_LAYER
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
-
 
 class ExportError(ValueError):
     pass
@@ -30,7 +28,7 @@ class ExportError(ValueError):
 def representative_images(input_size: int, detail_side, limit: int = 70):
     """Real dermoscopy images for int8 calibration of activation ranges."""
     from . import data
-    table = data.load_dataset(SAMPLE_DIR).table.head(limit)
+    table = data.load_dataset(data.SAMPLE_DIR).table.head(limit)
     return data.read_images(table, input_size, detail_side).pixels.astype(np.float32)
 
 
