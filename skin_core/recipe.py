@@ -153,11 +153,12 @@ def phases(head_epochs: int, epochs: int, fine_tune_fraction: float, head_lr: fl
 
 
 def phase_learning_rate(phase: str, lr: float, steps_per_epoch: int, epochs: int):
-    """A constant rate for the head; for fine-tuning, one warm-up epoch up to lr, then cosine decay."""
+    """A constant rate for the head; for fine-tuning, one warm-up epoch up to lr, then cosine decay that
+    reaches zero at the phase's last step (Keras counts the decay steps after the warm-up)."""
     if phase == "head":
         return lr
-    return keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=steps_per_epoch * epochs, warmup_target=lr,
-                                                  warmup_steps=steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=steps_per_epoch * max(epochs - 1, 1),
+                                                  warmup_target=lr, warmup_steps=steps_per_epoch)
 
 
 def compile_model(model, lr, weight_decay: float, loss: keras.losses.Loss):

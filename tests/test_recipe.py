@@ -7,7 +7,7 @@ from PIL import Image
 
 from skin_core import data, images
 from skin_core.recipe import (LogitAdjustedCrossEntropy, RandomFlipRotateZoom, augmenter, class_weights, mixer,
-                               training_loss)
+                               phase_learning_rate, training_loss)
 from conftest import SAMPLE
 
 
@@ -53,6 +53,17 @@ def test_the_training_augmenter_keeps_shape_and_range(pictures):
     out = np.asarray(augmenter(0)(pictures, training=True))
     assert out.shape == pictures.shape
     assert out.min() >= -1e-3 and out.max() <= 255 + 1e-3
+
+
+def test_the_fine_tuning_rate_warms_up_for_one_epoch_and_decays_to_zero_by_the_last_step():
+    steps, epochs, lr = 10, 6, 4e-4
+    schedule = phase_learning_rate("fine-tune", lr, steps, epochs)
+    assert float(schedule(0)) == pytest.approx(0.1 * lr)
+    assert float(schedule(steps)) == pytest.approx(lr)
+    assert float(schedule(steps * epochs)) == pytest.approx(0.0, abs=1e-9)
+    halfway = steps + steps * (epochs - 1) // 2
+    assert float(schedule(halfway)) == pytest.approx(lr / 2, rel=0.01)
+    assert phase_learning_rate("head", 1e-3, steps, 2) == 1e-3
 
 
 def test_balanced_weights_make_every_class_count_equally():
