@@ -4,9 +4,12 @@ held-out test split.
     python bench/tflite.py [--model models/default] [--data ../shared/data/ham10000]
 
 --data must be the bundle's training dataset for the accuracy figure (its split.csv names the test images).
-Every figure here is one pass per image (no flip averaging), Keras included, so the columns compare like with like.
+Every figure here is one pass per image (no test-time views), Keras included, so the columns compare like with
+like; `tflite_float16_as_served` then follows the export's sidecar (the bundle's views, logit bias and
+temperature, `export.calibrated_probabilities`) and should match the app's own test figures.
 """
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -63,6 +66,12 @@ def main():
                              test_balanced_accuracy=balanced_accuracy_score(labels, pred),
                              top1_agreement_with_keras=float((pred == keras_pred).mean()))
             results[f"tflite_{quantize}"] = entry
+            if test is not None and quantize == "float16":
+                sidecar = json.loads(path.with_suffix(".json").read_text())
+                served = export.calibrated_probabilities(runner, test.pixels.astype(np.float32), sidecar).argmax(1)
+                results["tflite_float16_as_served"] = {
+                    "views": sidecar["views"], "test_accuracy": accuracy_score(labels, served),
+                    "test_balanced_accuracy": balanced_accuracy_score(labels, served)}
     write("tflite", {"model": args.model, "input_size": size, **results})
 
 

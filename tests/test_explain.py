@@ -33,9 +33,9 @@ def disc_predictor():
     for layer in model.layers:          # a short run: let BatchNorm's moving statistics catch up quickly
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.8
-    x, y, _ = synthetic(np.random.default_rng(0), 512)
+    x, y, _ = synthetic(np.random.default_rng(0), 320)
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    model.fit(x, y, batch_size=32, epochs=5, verbose=0)
     manifest = {"classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], "input_size": SIZE,
                 "preprocessing": {"detail_side": None}, "files": {}}
     return Predictor(Bundle(path=SAMPLE, manifest=manifest, model=model))

@@ -1,7 +1,6 @@
 """The robustness report: real sample photographs through the served model under altered conditions."""
 import json
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -46,33 +45,35 @@ def test_every_condition_keeps_the_picture_usable():
     assert np.array_equal(unchanged[0], images.prepare(rgb, 64, 150))
 
 
-def test_script_writes_the_report_beside_a_bundle_that_still_loads(tiny_bundle, tmp_path):
+def run_script(module, monkeypatch, *argv):
+    """A script's main() in this process, as its command line would call it (no second TensorFlow start-up)."""
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *map(str, argv)])
+    module.main()
+
+
+def test_script_writes_the_report_beside_a_bundle_that_still_loads(tiny_bundle, tmp_path, monkeypatch, capsys):
+    import model_card
+    import robustness as robustness_script   # scripts/robustness.py, not skin_core.robustness
     bundle = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, bundle)
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "robustness.py"), str(bundle),
-                           "--data", str(SAMPLE)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_script(robustness_script, monkeypatch, bundle, "--data", SAMPLE)
     report = json.loads((bundle / "robustness.json").read_text())
     assert report["subset"] == "test"
     assert [row["condition"] for row in report["conditions"]] == [c.name for c in robustness.CONDITIONS]
     assert all(row["n"] == report["conditions"][0]["n"] > 0 for row in report["conditions"])
-    assert "| quarter turn" in done.stdout
+    assert "| quarter turn" in capsys.readouterr().out
     load_bundle(bundle)   # the extra report does not break the bundle's checks
 
-    card = subprocess.run([sys.executable, str(ROOT / "scripts" / "model_card.py"), str(bundle),
-                           "--command", "python train.py ...", "--experiments", str(ROOT / "docs" / "experiments.md")],
-                          capture_output=True, text=True, timeout=120)
-    assert card.returncode == 0, card.stderr[-2000:]
+    run_script(model_card, monkeypatch, bundle, "--command", "python train.py ...",
+               "--experiments", ROOT / "docs" / "experiments.md")
     text = (bundle / "MODEL_CARD.md").read_text()
     assert "## Robustness to photo differences (test split)" in text
     assert f"| framed tighter ({robustness.CONDITIONS[2].description}) | {report['conditions'][2]['accuracy']:.3f} |" in text
 
     # validation figures are for choosing between candidates: printed, never written over the described report
     written = (bundle / "robustness.json").read_bytes()
-    on_val = subprocess.run([sys.executable, str(ROOT / "scripts" / "robustness.py"), str(bundle),
-                             "--data", str(SAMPLE), "--subset", "val"], capture_output=True, text=True, timeout=300)
-    assert on_val.returncode == 0, on_val.stderr[-2000:]
-    assert "| quarter turn" in on_val.stdout
+    run_script(robustness_script, monkeypatch, bundle, "--data", SAMPLE, "--subset", "val")
+    assert "| quarter turn" in capsys.readouterr().out
     assert (bundle / "robustness.json").read_bytes() == written
 
 

@@ -254,15 +254,15 @@ def test_validation_comparison_refuses_a_bundle_split_another_way(tiny_bundle, t
         compare([str(tiny_bundle), str(other)], SAMPLE, rounds=10)
 
 
-def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path):
-    import subprocess
+def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path,
+                                                                                   monkeypatch):
     import sys
+    import refinish
     before = {p.name: p.read_bytes() for p in tiny_bundle.iterdir()}
     out = tmp_path / "soup"
-    done = subprocess.run([sys.executable, str(SAMPLE.parent / "scripts" / "refinish.py"), str(tiny_bundle),
-                           "--average-with", str(tiny_bundle), "--out", str(out), "--data", str(SAMPLE)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.setattr(sys, "argv", ["refinish.py", str(tiny_bundle), "--average-with", str(tiny_bundle),
+                                      "--out", str(out), "--data", str(SAMPLE)])
+    refinish.main()
     assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
     soup, source = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
     # the mean of a bundle's weights with themselves is the bundle: same weights, same validation figures
@@ -274,9 +274,9 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     # averaged weights were never trained as such, so the soup does not claim its first bundle's curves
     assert not (out / bundles.HISTORY_FILE).exists() and (tiny_bundle / bundles.HISTORY_FILE).exists()
     assert soup.manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
-    again = subprocess.run([sys.executable, str(SAMPLE.parent / "scripts" / "refinish.py"), str(tiny_bundle),
-                            "--out", str(tiny_bundle), "--data", str(SAMPLE)], capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "already exists; re-finish into a new folder" in again.stderr
+    monkeypatch.setattr(sys, "argv", ["refinish.py", str(tiny_bundle), "--out", str(tiny_bundle), "--data", str(SAMPLE)])
+    with pytest.raises(SystemExit, match="already exists; re-finish into a new folder"):
+        refinish.main()
     assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
 
 
