@@ -78,7 +78,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args) -> int:
     from skin_core import data, progress, training
-    from skin_core.bundle import BundleError
+    from skin_core.bundle import BundleError, output_problem
     from skin_core.model import WeightsError
 
     if args.logical_cpus > 1:
@@ -89,7 +89,15 @@ def main(args) -> int:
     config = training.TrainConfig(**settings)
     if config.detail_side == 0:
         config.detail_side = None
-    log = progress.ProgressLog(config.progress_file)
+    try:
+        log = progress.ProgressLog(config.progress_file)
+    except OSError as exc:
+        print(f"error: the progress file cannot be written: {exc}", file=sys.stderr)
+        return 2
+    problem = output_problem(config.out)          # before any image is read, not after hours of training
+    if problem:
+        log.event("error", f"error: {problem}", error=problem)
+        return 2
 
     cancel_requested = []
 
@@ -116,6 +124,10 @@ def main(args) -> int:
         if isinstance(exc, (data.DatasetError, WeightsError, BundleError, ValueError)):
             log.event("error", f"error: {exc}", error=str(exc))
             return 2
+        if isinstance(exc, OSError):   # a file named on the command line that cannot be read or written
+            message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+            log.event("error", f"error: {message}", error=message)
+            return 2
         log.event("error", f"error: training failed: {type(exc).__name__}: {exc}", error=f"{type(exc).__name__}: {exc}")
         raise
     return 0
@@ -127,6 +139,8 @@ def finish_from(config, prefix: str):
     import json
     from skin_core import training
     info = json.loads(open(prefix + ".json").read())
+    if "settings" not in info:
+        raise ValueError(f"{prefix}.json has no 'settings': it was not written by scripts/train_gpu.py")
     known = {f.name for f in dataclasses.fields(config)}
     config = dataclasses.replace(config, **{k: v for k, v in info["settings"].items() if k in known})
     fit_info = {k: v for k, v in info.items() if k not in ("settings", "name", "seconds")}

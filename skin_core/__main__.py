@@ -95,6 +95,9 @@ def _safe_stem(path: str) -> str:
 def cmd_evaluate(args) -> int:
     from . import evaluation
     from .predict import Predictor
+    if args.json:   # before the evaluation, not after it
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).touch()
     report = Predictor.from_path(args.model).evaluate(args.data, skip_bad=args.skip_bad)
     print("\n".join(evaluation.summary_lines(report)))
     if args.json:
@@ -122,6 +125,8 @@ def main(argv=None) -> int:
         return {"predict": cmd_predict, "evaluate": cmd_evaluate, "export": cmd_export}[args.command](args)
     except (BundleError, DatasetError) as exc:
         return _fail(str(exc))
+    except OSError as exc:   # an output path that cannot be written (a file where a folder should be, no permission)
+        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
 
 
 if __name__ == "__main__":

@@ -188,7 +188,9 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
     A crash at any point leaves either no bundle or the previous one, never half of one.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    problem = output_problem(target)
+    if problem:
+        raise BundleError(problem)
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
@@ -213,6 +215,26 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
             raise BundleError(f"Could not write the bundle to {target}: {exc.strerror or exc}.") from None
         raise
     return target
+
+
+def output_problem(target) -> str | None:
+    """Why a bundle cannot be written to `target` (None if it can), checked before hours of training: only a
+    new or empty folder, or an earlier bundle (which is replaced whole), may be a bundle's place; anything
+    else there is never deleted. Creates the parent folder and tries a file in it."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        return f"{target} is a file, not a folder for a model bundle."
+    if target.is_dir() and not (target / MANIFEST_FILE).is_file() and any(target.iterdir()):
+        return (f"{target} already holds files and is not a model bundle; write the bundle to a new folder "
+                "(an earlier bundle there would be replaced, anything else is never deleted).")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = target.parent / f".{target.name}.write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"A bundle cannot be written beside {target}: {exc.strerror or exc}."
+    return None
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

@@ -74,7 +74,13 @@ def sample_examples() -> list[tuple[str, Path]]:
 
 def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:
     """Read and check a dataset folder; raise DatasetError with a specific message if it is unusable."""
-    root = Path(root)
+    try:
+        return _load_dataset(Path(root), skip_bad, classes)
+    except OSError as exc:   # a folder or file the server may not read
+        raise DatasetError(f"Cannot read {exc.filename or root}: {exc.strerror or exc}.") from None
+
+
+def _load_dataset(root: Path, skip_bad: bool, classes) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     metadata = _find_metadata(root)
@@ -147,7 +153,10 @@ def _read_class_folders(root: Path, classes) -> pd.DataFrame:
         extra = sorted(root.glob("*.csv"))
         lesions = extra[0] if extra else None
     if lesions is not None and len(frame):
-        meta = pd.read_csv(lesions, dtype=str)
+        try:
+            meta = pd.read_csv(lesions, dtype=str)
+        except Exception as exc:   # pandas raises several kinds for an empty, malformed or non-UTF-8 file
+            raise DatasetError(f"Cannot read {lesions.name}: {exc}") from None
         if {"image_id", "lesion_id"} <= set(meta.columns):
             mapping = dict(zip(meta["image_id"], meta["lesion_id"]))
             frame["lesion_id"] = frame["image_id"].map(mapping).fillna(frame["lesion_id"])

@@ -15,8 +15,9 @@ class ProgressLog:
 
     def __init__(self, path: str | None):
         self.path = Path(path) if path else None
-        if self.path:
+        if self.path:   # created now, so a path that cannot be written fails before any work, not at its end
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch()
 
     def event(self, kind: str, message: str | None = None, **fields):
         if message:

@@ -73,3 +73,14 @@ def test_export_refuses_an_impossible_request_in_one_line(tiny_bundle, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: Quantisation applies to TFLite only"
     assert "Traceback" not in result.stderr and not (tmp_path / "saved").exists()
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tiny_bundle, tmp_path, capsys):
+    from skin_core.__main__ import main
+    blocker = tmp_path / "report"
+    blocker.write_text("a file where a folder is needed")
+    assert main(["evaluate", "--model", str(tiny_bundle), "--data", str(SAMPLE),
+                 "--json", str(blocker / "evaluation.json")]) == 2
+    err = capsys.readouterr()
+    assert err.err.strip().startswith("error: ") and str(blocker) in err.err and "Traceback" not in err.err
+    assert "accuracy" not in err.out   # refused before evaluating

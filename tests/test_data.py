@@ -84,6 +84,13 @@ def test_unknown_class_folder(tmp_path, sample_meta):
         data.load_dataset(root)
 
 
+def test_an_unreadable_lesion_table_beside_class_folders_is_named(tmp_path, sample_meta):
+    root = make_folder_dataset(tmp_path / "folders", sample_meta)
+    (root / "lesions.csv").write_bytes(b"")          # an empty CSV: pandas raises EmptyDataError
+    with pytest.raises(data.DatasetError, match="Cannot read lesions.csv"):
+        data.load_dataset(root)
+
+
 def test_split_keeps_every_lesion_on_one_side_and_every_class_everywhere():
     # 600 images of 250 lesions, several images per lesion, an nv-heavy mix like HAM10000
     rows = []

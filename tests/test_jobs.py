@@ -159,3 +159,23 @@ def test_a_cancel_that_tensorflow_re_raises_as_another_error_still_counts_as_can
     events = [json.loads(line)["event"] for line in progress.read_text().splitlines()]
     assert events[-1] == "cancelled" and "error" not in events
     assert not (tmp_path / "bundle").exists()
+
+
+def test_train_refuses_an_out_folder_that_is_not_a_bundle_before_reading_any_image(tmp_path, monkeypatch):
+    """A typo in --out must never delete a folder (at the end of training a bundle replaces what is there)."""
+    import train as train_script
+    from skin_core import training
+    monkeypatch.setattr(training, "train", lambda config: pytest.fail("training started"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "keep.jpg").write_bytes(b"a photo")
+    progress = tmp_path / "progress.jsonl"
+    args = train_script.get_args_parser().parse_args(
+        ["--data", str(SAMPLE), "--out", str(folder), "--progress-file", str(progress)])
+    assert train_script.main(args) == 2
+    last = json.loads(progress.read_text().splitlines()[-1])
+    assert last["event"] == "error" and "is not a model bundle" in last["error"]
+    assert (folder / "keep.jpg").read_bytes() == b"a photo"
+    with pytest.raises(BundleError, match="is not a model bundle"):   # and the writer refuses it too
+        from skin_core.bundle import write_bundle
+        write_bundle(folder, model=None, manifest={})
