@@ -88,6 +88,11 @@ def rows() -> list[str]:
             accuracy = (f"; test accuracy {e['test_accuracy']:.3f}, balanced {e['test_balanced_accuracy']:.3f}, "
                         f"top-1 agreement with Keras {e['top1_agreement_with_keras']:.3f}") if "test_accuracy" in e else ""
             out.append(f"| TFLite {label} ({e['size_mb']} MB), batch 1 | p50 {e['p50_ms']} ms{accuracy} | | |")
+    if "tflite_float16_as_served" in tfl:
+        e = tfl["tflite_float16_as_served"]
+        out.append(f"| TFLite float16 served as the app serves ({len(e['views'])} views, logit bias and temperature from "
+                   f"its sidecar) | test accuracy {e['test_accuracy']:.3f}, balanced {e['test_balanced_accuracy']:.3f} | "
+                   "the app's own figures | |")
     if "keras_test_single_pass" in tfl:
         k = tfl["keras_test_single_pass"]
         out.append(f"| Keras, same one-view pass on the {k['test_images']} test images | test accuracy "
