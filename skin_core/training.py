@@ -201,6 +201,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     history = pd.concat(histories)
     history.index.name = "epoch"
     return model, history, {"best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "replicas": replicas,
+                            "global_batch_size": run_cfg.batch_size, "global_lr": run_cfg.lr,
                             "backend": keras.backend.backend()}
 
 

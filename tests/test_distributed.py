@@ -16,5 +16,7 @@ def test_mirrored_training_on_two_logical_cpus(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["replicas"] == 2
-    assert manifest["training"]["batch_size"] == 4      # per replica; the global batch was 8
+    assert manifest["training"]["batch_size"] == 4      # per replica, as asked
+    assert manifest["training"]["global_batch_size"] == 8   # what each step saw across the two replicas
+    assert manifest["training"]["global_lr"] == 2 * manifest["training"]["lr"]   # scaled with the batch
     assert Predictor.from_path(out).classes == manifest["classes"]

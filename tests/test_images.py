@@ -90,7 +90,8 @@ def test_prepare_crops_the_centre_square_and_caps_detail():
     rgb[:, :25] = 255                                          # a white band outside the centre square
     prepared = images.prepare(rgb, 64)
     assert prepared.shape == (64, 64, 3) and prepared.max() == 0
-    sharp = np.indices((600, 600)).sum(0) % 2 * 255            # a 1-pixel checkerboard
-    capped = images.prepare(np.repeat(sharp[..., None], 3, 2).astype(np.uint8), 224, detail_side=150)
-    uncapped = images.prepare(np.repeat(sharp[..., None], 3, 2).astype(np.uint8), 224)
-    assert capped.std() <= uncapped.std()
+    # pixel-level noise: capping detail at 150 px averages it away more than a plain resize to 224 does
+    sharp = np.random.default_rng(0).integers(0, 256, (600, 600, 3)).astype(np.uint8)
+    capped = images.prepare(sharp, 224, detail_side=150)
+    uncapped = images.prepare(sharp, 224)
+    assert capped.std() < 0.75 * uncapped.std(), (capped.std(), uncapped.std())   # measured 9.2 against 18.4

@@ -49,10 +49,13 @@ def test_zooming_in_keeps_the_picture_centre(pictures):
                                atol=12)
 
 
-def test_the_training_augmenter_keeps_shape_and_range(pictures):
+def test_the_training_augmenter_keeps_shape_and_range_and_changes_every_picture_in_training_only(pictures):
     out = np.asarray(augmenter(0)(pictures, training=True))
     assert out.shape == pictures.shape
     assert out.min() >= -1e-3 and out.max() <= 255 + 1e-3
+    changed = np.abs(out - pictures).reshape(len(pictures), -1).mean(axis=1)
+    assert (changed > 1.0).all(), changed
+    np.testing.assert_allclose(np.asarray(augmenter(0)(pictures, training=False)), pictures, atol=1e-3)
 
 
 def test_the_fine_tuning_rate_warms_up_for_one_epoch_and_decays_to_zero_by_the_last_step():
