@@ -24,8 +24,11 @@ HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy")
 def load(name: str):
     path = registry.bundle_path(name)
     manifest = read_manifest(path)
-    report = json.loads((path / EVALUATION_FILE).read_text()) if (path / EVALUATION_FILE).is_file() else None
-    history = pd.read_csv(path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else None
+    try:
+        report = json.loads((path / EVALUATION_FILE).read_text()) if (path / EVALUATION_FILE).is_file() else None
+        history = pd.read_csv(path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else None
+    except (ValueError, OSError) as exc:   # a damaged report: named, not a traceback
+        raise BundleError(f"{name}: its evaluation report or training history cannot be read ({exc}).") from None
     return path, manifest, report, history
 
 
@@ -35,8 +38,12 @@ def robustness(path, key: str) -> None:
         st.info("No robustness report for this model: `python scripts/robustness.py <bundle> --data <dataset>` "
                 "writes one.")
         return
-    report = json.loads(file.read_text())
-    rows = pd.DataFrame(report["conditions"])
+    try:
+        report = json.loads(file.read_text())
+        rows = pd.DataFrame(report["conditions"])
+    except (ValueError, KeyError, OSError) as exc:
+        st.warning(f"The robustness report of this model cannot be read ({exc}).")
+        return
     frame = rows.melt("condition", ["balanced_accuracy", "macro_f1"], var_name="metric")
     st.plotly_chart(px.bar(frame, x="condition", y="value", color="metric", barmode="group", height=380,
                            title=f"Held-out {report['subset']} split under altered photographs"),

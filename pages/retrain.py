@@ -120,7 +120,11 @@ def launch_form(admin: bool) -> None:
                 st.error(problem)
                 return
             config["init_bundle"] = str(active)
-            manifest = read_manifest(active)
+            try:
+                manifest = read_manifest(active)
+            except BundleError as exc:
+                st.error(f"The active model cannot be started from: {exc}")
+                return
             config.update(img_size=manifest["input_size"], alpha=manifest["alpha"])
         else:
             config["weights"] = "imagenet" if start_from == "ImageNet weights" else "none"

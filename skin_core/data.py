@@ -229,7 +229,11 @@ def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
 
 def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
     """Each row's subset as a bundle's split.csv (image_id, subset) records it; every image must be listed."""
-    subsets = table["image_id"].map(pd.read_csv(split_csv, dtype=str).set_index("image_id")["subset"])
+    try:
+        recorded = pd.read_csv(split_csv, dtype=str).set_index("image_id")["subset"]
+    except (ValueError, KeyError, OSError) as exc:
+        raise DatasetError(f"{split_csv} is not a readable split file with image_id and subset columns ({exc}).") from None
+    subsets = table["image_id"].map(recorded)
     missing = table.loc[subsets.isna(), "image_id"]
     if len(missing):
         raise DatasetError(f"{len(missing)} images are not in {split_csv}: {_first(missing)}. "

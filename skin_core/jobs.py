@@ -173,13 +173,16 @@ def cancel(run_id: str, root: Path | None = None) -> None:
     job["status"] = "cancelling"
     (run_dir / "job.json").write_text(json.dumps(job, indent=2))
     pid = job.get("pid")
-    if _alive(pid):
-        os.killpg(os.getpgid(pid), signal.SIGTERM)
-        deadline = time.time() + 30
-        while _alive(pid) and time.time() < deadline:
-            time.sleep(0.2)
+    try:
         if _alive(pid):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+            deadline = time.time() + 30
+            while _alive(pid) and time.time() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    except ProcessLookupError:   # it ended on its own between the check and the signal
+        pass
     _release(run_id, root)
 
 

@@ -109,6 +109,18 @@ def test_evaluation_page_shows_the_robustness_report(models_dir, sample_meta):
     assert list(shown["balanced_accuracy"]) == [row["balanced_accuracy"] for row in rows]
 
 
+def test_evaluation_page_names_damaged_reports_instead_of_failing(models_dir):
+    from skin_core import robustness
+    (models_dir / "default" / robustness.ROBUSTNESS_FILE).write_text("{not json")
+    at = page("evaluation").run()
+    assert not at.exception
+    assert any("robustness report of this model cannot be read" in str(w.value) for w in at.warning)
+    (models_dir / "default" / "evaluation.json").write_text("{not json")
+    at = page("evaluation").run()
+    assert not at.exception
+    assert any("evaluation report or training history cannot be read" in str(e.value) for e in at.error)
+
+
 def test_evaluation_page_without_history_and_comparing_two(models_dir):
     shutil.copytree(models_dir / "default", models_dir / "second")
     manifest = json.loads((models_dir / "second" / "manifest.json").read_text())
