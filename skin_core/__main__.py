@@ -95,10 +95,17 @@ def _safe_stem(path: str) -> str:
 def cmd_evaluate(args) -> int:
     from . import evaluation
     from .predict import Predictor
-    if args.json:   # before the evaluation, not after it
+    created = False
+    if args.json:   # an unwritable report path fails before the evaluation, not after it
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        created = not Path(args.json).exists()
         Path(args.json).touch()
-    report = Predictor.from_path(args.model).evaluate(args.data, skip_bad=args.skip_bad)
+    try:
+        report = Predictor.from_path(args.model).evaluate(args.data, skip_bad=args.skip_bad)
+    except BaseException:
+        if created:   # a failed evaluation leaves no empty report behind
+            Path(args.json).unlink(missing_ok=True)
+        raise
     print("\n".join(evaluation.summary_lines(report)))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

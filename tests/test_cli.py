@@ -62,9 +62,10 @@ def test_evaluate_writes_the_report_for_a_folder_dataset(tiny_bundle, tmp_path, 
 
 def test_evaluate_names_a_bad_dataset(tiny_bundle, tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run("evaluate", "--model", tiny_bundle, "--data", tmp_path / "empty")
+    result = run("evaluate", "--model", tiny_bundle, "--data", tmp_path / "empty", "--json", tmp_path / "out.json")
     assert result.returncode == 2
     assert "is empty" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.json").exists()   # no empty report left behind
 
 
 def test_export_refuses_an_impossible_request_in_one_line(tiny_bundle, tmp_path):
