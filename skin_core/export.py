@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .bundle import load_bundle
+from .bundle import MANIFEST_FILE, load_bundle
 from .model import COLOUR_LAYER
+from .predict import softmax
 
 
 class ExportError(ValueError):
@@ -47,9 +48,7 @@ def calibrated_probabilities(run, pixels: np.ndarray, sidecar: dict) -> np.ndarr
     a constant), shifted by the logit bias and divided by the temperature."""
     log_p = [np.log(np.maximum(run(np.ascontiguousarray(_VIEW_OPERATIONS[name](pixels))), 1e-12))
              for name in sidecar["views"]]
-    logits = (np.mean(log_p, axis=0) + np.asarray(sidecar["logit_bias"])) / sidecar["temperature"]
-    logits -= logits.max(axis=1, keepdims=True)
-    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return softmax((np.mean(log_p, axis=0) + np.asarray(sidecar["logit_bias"])) / sidecar["temperature"])
 
 
 def export_savedmodel(model, out: Path) -> Path:
@@ -77,7 +76,7 @@ def export_tflite(model, out: Path, quantize: str = "none", calibration_images=N
 
 def _refuse_target(out: Path, sidecar: Path) -> None:
     """An export never replaces anything: not an earlier export, and never a file of a model bundle."""
-    if any((folder / "manifest.json").is_file() for folder in out.resolve().parents):
+    if any((folder / MANIFEST_FILE).is_file() for folder in out.resolve().parents):
         raise ExportError(f"{out} is inside a model bundle; export to a path outside it")
     for path in (out, sidecar):
         if path.exists():

@@ -173,8 +173,9 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     n_classes = len(prep.classes)
     train_ds, steps = training_dataset(*prep.subset("train"), n_classes, run_cfg)
     val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size)
-    weights = class_weights(prep.labels_of("train"), n_classes, cfg.balance)
-    loss = training_loss(prep.labels_of("train"), n_classes, cfg.balance, cfg.label_smoothing)
+    train_labels = prep.labels_of("train")
+    weights = class_weights(train_labels, n_classes, cfg.balance)
+    loss = training_loss(train_labels, n_classes, cfg.balance, cfg.label_smoothing)
     with strategy.scope():
         model = _initial_model(cfg, n_classes)
     best = BestWeights("val_macro_f1")

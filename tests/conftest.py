@@ -17,6 +17,12 @@ SAMPLE = ROOT / "sample_data"
 DEFAULT_BUNDLE = ROOT / "models" / "default"
 
 
+def run_script(module, monkeypatch, *argv) -> None:
+    """A script's main() in this process, as its command line would call it (no second TensorFlow start-up)."""
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *map(str, argv)])
+    module.main()
+
+
 @pytest.fixture(scope="session")
 def sample_meta() -> pd.DataFrame:
     meta = pd.read_csv(SAMPLE / "HAM10000_metadata.csv")

@@ -1,7 +1,6 @@
 """The robustness report: real sample photographs through the served model under altered conditions."""
 import json
 import shutil
-import sys
 
 import numpy as np
 from PIL import Image
@@ -10,7 +9,7 @@ from skin_core import images, robustness
 from skin_core.bundle import load_bundle
 from skin_core.predict import Predictor
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, run_script
 
 HALF_TURN = robustness.Condition("half turn", "rotated by 180 degrees",
                                  lambda image: image.transpose(Image.Transpose.ROTATE_180))
@@ -43,12 +42,6 @@ def test_every_condition_keeps_the_picture_usable():
         assert prepared.shape == (1, 64, 64, 3) and prepared.dtype == np.uint8, condition.name
     unchanged = robustness.prepared([rgb], robustness.CONDITIONS[0], 64, 150)
     assert np.array_equal(unchanged[0], images.prepare(rgb, 64, 150))
-
-
-def run_script(module, monkeypatch, *argv):
-    """A script's main() in this process, as its command line would call it (no second TensorFlow start-up)."""
-    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *map(str, argv)])
-    module.main()
 
 
 def test_script_writes_the_report_beside_a_bundle_that_still_loads(tiny_bundle, tmp_path, monkeypatch, capsys):

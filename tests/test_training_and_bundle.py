@@ -11,7 +11,7 @@ from skin_core import bundle as bundles
 from skin_core import images
 from skin_core.model import WeightsError, build_model
 from skin_core.predict import Predictor
-from conftest import SAMPLE
+from conftest import SAMPLE, run_script
 
 
 def test_training_writes_a_complete_bundle(tiny_bundle):
@@ -256,13 +256,10 @@ def test_validation_comparison_refuses_a_bundle_split_another_way(tiny_bundle, t
 
 def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path,
                                                                                    monkeypatch):
-    import sys
     import refinish
     before = {p.name: p.read_bytes() for p in tiny_bundle.iterdir()}
     out = tmp_path / "soup"
-    monkeypatch.setattr(sys, "argv", ["refinish.py", str(tiny_bundle), "--average-with", str(tiny_bundle),
-                                      "--out", str(out), "--data", str(SAMPLE)])
-    refinish.main()
+    run_script(refinish, monkeypatch, tiny_bundle, "--average-with", tiny_bundle, "--out", out, "--data", SAMPLE)
     assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
     soup, source = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
     # the mean of a bundle's weights with themselves is the bundle: same weights, same validation figures
@@ -274,21 +271,17 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     # averaged weights were never trained as such, so the soup does not claim its first bundle's curves
     assert not (out / bundles.HISTORY_FILE).exists() and (tiny_bundle / bundles.HISTORY_FILE).exists()
     assert soup.manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
-    monkeypatch.setattr(sys, "argv", ["refinish.py", str(tiny_bundle), "--out", str(tiny_bundle), "--data", str(SAMPLE)])
     with pytest.raises(SystemExit, match="already exists; re-finish into a new folder"):
-        refinish.main()
+        run_script(refinish, monkeypatch, tiny_bundle, "--out", tiny_bundle, "--data", SAMPLE)
     assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
 
 
 def test_a_bundle_refinished_at_another_input_size_keeps_its_weights_and_says_where_they_were_trained(
         tiny_bundle, tmp_path, monkeypatch):
-    import sys
     import refinish
     from compare_on_validation import compare
     out = tmp_path / "larger"
-    monkeypatch.setattr(sys, "argv", ["refinish.py", str(tiny_bundle), "--img-size", "48", "--out", str(out),
-                                      "--data", str(SAMPLE)])
-    refinish.main()
+    run_script(refinish, monkeypatch, tiny_bundle, "--img-size", 48, "--out", out, "--data", SAMPLE)
     larger, source = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
     assert source.input_size == 32 and larger.input_size == 48
     assert larger.model.input_shape == (None, 48, 48, 3)
