@@ -9,6 +9,7 @@ import os
 import warnings
 import signal
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message=".*shuffle=True.*")
@@ -65,6 +66,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "scores better on validation, and the four quarter turns only if clearly better still")
     p.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images instead of stopping")
     p.add_argument("--progress-file", default=None, help="also write progress as JSON lines to this file")
+    p.add_argument("--checkpoint", default=None, metavar="FOLDER",
+                   help="save the run's state in FOLDER after every epoch; the same command started again continues "
+                        "from the last finished epoch (FOLDER is removed once the bundle is written)")
     p.add_argument("--strategy", default=STRATEGY_CHOICES[0], choices=STRATEGY_CHOICES,
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     p.add_argument("--logical-cpus", type=int, default=0,
@@ -77,7 +81,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
-    from skin_core import data, progress, training
+    from skin_core import data, progress, resume, training
     from skin_core.bundle import BundleError, output_problem
     from skin_core.model import WeightsError
 
@@ -94,7 +98,7 @@ def main(args) -> int:
     except OSError as exc:
         print(f"error: the progress file cannot be written: {exc}", file=sys.stderr)
         return 2
-    problem = output_problem(config.out)          # before any image is read, not after hours of training
+    problem = output_problem(config.out) or resume.folder_problem(config.checkpoint)   # before any image is read
     if problem:
         log.event("error", f"error: {problem}", error=problem)
         return 2
@@ -112,14 +116,14 @@ def main(args) -> int:
         else:
             training.train(config)
     except training.TrainingCancelled:
-        log.event("cancelled", "Training cancelled; nothing was written to " + config.out)
+        log.event("cancelled", "Training cancelled; nothing was written to " + config.out + kept(config))
         return 130
     except KeyboardInterrupt:
-        log.event("cancelled", "Training interrupted; nothing was written to " + config.out)
+        log.event("cancelled", "Training interrupted; nothing was written to " + config.out + kept(config))
         return 130
     except Exception as exc:
         if cancel_requested:       # the cancel landed inside TensorFlow's C code, which re-raised it as another error
-            log.event("cancelled", "Training cancelled; nothing was written to " + config.out)
+            log.event("cancelled", "Training cancelled; nothing was written to " + config.out + kept(config))
             return 130
         if isinstance(exc, (data.DatasetError, WeightsError, BundleError, ValueError)):
             log.event("error", f"error: {exc}", error=str(exc))
@@ -128,9 +132,18 @@ def main(args) -> int:
             message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
             log.event("error", f"error: {message}", error=message)
             return 2
-        log.event("error", f"error: training failed: {type(exc).__name__}: {exc}", error=f"{type(exc).__name__}: {exc}")
+        log.event("error", f"error: training failed: {type(exc).__name__}: {exc}{kept(config)}",
+                  error=f"{type(exc).__name__}: {exc}")
         raise
     return 0
+
+
+def kept(config) -> str:
+    """What a stopped run leaves to continue from, for the message that it stopped."""
+    from skin_core import resume
+    if config.checkpoint and (Path(config.checkpoint) / resume.STATE_FILE).is_file():
+        return f"; the same command continues from the last finished epoch saved in {config.checkpoint}"
+    return ""
 
 
 def finish_from(config, prefix: str):

@@ -8,6 +8,7 @@ are fitted on the validation split -> the untouched test split is evaluated -> b
 """
 from __future__ import annotations
 
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ import pandas as pd
 import keras
 import tensorflow as tf
 
-from . import __version__, bundle as bundles, calibration, data, evaluation
+from . import __version__, bundle as bundles, calibration, data, evaluation, resume
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
 from .pipelines import eval_dataset, training_dataset
@@ -67,6 +68,7 @@ class TrainConfig:
     name: str | None = None
     strategy: str = "default"
     workers: int = 4
+    checkpoint: str | None = None    # folder for the run's state after every epoch, to continue a stopped run
 
 
 class TrainingCancelled(Exception):
@@ -166,11 +168,18 @@ def _split_info_of(split_csv: Path, taken_from: str | None) -> dict:
 
 
 def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model, pd.DataFrame, dict]:
-    """Phase 1 trains the head on a frozen body, phase 2 fine-tunes; returns the best epoch's model."""
+    """Phase 1 trains the head on a frozen body, phase 2 fine-tunes; returns the best epoch's model.
+
+    With cfg.checkpoint, the run's state is saved after every epoch and a run started again with
+    the same settings continues from its last finished epoch (see resume.py).
+    """
     strategy = distribution_strategy(cfg.strategy)
     replicas = strategy.num_replicas_in_sync
     run_cfg = cfg if replicas == 1 else _scaled(cfg, replicas)
     n_classes = len(prep.classes)
+    checkpoint = resume.Checkpoint(cfg.checkpoint, asdict(cfg), data.split_digest(prep.table)) \
+        if cfg.checkpoint else None
+    state = (checkpoint.load() if checkpoint else None) or resume.RunState()
     train_ds, steps = training_dataset(*prep.subset("train"), n_classes, run_cfg)
     val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size)
     train_labels = prep.labels_of("train")
@@ -179,31 +188,42 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     with strategy.scope():
         model = _initial_model(cfg, n_classes)
     best = BestWeights("val_macro_f1")
-    histories = []
+    if state.epoch:
+        with strategy.scope():
+            best.weights = checkpoint.restore_weights(model)
+        best.best = -math.inf if state.best is None else state.best
+        best.best_epoch = state.best_epoch
+        state.resumed_at.append(state.epoch)
+        log.event("resume", f"Continuing from the end of epoch {state.epoch} saved in {cfg.checkpoint}"
+                  + (" (fitting had finished)" if state.finished else ""), epoch=state.epoch)
     for phase, first, last, fraction, lr in phases(cfg.head_epochs, cfg.epochs, cfg.fine_tune_fraction,
                                                    run_cfg.head_lr, run_cfg.lr):
+        if state.finished or last <= state.epoch:
+            continue
         with strategy.scope():
             set_trainable_from(model, fraction)
             compile_model(model, phase_learning_rate(phase, lr, steps, last - first), cfg.weight_decay, loss)
+            if state.epoch > first:          # stopped inside this phase: its optimizer goes on too
+                checkpoint.restore_optimizer(model)
         log.event("phase", f"Phase {phase}: epochs {first + 1}-{last}, learning rate {lr:g}, "
                   f"trainable share of the body {fraction:.0%}", phase=phase)
+        early_stopping = None if phase == "head" else resume.ResumableEarlyStopping(
+            "val_macro_f1", mode="max", patience=cfg.patience, start_from_epoch=cfg.patience_from,
+            resume=state.early_stopping)
         callbacks = [ProgressCallback(log, phase, cfg.epochs, steps, run_cfg.batch_size), best]
-        if phase != "head":
-            callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=cfg.patience,
-                                                           start_from_epoch=cfg.patience_from))
-        fitted = model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=first,
-                           steps_per_epoch=steps, class_weight=weights, callbacks=callbacks, verbose=0)
-        frame = pd.DataFrame(fitted.history)
-        frame.index = range(first + 1, first + 1 + len(frame))
-        frame["phase"] = phase
-        histories.append(frame)
+        callbacks += [early_stopping] if early_stopping else []
+        callbacks.append(resume.EpochRecorder(state, phase, best, checkpoint, early_stopping))
+        model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=max(first, state.epoch),
+                  steps_per_epoch=steps, class_weight=weights, callbacks=callbacks, verbose=0)
+    if checkpoint and not state.finished:
+        state.finished = True
+        checkpoint.save(state, model, best.weights)
     if best.weights is not None:
         model.set_weights(best.weights)
-    history = pd.concat(histories)
-    history.index.name = "epoch"
-    return model, history, {"best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "replicas": replicas,
-                            "global_batch_size": run_cfg.batch_size, "global_lr": run_cfg.lr,
-                            "backend": keras.backend.backend()}
+    return model, state.history_frame(), {
+        "best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "replicas": replicas,
+        "global_batch_size": run_cfg.batch_size, "global_lr": run_cfg.lr, "backend": keras.backend.backend(),
+        **({"resumed_at_epochs": state.resumed_at} if state.resumed_at else {})}
 
 
 def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.DataFrame, fit_info: dict,
@@ -286,7 +306,10 @@ def train(cfg: TrainConfig) -> Path:
     log.event("start", f"Training {cfg.name or Path(cfg.out).name} on {cfg.data}", config=asdict(cfg))
     prep = prepare(cfg, log)
     model, history, info = fit(cfg, prep, log)
-    return finish(cfg, prep, model, history, info, log, started)
+    out = finish(cfg, prep, model, history, info, log, started)
+    if cfg.checkpoint:
+        resume.discard(cfg.checkpoint)     # the bundle holds everything now
+    return out
 
 
 def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | None, fit_info: dict,

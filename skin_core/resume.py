@@ -1,0 +1,205 @@
+"""A training run's state after every finished epoch, so that a run stopped by a crash, a cancel or a
+machine switched off continues from its last finished epoch instead of from the start.
+
+A checkpoint folder holds one sub-folder per saved epoch (weights, optimizer state, the best epoch's
+weights) and `state.json`, which names the current sub-folder. `state.json` is replaced last and
+atomically, so a run killed while saving continues from the epoch before, never from half a save.
+The random order of the epochs after a restart differs from an uninterrupted run's (the seed starts
+over), as any two runs with different seeds do.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "weights.npz"
+OPTIMIZER_FILE = "optimizer.npz"
+BEST_FILE = "best.npz"
+SAVE_PREFIX = "epoch-"
+# settings that may differ between attempts because they do not change what is trained
+FREE_SETTINGS = ("out", "name", "progress_file", "checkpoint", "workers")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be continued: unreadable, or of a run with other settings or images."""
+
+
+@dataclass
+class RunState:
+    """Where a run stands after its last finished epoch."""
+    epoch: int = 0                     # epochs finished, the head phase included
+    best: float | None = None          # the best validation score so far and its epoch
+    best_epoch: int | None = None
+    early_stopping: dict = field(default_factory=dict)   # wait and best of the fine-tuning phase's early stopping
+    history: list[dict] = field(default_factory=list)    # one row per finished epoch: epoch, metrics, phase
+    finished: bool = False             # fitting is over (last epoch or stopped early); only the bundle is left
+    resumed_at: list[int] = field(default_factory=list)  # the epochs after which the run was started again
+
+    def history_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.history).set_index("epoch")
+        return frame[[c for c in frame.columns if c != "phase"] + ["phase"]]
+
+
+def folder_problem(folder: str | Path | None) -> str | None:
+    """Why `folder` cannot hold a checkpoint (it is a file, holds other files, cannot be written), or None."""
+    if folder is None:
+        return None
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        return f"the checkpoint folder {path} is a file"
+    if path.is_dir() and not (path / STATE_FILE).is_file() and \
+            any(not child.name.startswith(SAVE_PREFIX) for child in path.iterdir()):
+        return f"the checkpoint folder {path} holds other files; name a new or empty folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"the checkpoint folder {path} cannot be made: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK):
+        return f"the checkpoint folder {path} cannot be written"
+    return None
+
+
+class Checkpoint:
+    """The saved state of one run, tied to its settings and to the images it trains and validates on."""
+
+    def __init__(self, folder: str | Path, settings: dict, split_digest: str):
+        self.folder, self.settings, self.split_digest = Path(folder), settings, split_digest
+
+    def load(self) -> RunState | None:
+        """The saved state of this run, or None when nothing was saved yet."""
+        path = self.folder / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            saved = self.folder / record["saved"]
+            state = RunState(**{f.name: record[f.name] for f in fields(RunState)})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"The checkpoint {path} cannot be read ({exc}); remove {self.folder} to start "
+                                  "the run over.") from exc
+        changed = [k for k in sorted(set(self.settings) | set(record.get("settings", {})))
+                   if k not in FREE_SETTINGS and self.settings.get(k) != record["settings"].get(k)]
+        if changed:
+            described = ", ".join(f"{k} {record['settings'].get(k)!r} then, {self.settings.get(k)!r} now" for k in changed)
+            raise CheckpointError(f"The checkpoint in {self.folder} is of a run with other settings ({described}): "
+                                  "continue it with the same settings, or name another checkpoint folder to start over.")
+        if record.get("split_digest") != self.split_digest:
+            raise CheckpointError(f"The checkpoint in {self.folder} was trained and validated on other images than "
+                                  "this dataset and split give: name another checkpoint folder to start over.")
+        if not saved.is_dir():
+            raise CheckpointError(f"The checkpoint in {self.folder} lacks its saved epoch {saved.name}; remove the "
+                                  "folder to start the run over.")
+        self._saved = saved
+        return state
+
+    def restore_weights(self, model: keras.Model) -> list[np.ndarray] | None:
+        """Put the saved weights into `model`; returns the best epoch's weights (None if none was kept)."""
+        model.set_weights(_read_arrays(self._saved / WEIGHTS_FILE))
+        best = self._saved / BEST_FILE
+        return _read_arrays(best) if best.is_file() else None
+
+    def restore_optimizer(self, model: keras.Model) -> None:
+        """Continue the compiled model's optimizer (moments and step count, hence the learning-rate schedule)."""
+        optimizer = model.optimizer
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        values = _read_arrays(self._saved / OPTIMIZER_FILE)
+        if [tuple(v.shape) for v in optimizer.variables] != [v.shape for v in values]:
+            raise CheckpointError(f"The optimizer state saved in {self._saved} does not fit this model; remove "
+                                  f"{self.folder} to start the run over.")
+        for variable, value in zip(optimizer.variables, values):
+            variable.assign(value)
+
+    def save(self, state: RunState, model: keras.Model, best_weights: list[np.ndarray] | None) -> None:
+        """Write the state of the epoch just finished, then drop the earlier one."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"{SAVE_PREFIX}{state.epoch:03d}" + ("-finished" if state.finished else "")
+        target, partial = self.folder / name, self.folder / (name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        np.savez(partial / WEIGHTS_FILE, *model.get_weights())
+        if model.optimizer is not None and model.optimizer.built:
+            np.savez(partial / OPTIMIZER_FILE, *[np.asarray(v) for v in model.optimizer.variables])
+        if best_weights is not None:
+            np.savez(partial / BEST_FILE, *best_weights)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        record = {"settings": self.settings, "split_digest": self.split_digest, "saved": name, **asdict(state)}
+        _replace_text(self.folder / STATE_FILE, json.dumps(record, indent=1, default=_plain))
+        self._saved = target
+        for old in self.folder.glob(SAVE_PREFIX + "*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def discard(folder: str | Path) -> None:
+    """Delete what a run saved (its bundle is written), and the folder if nothing else is in it."""
+    folder = Path(folder)
+    for old in folder.glob(SAVE_PREFIX + "*"):
+        shutil.rmtree(old, ignore_errors=True)
+    (folder / STATE_FILE).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Adds each finished epoch to the run's state (and saves it, when the run has a checkpoint)."""
+
+    def __init__(self, state: RunState, phase: str, best, checkpoint: Checkpoint | None,
+                 early_stopping: keras.callbacks.EarlyStopping | None = None):
+        super().__init__()
+        self.state, self.phase, self.best, self.checkpoint = state, phase, best, checkpoint
+        self.early_stopping = early_stopping
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.state
+        state.epoch = epoch + 1
+        state.history.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()},
+                              "phase": self.phase})
+        state.best = None if self.best.best == -math.inf else self.best.best
+        state.best_epoch = self.best.best_epoch
+        if self.early_stopping is not None:
+            state.early_stopping = {"wait": int(self.early_stopping.wait), "best": self.early_stopping.best}
+        if self.checkpoint is not None:
+            self.checkpoint.save(state, self.model, self.best.weights)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that goes on counting where a stopped run left off (Keras's starts at zero)."""
+
+    def __init__(self, *args, resume: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume = resume or {}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait = self.resume.get("wait", 0)
+        self.best = self.resume.get("best")
+
+
+def _read_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def _replace_text(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)

@@ -1,0 +1,76 @@
+"""A training run stopped after an epoch continues from there: weights, optimizer, best epoch and history."""
+import json
+
+import numpy as np
+import pytest
+
+from skin_core import resume
+from skin_core.progress import ProgressLog
+from skin_core.training import TrainConfig, fit, prepare
+from conftest import SAMPLE
+
+
+def events(path, kind):
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e["event"] == kind]
+
+
+def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoint"
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=3, head_epochs=1, img_size=32,
+                         alpha=0.25, weights=None, batch_size=16, test_fraction=0.2, val_fraction=0.2, workers=2,
+                         checkpoint=str(folder))
+    prep = prepare(config, ProgressLog(None))
+    save_epoch = resume.EpochRecorder.on_epoch_end
+
+    def stop_after_the_second_epoch(self, epoch, logs=None):
+        save_epoch(self, epoch, logs)
+        if epoch + 1 == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(resume.EpochRecorder, "on_epoch_end", stop_after_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, prep, ProgressLog(None))
+    monkeypatch.undo()
+    saved = json.loads((folder / resume.STATE_FILE).read_text())
+    assert saved["epoch"] == 2 and [row["phase"] for row in saved["history"]] == ["head", "fine-tune"]
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-002", resume.STATE_FILE]
+
+    other = TrainConfig(**{**config.__dict__, "lr": 1e-3, "progress_file": "elsewhere.jsonl"})
+    with pytest.raises(resume.CheckpointError, match=r"other settings \(lr 0.0003 then, 0.001 now\)"):
+        fit(other, prep, ProgressLog(None))
+
+    progress = tmp_path / "progress.jsonl"
+    model, history, info = fit(config, prep, ProgressLog(str(progress)))
+    assert [e["epoch"] for e in events(progress, "resume")] == [2]
+    assert [e["epoch"] for e in events(progress, "epoch")] == [3]          # only the epoch left was trained
+    steps = events(progress, "batch")[-1]["batches"]
+    assert int(model.optimizer.iterations.numpy()) == 2 * steps            # the fine-tuning optimizer went on
+    assert list(history.index) == [1, 2, 3] and list(history["phase"]) == ["head", "fine-tune", "fine-tune"]
+    np.testing.assert_allclose(history.loc[[1, 2], "val_loss"], [row["val_loss"] for row in saved["history"]])
+    assert info["resumed_at_epochs"] == [2]
+    assert info["best_epoch"] == int(history["val_macro_f1"].idxmax())
+
+    # fitting finished: started again, nothing is trained and the same best model comes back
+    again = tmp_path / "again.jsonl"
+    model_again, history_again, _ = fit(config, prep, ProgressLog(str(again)))
+    assert [e["epoch"] for e in events(again, "resume")] == [3] and events(again, "epoch") == []
+    for mine, theirs in zip(model.get_weights(), model_again.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert history_again.equals(history)
+
+
+def test_a_checkpoint_folder_must_be_new_empty_or_a_checkpoint(tmp_path):
+    assert resume.folder_problem(tmp_path / "new") is None and (tmp_path / "new").is_dir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.docx").write_text("years of work")
+    assert "holds other files" in resume.folder_problem(tmp_path / "notes")
+    (tmp_path / "file").write_text("x")
+    assert "is a file" in resume.folder_problem(tmp_path / "file")
+
+
+def test_discarding_a_checkpoint_leaves_files_it_did_not_write(tmp_path):
+    (tmp_path / "epoch-004").mkdir()
+    (tmp_path / "epoch-004" / resume.WEIGHTS_FILE).write_bytes(b"\0")
+    (tmp_path / resume.STATE_FILE).write_text("{}")
+    (tmp_path / "keep.txt").write_text("mine")
+    resume.discard(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
