@@ -43,7 +43,7 @@ def show_curves(state: jobs.RunState) -> None:
     epochs = [{"epoch": e["epoch"], **e["metrics"]} for e in state.events if e["event"] == "epoch"]
     if not epochs:
         return
-    frame = pd.DataFrame(epochs)
+    frame = pd.DataFrame(epochs).drop_duplicates("epoch", keep="last")   # an epoch redone after a restart
     columns = [c for c in ("loss", "val_loss", "accuracy", "val_accuracy") if c in frame]
     st.plotly_chart(px.line(frame.melt("epoch", columns), x="epoch", y="value", color="variable", markers=True,
                             height=300), key=f"curves-{state.run_id}-{len(epochs)}")
@@ -205,7 +205,16 @@ def runs_section(admin: bool) -> None:
                 st.cache_resource.clear()
                 st.rerun()
     else:
-        delete = st.columns(2)[1]
+        resume, delete = st.columns(2)
+        saved = jobs.resumable_epoch(run_id)
+        if saved and resume.button(f"Continue from epoch {saved + 1}", disabled=not admin, key=f"re-{run_id}",
+                                   help="The run saved its state after every finished epoch; it goes on from there."):
+            try:
+                jobs.resume(run_id)
+            except jobs.JobError as exc:
+                st.error(str(exc))
+            else:
+                st.rerun()
         with st.expander("Log"):
             st.code(jobs.log_tail(run_id, 40), language=None)
     if delete.button("Delete this run", disabled=not admin or run_id == active, key=f"del-{run_id}"):

@@ -1,7 +1,8 @@
 """Retraining jobs: `train.py` in its own process, one at a time, followed through files.
 
 Each run gets models/runs/<run_id>/ holding job.json (config, pid, times), progress.jsonl (the
-trainer's JSON lines), log.txt (its output) and, when it succeeds, bundle/. The state of a run is
+trainer's JSON lines), log.txt (its output), checkpoint/ while it trains (its state after every
+epoch, so a cancelled or crashed run can be continued) and, when it succeeds, bundle/. The state of a run is
 derived from those files and from whether its process is alive, so a page reload, a closed browser
 or a restarted app server loses nothing. A lock file keeps it to one job per server; a lock whose
 process is gone is stale and is cleared.
@@ -25,6 +26,7 @@ from . import registry
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 LOCK = ".lock"
+CHECKPOINT = "checkpoint"
 TERMINAL = {"done": "done", "cancelled": "cancelled", "error": "failed"}
 
 
@@ -86,6 +88,29 @@ def running_job(root: Path | None = None) -> str | None:
 
 def start(config: dict, root: Path | None = None, *, extra_env: dict | None = None) -> str:
     """Launch train.py for `config` (train.py option names without dashes); returns the run id."""
+    run_id = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    return _with_lock(run_id, root, lambda runs, fd: _launch(run_id, runs, config, fd, extra_env))
+
+
+def resumable_epoch(run_id: str, root: Path | None = None) -> int | None:
+    """The last finished epoch a stopped run saved (it can go on from there), or None."""
+    if state(run_id, root).status not in ("cancelled", "failed"):
+        return None
+    saved = _read_json(runs_dir(root) / run_id / CHECKPOINT / "state.json") or {}
+    return saved.get("epoch") or None
+
+
+def resume(run_id: str, root: Path | None = None, *, extra_env: dict | None = None) -> None:
+    """Start a cancelled or crashed run again with the same command; it continues from its checkpoint."""
+    if state(run_id, root).status == "running":
+        raise JobError(f"{run_id} is still training.")
+    if resumable_epoch(run_id, root) is None:
+        raise JobError(f"{run_id} has no saved epoch to continue from.")
+    _with_lock(run_id, root, lambda runs, fd: _relaunch(runs / run_id, fd, extra_env))
+
+
+def _with_lock(run_id: str, root: Path | None, launch) -> str:
+    """Take the one-job lock, run `launch(runs_folder, lock_fd)`, and release the lock if that fails."""
     runs = runs_dir(root)
     try:
         runs.mkdir(parents=True, exist_ok=True)
@@ -94,7 +119,6 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
     busy = running_job(root)
     if busy:
         raise JobError(f"A training job is already running ({busy}); wait for it or cancel it first.")
-    run_id = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
     try:
         fd = os.open(runs / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -102,7 +126,8 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
     except OSError as exc:
         raise JobError(f"Runs cannot be saved in {runs}: {exc.strerror or exc}.") from None
     try:
-        return _launch(run_id, runs, config, fd, extra_env)
+        launch(runs, fd)
+        return run_id
     except OSError as exc:
         (runs / LOCK).unlink(missing_ok=True)
         raise JobError(f"The run could not be started: {exc.strerror or exc}.") from None
@@ -111,32 +136,41 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
         raise
 
 
-def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict | None) -> str:
+def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict | None) -> None:
     run_dir = runs / run_id
     run_dir.mkdir()
     command = [sys.executable, str(TRAIN_SCRIPT), "--out", str(run_dir / "bundle"), "--name", run_id,
-               "--progress-file", str(run_dir / "progress.jsonl")]
+               "--progress-file", str(run_dir / "progress.jsonl"), "--checkpoint", str(run_dir / CHECKPOINT)]
     for key, value in config.items():
         if isinstance(value, bool):
             command += [f"--{key.replace('_', '-')}"] if value else []
         elif value is not None:
             command += [f"--{key.replace('_', '-')}", str(value)]
-    with open(run_dir / "log.txt", "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    job = {"run_id": run_id, "config": config, "started": time.time(), "command": command}
+    _spawn(run_dir, job, lock_fd, extra_env, log_mode="wb")
+
+
+def _relaunch(run_dir: Path, lock_fd: int, extra_env: dict | None) -> None:
+    job = _read_json(run_dir / "job.json")
+    job.pop("status", None)
+    # the earlier attempt's last word ("cancelled", an error) no longer decides the state
+    job["events_from"] = len(_progress_events(run_dir))
+    job.setdefault("resumed", []).append(time.time())
+    _spawn(run_dir, job, lock_fd, extra_env, log_mode="ab")
+
+
+def _spawn(run_dir: Path, job: dict, lock_fd: int, extra_env: dict | None, log_mode: str) -> None:
+    with open(run_dir / "log.txt", log_mode) as log:
+        process = subprocess.Popen(job["command"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=TRAIN_SCRIPT.parent, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
-    job = {"run_id": run_id, "pid": process.pid, "config": config, "started": time.time(), "command": command}
+    job["pid"] = process.pid
     (run_dir / "job.json").write_text(json.dumps(job, indent=2))
     with os.fdopen(lock_fd, "w") as handle:
-        json.dump({"run_id": run_id, "pid": process.pid}, handle)
-    return run_id
+        json.dump({"run_id": job["run_id"], "pid": process.pid}, handle)
 
 
-def state(run_id: str, root: Path | None = None) -> RunState:
-    run_dir = runs_dir(root) / run_id
-    job = _read_json(run_dir / "job.json")
-    if job is None:
-        raise JobError(f"No such run: {run_id}")
+def _progress_events(run_dir: Path) -> list[dict]:
     events = []
     progress = run_dir / "progress.jsonl"
     if progress.exists():
@@ -145,7 +179,16 @@ def state(run_id: str, root: Path | None = None) -> RunState:
                 events.append(json.loads(line))
             except json.JSONDecodeError:
                 continue          # a line being written right now
-    final = next((e for e in reversed(events) if e["event"] in TERMINAL), None)
+    return events
+
+
+def state(run_id: str, root: Path | None = None) -> RunState:
+    run_dir = runs_dir(root) / run_id
+    job = _read_json(run_dir / "job.json")
+    if job is None:
+        raise JobError(f"No such run: {run_id}")
+    events = _progress_events(run_dir)
+    final = next((e for e in reversed(events[job.get("events_from", 0):]) if e["event"] in TERMINAL), None)
     marked = job.get("status")
     if final is not None:
         status, error = TERMINAL[final["event"]], final.get("error")

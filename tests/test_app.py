@@ -291,3 +291,26 @@ def test_retrain_runs_section_compares_a_finished_run_promotes_it_and_rolls_back
     assert not at.exception and registry.active_name() == run_id
     next(b for b in at.button if b.label == "Roll back to the previous model").click().run()
     assert not at.exception and registry.active_name() == "default"
+
+
+def test_a_cancelled_run_with_saved_epochs_offers_to_continue(models_dir, monkeypatch):
+    import time
+    from skin_core import jobs
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    continued = []
+    monkeypatch.setattr(jobs, "resume", lambda run_id: continued.append(run_id))
+    for run_id, saved_epochs in (("run-20261129-120000-aaaa", 3), ("run-20261129-130000-bbbb", None)):
+        run_dir = models_dir / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        (run_dir / "job.json").write_text(json.dumps({"config": {"epochs": 6}, "pid": None, "started": time.time()}))
+        (run_dir / "progress.jsonl").write_text(json.dumps({"event": "cancelled", "message": "cancelled"}) + "\n")
+        if saved_epochs:
+            (run_dir / jobs.CHECKPOINT).mkdir()
+            (run_dir / jobs.CHECKPOINT / "state.json").write_text(json.dumps({"epoch": saved_epochs}))
+    at = page("retrain").run()
+    assert not at.exception and not [b for b in at.button if b.label.startswith("Continue")]   # the newest: none saved
+    next(s for s in at.selectbox if s.label == "Run").select("run-20261129-120000-aaaa").run()
+    button = next(b for b in at.button if b.label.startswith("Continue"))
+    assert button.label == "Continue from epoch 4"
+    button.click().run()
+    assert not at.exception and continued == ["run-20261129-120000-aaaa"]
