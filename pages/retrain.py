@@ -197,33 +197,29 @@ def runs_section(admin: bool) -> None:
         compare_with_active(run_id)
         promote, delete = st.columns(2)
         if promote.button("Promote to active model", disabled=not admin or run_id == active, key=f"pr-{run_id}"):
-            try:
-                registry.promote(run_id)
-            except BundleError as exc:
-                st.error(str(exc))
-            else:
-                st.cache_resource.clear()
-                st.rerun()
+            attempt(lambda: registry.promote(run_id), BundleError, clear_cache=True)
     else:
         resume, delete = st.columns(2)
         saved = jobs.resumable_epoch(run_id)
         if saved and resume.button(f"Continue from epoch {saved + 1}", disabled=not admin, key=f"re-{run_id}",
                                    help="The run saved its state after every finished epoch; it goes on from there."):
-            try:
-                jobs.resume(run_id)
-            except jobs.JobError as exc:
-                st.error(str(exc))
-            else:
-                st.rerun()
+            attempt(lambda: jobs.resume(run_id), jobs.JobError)
         with st.expander("Log"):
             st.code(jobs.log_tail(run_id, 40), language=None)
     if delete.button("Delete this run", disabled=not admin or run_id == active, key=f"del-{run_id}"):
-        try:
-            jobs.delete(run_id)
-        except jobs.JobError as exc:
-            st.error(str(exc))
-        else:
-            st.rerun()
+        attempt(lambda: jobs.delete(run_id), jobs.JobError)
+
+
+def attempt(action, errors, clear_cache: bool = False) -> None:
+    """Run a button's action: a refusal is shown as a message, a success reruns the page."""
+    try:
+        action()
+    except errors as exc:
+        st.error(str(exc))
+    else:
+        if clear_cache:          # the served model changed
+            st.cache_resource.clear()
+        st.rerun()
 
 
 st.title("🛠️ Retrain")
