@@ -1,6 +1,8 @@
-"""A training run stopped after an epoch continues from there: weights, optimizer, best epoch and history."""
+"""A training run stopped after an epoch continues from there: weights, optimizer, best epoch and history.
+(Continuing at the boundary between the head and fine-tuning phases is tested through the Retrain jobs.)"""
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def events(path, kind):
 
 def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypatch):
     folder = tmp_path / "checkpoint"
-    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=3, head_epochs=1, img_size=32,
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=3, head_epochs=3, img_size=32,
                          alpha=0.25, weights=None, batch_size=16, test_fraction=0.2, val_fraction=0.2, workers=2,
                          checkpoint=str(folder))
     prep = prepare(config, ProgressLog(None))
@@ -31,11 +33,11 @@ def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypa
         fit(config, prep, ProgressLog(None))
     monkeypatch.undo()
     saved = json.loads((folder / resume.STATE_FILE).read_text())
-    assert saved["epoch"] == 2 and [row["phase"] for row in saved["history"]] == ["head", "fine-tune"]
+    assert saved["epoch"] == 2 and [row["epoch"] for row in saved["history"]] == [1, 2]
     assert sorted(p.name for p in folder.iterdir()) == ["epoch-002", resume.STATE_FILE]
 
-    other = TrainConfig(**{**config.__dict__, "lr": 1e-3, "progress_file": "elsewhere.jsonl"})
-    with pytest.raises(resume.CheckpointError, match=r"other settings \(lr 0.0003 then, 0.001 now\)"):
+    other = TrainConfig(**{**config.__dict__, "head_lr": 3e-3, "progress_file": "elsewhere.jsonl"})
+    with pytest.raises(resume.CheckpointError, match=r"other settings \(head_lr 0.001 then, 0.003 now\)"):
         fit(other, prep, ProgressLog(None))
 
     progress = tmp_path / "progress.jsonl"
@@ -43,8 +45,8 @@ def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypa
     assert [e["epoch"] for e in events(progress, "resume")] == [2]
     assert [e["epoch"] for e in events(progress, "epoch")] == [3]          # only the epoch left was trained
     steps = events(progress, "batch")[-1]["batches"]
-    assert int(model.optimizer.iterations.numpy()) == 2 * steps            # the fine-tuning optimizer went on
-    assert list(history.index) == [1, 2, 3] and list(history["phase"]) == ["head", "fine-tune", "fine-tune"]
+    assert int(model.optimizer.iterations.numpy()) == 3 * steps            # the optimizer went on, not anew
+    assert list(history.index) == [1, 2, 3] and list(history["phase"]) == ["head"] * 3
     np.testing.assert_allclose(history.loc[[1, 2], "val_loss"], [row["val_loss"] for row in saved["history"]])
     assert info["resumed_at_epochs"] == [2]
     assert info["best_epoch"] == int(history["val_macro_f1"].idxmax())
@@ -56,6 +58,16 @@ def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypa
     for mine, theirs in zip(model.get_weights(), model_again.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
     assert history_again.equals(history)
+
+
+def test_early_stopping_goes_on_counting_after_a_restart():
+    """One epoch without progress was counted before the restart; with patience 2 the next one stops."""
+    stopping = resume.ResumableEarlyStopping("val_macro_f1", mode="max", patience=2, resume={"wait": 1, "best": 0.5})
+    model = keras.Sequential([keras.layers.Input((1,)), keras.layers.Dense(1)])
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    stopping.on_epoch_end(5, {"val_macro_f1": 0.4})
+    assert model.stop_training
 
 
 def test_a_checkpoint_folder_must_be_new_empty_or_a_checkpoint(tmp_path):
