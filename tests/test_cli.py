@@ -1,4 +1,5 @@
-"""`python -m skin_core predict|evaluate|export` as a user runs them, in a separate process."""
+"""`python -m skin_core predict|evaluate|export`: predicting as a user runs it, in a separate process (its
+stderr must hold nothing but the tool's own lines); the other commands through the same `main`, in-process."""
 import json
 import subprocess
 import sys
@@ -12,6 +13,14 @@ from conftest import ROOT, SAMPLE, make_folder_dataset
 def run(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "skin_core", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_in_process(capsys, *args):
+    """Exit code, stdout and stderr of `main` (the entry point without the process start-up)."""
+    from skin_core.__main__ import main
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def test_predict_prints_probabilities_and_writes_gradcam(tiny_bundle, tmp_path):
@@ -39,17 +48,19 @@ def test_predict_reports_an_unreadable_file_in_one_line(tiny_bundle, tmp_path):
     assert len(result.stdout.splitlines()) == 1      # the good image still gets its answer
 
 
-def test_predict_with_a_broken_bundle_fails_cleanly(tmp_path):
-    result = run("predict", "--model", tmp_path, next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg")))
-    assert result.returncode == 2
-    assert "manifest.json is missing" in result.stderr and "Traceback" not in result.stderr
+def test_predict_with_a_broken_bundle_fails_cleanly(tmp_path, capsys):
+    code, _, err = run_in_process(capsys, "predict", "--model", tmp_path,
+                                  next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg")))
+    assert code == 2
+    assert "manifest.json is missing" in err and "Traceback" not in err
 
 
-def test_evaluate_writes_the_report_for_a_folder_dataset(tiny_bundle, tmp_path, sample_meta):
+def test_evaluate_writes_the_report_for_a_folder_dataset(tiny_bundle, tmp_path, sample_meta, capsys):
     data = make_folder_dataset(tmp_path / "folders", sample_meta)
-    result = run("evaluate", "--model", tiny_bundle, "--data", data, "--json", tmp_path / "report.json")
-    assert result.returncode == 0, result.stderr
-    assert "balanced accuracy" in result.stdout
+    code, out, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", data,
+                                    "--json", tmp_path / "report.json")
+    assert code == 0, err
+    assert "balanced accuracy" in out
     report = json.loads((tmp_path / "report.json").read_text())
     for key in ("n", "classes", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy",
                 "top3_accuracy", "per_class", "confusion_matrix", "ece", "majority_baseline_accuracy", "ci95"):
@@ -60,28 +71,28 @@ def test_evaluate_writes_the_report_for_a_folder_dataset(tiny_bundle, tmp_path, 
     assert set(report["per_class"]["mel"]) == {"precision", "recall", "f1", "support", "auc"}
 
 
-def test_evaluate_names_a_bad_dataset(tiny_bundle, tmp_path):
+def test_evaluate_names_a_bad_dataset(tiny_bundle, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    result = run("evaluate", "--model", tiny_bundle, "--data", tmp_path / "empty", "--json", tmp_path / "out.json")
-    assert result.returncode == 2
-    assert "is empty" in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", tmp_path / "empty",
+                                  "--json", tmp_path / "out.json")
+    assert code == 2
+    assert "is empty" in err and "Traceback" not in err
     assert not (tmp_path / "out.json").exists()   # no empty report left behind
 
 
-def test_export_refuses_an_impossible_request_in_one_line(tiny_bundle, tmp_path):
-    result = run("export", "--model", tiny_bundle, "--format", "savedmodel", "--quantize", "int8",
-                 "--out", tmp_path / "saved")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "error: Quantisation applies to TFLite only"
-    assert "Traceback" not in result.stderr and not (tmp_path / "saved").exists()
+def test_export_refuses_an_impossible_request_in_one_line(tiny_bundle, tmp_path, capsys):
+    code, _, err = run_in_process(capsys, "export", "--model", tiny_bundle, "--format", "savedmodel",
+                                  "--quantize", "int8", "--out", tmp_path / "saved")
+    assert code == 2
+    assert err.strip().splitlines() == ["error: Quantisation applies to TFLite only"]
+    assert not (tmp_path / "saved").exists()
 
 
 def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tiny_bundle, tmp_path, capsys):
-    from skin_core.__main__ import main
     blocker = tmp_path / "report"
     blocker.write_text("a file where a folder is needed")
-    assert main(["evaluate", "--model", str(tiny_bundle), "--data", str(SAMPLE),
-                 "--json", str(blocker / "evaluation.json")]) == 2
-    err = capsys.readouterr()
-    assert err.err.strip().startswith("error: ") and str(blocker) in err.err and "Traceback" not in err.err
-    assert "accuracy" not in err.out   # refused before evaluating
+    code, out, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", SAMPLE,
+                                    "--json", blocker / "evaluation.json")
+    assert code == 2
+    assert err.strip().startswith("error: ") and str(blocker) in err and "Traceback" not in err
+    assert "accuracy" not in out   # refused before evaluating
