@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -189,8 +190,12 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 def _read_arrays(path: Path) -> list[np.ndarray]:
-    with np.load(path) as saved:
-        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    try:
+        with np.load(path) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path} cannot be read ({exc}); remove {path.parent.parent} to start the run "
+                              "over.") from exc
 
 
 def _replace_text(path: Path, text: str) -> None:

@@ -86,3 +86,21 @@ def test_discarding_a_checkpoint_leaves_files_it_did_not_write(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     resume.discard(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_a_damaged_checkpoint_is_named_not_raised(tmp_path):
+    folder = tmp_path / "checkpoint"
+    (folder / "epoch-002").mkdir(parents=True)
+    (folder / "epoch-002" / resume.WEIGHTS_FILE).write_bytes(b"half a file")
+    record = {"settings": {"lr": 1e-3}, "split_digest": "abc", "saved": "epoch-002", **resume.RunState(epoch=2).__dict__}
+    (folder / resume.STATE_FILE).write_text(json.dumps(record))
+    checkpoint = resume.Checkpoint(folder, {"lr": 1e-3}, "abc")
+    assert checkpoint.load().epoch == 2
+    with pytest.raises(resume.CheckpointError, match="weights.npz cannot be read"):
+        checkpoint.restore_weights(keras.Sequential([keras.layers.Input((1,)), keras.layers.Dense(1)]))
+    (folder / resume.STATE_FILE).write_text("{not json")
+    with pytest.raises(resume.CheckpointError, match="cannot be read"):
+        checkpoint.load()
+    with pytest.raises(resume.CheckpointError, match="other images"):
+        (folder / resume.STATE_FILE).write_text(json.dumps(record))
+        resume.Checkpoint(folder, {"lr": 1e-3}, "another split").load()
