@@ -98,7 +98,7 @@ def main(args) -> int:
     except OSError as exc:
         print(f"error: the progress file cannot be written: {exc}", file=sys.stderr)
         return 2
-    problem = output_problem(config.out) or resume.folder_problem(config.checkpoint)   # before any image is read
+    problem = output_problem(config.out) or resume.folder_problem(config.checkpoint, config.out)   # before any reading
     if problem:
         log.event("error", f"error: {problem}", error=problem)
         return 2

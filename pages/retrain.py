@@ -200,8 +200,10 @@ def runs_section(admin: bool) -> None:
             attempt(lambda: registry.promote(run_id), BundleError, clear_cache=True)
     else:
         resume, delete = st.columns(2)
-        saved = jobs.resumable_epoch(run_id)
-        if saved and resume.button(f"Continue from epoch {saved + 1}", disabled=not admin, key=f"re-{run_id}",
+        saved = jobs.saved_progress(run_id)
+        label = None if not saved else "Finish this run (its training epochs are done)" if saved["finished"] \
+            else f"Continue from epoch {saved['epoch'] + 1}"
+        if label and resume.button(label, disabled=not admin, key=f"re-{run_id}",
                                    help="The run saved its state after every finished epoch; it goes on from there."):
             attempt(lambda: jobs.resume(run_id), jobs.JobError)
         with st.expander("Log"):

@@ -40,8 +40,9 @@ class RunState:
     status: str                 # running, done, cancelled, failed
     config: dict
     started: float
-    events: list[dict]
+    events: list[dict]           # every attempt's, for the curves
     error: str | None = None
+    attempt_from: int = 0        # where the latest attempt's events begin (a continued run has several)
 
     @property
     def last_epoch(self) -> dict | None:
@@ -50,7 +51,8 @@ class RunState:
 
     @property
     def last_batch(self) -> dict | None:
-        batches = [e for e in self.events if e["event"] in ("batch", "epoch")]
+        """The latest attempt's progress (a continued run first re-reads its dataset)."""
+        batches = [e for e in self.events[self.attempt_from:] if e["event"] in ("batch", "epoch")]
         return batches[-1] if batches else None
 
 
@@ -92,19 +94,20 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
     return _with_lock(run_id, root, lambda runs, fd: _launch(run_id, runs, config, fd, extra_env))
 
 
-def resumable_epoch(run_id: str, root: Path | None = None) -> int | None:
-    """The last finished epoch a stopped run saved (it can go on from there), or None."""
+def saved_progress(run_id: str, root: Path | None = None) -> dict | None:
+    """What a stopped run saved to continue from ({"epoch": last finished epoch, "finished": fitting was
+    over}), or None when it is not stopped or saved nothing."""
     if state(run_id, root).status not in ("cancelled", "failed"):
         return None
     saved = _read_json(runs_dir(root) / run_id / CHECKPOINT / "state.json") or {}
-    return saved.get("epoch") or None
+    return {"epoch": saved["epoch"], "finished": bool(saved.get("finished"))} if saved.get("epoch") else None
 
 
 def resume(run_id: str, root: Path | None = None, *, extra_env: dict | None = None) -> None:
     """Start a cancelled or crashed run again with the same command; it continues from its checkpoint."""
     if state(run_id, root).status == "running":
         raise JobError(f"{run_id} is still training.")
-    if resumable_epoch(run_id, root) is None:
+    if saved_progress(run_id, root) is None:
         raise JobError(f"{run_id} has no saved epoch to continue from.")
     _with_lock(run_id, root, lambda runs, fd: _relaunch(runs / run_id, fd, extra_env))
 
@@ -165,9 +168,16 @@ def _spawn(run_dir: Path, job: dict, lock_fd: int, extra_env: dict | None, log_m
                                    cwd=TRAIN_SCRIPT.parent, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
     job["pid"] = process.pid
-    (run_dir / "job.json").write_text(json.dumps(job, indent=2))
+    _write_json(run_dir / "job.json", job)
     with os.fdopen(lock_fd, "w") as handle:
         json.dump({"run_id": job["run_id"], "pid": process.pid}, handle)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    """Replace the file in one step: a page reading it meanwhile sees the old or the new one, never half."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    os.replace(temporary, path)
 
 
 def _progress_events(run_dir: Path) -> list[dict]:
@@ -188,7 +198,8 @@ def state(run_id: str, root: Path | None = None) -> RunState:
     if job is None:
         raise JobError(f"No such run: {run_id}")
     events = _progress_events(run_dir)
-    final = next((e for e in reversed(events[job.get("events_from", 0):]) if e["event"] in TERMINAL), None)
+    attempt_from = job.get("events_from", 0)
+    final = next((e for e in reversed(events[attempt_from:]) if e["event"] in TERMINAL), None)
     marked = job.get("status")
     if final is not None:
         status, error = TERMINAL[final["event"]], final.get("error")
@@ -196,16 +207,19 @@ def state(run_id: str, root: Path | None = None) -> RunState:
         status, error = "running", None
     else:
         status = "cancelled" if marked == "cancelling" else "failed"
-        error = None if status == "cancelled" else "The training process ended without finishing (it crashed or was killed)."
+        error = None if status == "cancelled" else \
+            "The training process ended without finishing (it crashed or was killed)."
     if status != "running":
-        _release(run_id, root)
-    return RunState(run_id, status, job.get("config", {}), job.get("started", 0.0), events, error)
+        _release(run_id, job.get("pid"), root)
+    return RunState(run_id, status, job.get("config", {}), job.get("started", 0.0), events, error, attempt_from)
 
 
-def _release(run_id: str, root: Path | None) -> None:
-    """Drop the lock if this finished run still holds it (its process may still be exiting)."""
+def _release(run_id: str, pid: int | None, root: Path | None) -> None:
+    """Drop the lock if this finished attempt (run and process) still holds it; its process may still be
+    exiting. A continued run's new attempt holds it under another process id and keeps it."""
     lock = runs_dir(root) / LOCK
-    if (_read_json(lock) or {}).get("run_id") == run_id:
+    held = _read_json(lock) or {}
+    if held.get("run_id") == run_id and held.get("pid") == pid:
         lock.unlink(missing_ok=True)
 
 
@@ -214,7 +228,7 @@ def cancel(run_id: str, root: Path | None = None) -> None:
     run_dir = runs_dir(root) / run_id
     job = _read_json(run_dir / "job.json") or {}
     job["status"] = "cancelling"
-    (run_dir / "job.json").write_text(json.dumps(job, indent=2))
+    _write_json(run_dir / "job.json", job)
     pid = job.get("pid")
     try:
         if _alive(pid):
@@ -226,7 +240,7 @@ def cancel(run_id: str, root: Path | None = None) -> None:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
     except ProcessLookupError:   # it ended on its own between the check and the signal
         pass
-    _release(run_id, root)
+    _release(run_id, pid, root)
 
 
 def list_runs(root: Path | None = None) -> list[str]:

@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from .training import TrainConfig
 
 
+def steps_per_epoch(n_images: int, cfg: TrainConfig) -> int:
+    """Whole batches per epoch (the last, partial one is dropped)."""
+    return max(1, n_images // cfg.batch_size)
+
+
 def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
     """Shuffled (or class-balanced) batches with augmentation, prefetched."""
     onehot = np.eye(n_classes, dtype=np.float32)[labels]
@@ -22,7 +27,7 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.da
         ds = tf.data.Dataset.sample_from_datasets(per_class, seed=cfg.seed)
     else:
         ds = tf.data.Dataset.from_tensor_slices((pixels, onehot)).shuffle(len(labels), seed=cfg.seed).repeat()
-    steps = max(1, len(labels) // cfg.batch_size)
+    steps = steps_per_epoch(len(labels), cfg)
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.augment:

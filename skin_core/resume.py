@@ -1,17 +1,23 @@
 """A training run's state after every finished epoch, so that a run stopped by a crash, a cancel or a
 machine switched off continues from its last finished epoch instead of from the start.
 
-A checkpoint folder holds one sub-folder per saved epoch (weights, optimizer state, the best epoch's
-weights) and `state.json`, which names the current sub-folder. `state.json` is replaced last and
-atomically, so a run killed while saving continues from the epoch before, never from half a save.
-The random order of the epochs after a restart differs from an uninterrupted run's (the seed starts
-over), as any two runs with different seeds do.
+A checkpoint folder holds a marker file, one sub-folder per saved epoch (weights, optimizer state,
+the best epoch's weights) and `state.json`, which names the current sub-folder. Each save is written
+to disk (fsync) before `state.json` is replaced, atomically, and the previous save is deleted only
+after that, so a run killed or a machine switched off while saving continues from the epoch before,
+never from half a save. Only folders that are new, empty or a checkpoint are used, and only the
+checkpoint's own files are ever deleted.
+
+After a restart the shuffling and augmentation draw from a fresh random stream (seeded from the seed
+and the epoch), so the remaining epochs do not replay the first epochs' batches; the run then differs
+from an unbroken one as two runs with different seeds do.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
@@ -22,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 STATE_FILE = "state.json"
+MARKER_FILE = "skin_core_checkpoint"
 WEIGHTS_FILE = "weights.npz"
 OPTIMIZER_FILE = "optimizer.npz"
 BEST_FILE = "best.npz"
-SAVE_PREFIX = "epoch-"
+SAVE_PATTERN = re.compile(r"epoch-\d{3}(-finished)?(\.partial)?")
 # settings that may differ between attempts because they do not change what is trained
 FREE_SETTINGS = ("out", "name", "progress_file", "checkpoint", "workers")
 
@@ -50,15 +57,19 @@ class RunState:
         return frame[[c for c in frame.columns if c != "phase"] + ["phase"]]
 
 
-def folder_problem(folder: str | Path | None) -> str | None:
-    """Why `folder` cannot hold a checkpoint (it is a file, holds other files, cannot be written), or None."""
+def folder_problem(folder: str | Path | None, out: str | Path | None = None) -> str | None:
+    """Why `folder` cannot hold a checkpoint (a file, another folder's contents, the bundle's own folder,
+    not writable), or None; the folder is made if it does not exist."""
     if folder is None:
         return None
     path = Path(folder)
+    if out is not None:
+        here, there = path.resolve(), Path(out).resolve()
+        if here == there or there in here.parents or here in there.parents:
+            return f"the checkpoint folder {path} and the bundle folder {out} must not lie inside each other"
     if path.exists() and not path.is_dir():
         return f"the checkpoint folder {path} is a file"
-    if path.is_dir() and not (path / STATE_FILE).is_file() and \
-            any(not child.name.startswith(SAVE_PREFIX) for child in path.iterdir()):
+    if path.is_dir() and not _is_checkpoint(path) and any(path.iterdir()):
         return f"the checkpoint folder {path} holds other files; name a new or empty folder"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -69,11 +80,26 @@ def folder_problem(folder: str | Path | None) -> str | None:
     return None
 
 
+def _is_checkpoint(path: Path) -> bool:
+    """A folder this module wrote: marked (or from before the marker, with a state file), nothing else in it."""
+    own = {STATE_FILE, STATE_FILE + ".tmp", MARKER_FILE}
+    return ((path / MARKER_FILE).is_file() or (path / STATE_FILE).is_file()) and \
+        all(child.name in own or SAVE_PATTERN.fullmatch(child.name) for child in path.iterdir())
+
+
+def _own_saves(folder: Path) -> list[Path]:
+    return [child for child in folder.iterdir() if SAVE_PATTERN.fullmatch(child.name)] if folder.is_dir() else []
+
+
 class Checkpoint:
     """The saved state of one run, tied to its settings and to the images it trains and validates on."""
 
     def __init__(self, folder: str | Path, settings: dict, split_digest: str):
+        problem = folder_problem(folder, settings.get("out"))
+        if problem:
+            raise CheckpointError(problem[0].upper() + problem[1:] + ".")
         self.folder, self.settings, self.split_digest = Path(folder), settings, split_digest
+        (self.folder / MARKER_FILE).touch()
 
     def load(self) -> RunState | None:
         """The saved state of this run, or None when nothing was saved yet."""
@@ -82,17 +108,19 @@ class Checkpoint:
             return None
         try:
             record = json.loads(path.read_text())
-            saved = self.folder / record["saved"]
+            saved, settings = self.folder / record["saved"], dict(record["settings"])
             state = RunState(**{f.name: record[f.name] for f in fields(RunState)})
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"The checkpoint {path} cannot be read ({exc}); remove {self.folder} to start "
                                   "the run over.") from exc
-        changed = [k for k in sorted(set(self.settings) | set(record.get("settings", {})))
-                   if k not in FREE_SETTINGS and self.settings.get(k) != record["settings"].get(k)]
+        # a setting only one side knows (added or retired between versions) is not a difference
+        changed = [k for k in sorted(set(self.settings) & set(settings))
+                   if k not in FREE_SETTINGS and self.settings[k] != settings[k]]
         if changed:
-            described = ", ".join(f"{k} {record['settings'].get(k)!r} then, {self.settings.get(k)!r} now" for k in changed)
+            described = ", ".join(f"{k} {settings[k]!r} then, {self.settings[k]!r} now" for k in changed)
             raise CheckpointError(f"The checkpoint in {self.folder} is of a run with other settings ({described}): "
-                                  "continue it with the same settings, or name another checkpoint folder to start over.")
+                                  "continue it with the same settings, or name another checkpoint folder to start "
+                                  "over.")
         if record.get("split_digest") != self.split_digest:
             raise CheckpointError(f"The checkpoint in {self.folder} was trained and validated on other images than "
                                   "this dataset and split give: name another checkpoint folder to start over.")
@@ -121,9 +149,8 @@ class Checkpoint:
             variable.assign(value)
 
     def save(self, state: RunState, model: keras.Model, best_weights: list[np.ndarray] | None) -> None:
-        """Write the state of the epoch just finished, then drop the earlier one."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"{SAVE_PREFIX}{state.epoch:03d}" + ("-finished" if state.finished else "")
+        """Write the state of the epoch just finished to disk, point state.json at it, then drop the earlier one."""
+        name = f"epoch-{state.epoch:03d}" + ("-finished" if state.finished else "")
         target, partial = self.folder / name, self.folder / (name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
@@ -132,12 +159,15 @@ class Checkpoint:
             np.savez(partial / OPTIMIZER_FILE, *[np.asarray(v) for v in model.optimizer.variables])
         if best_weights is not None:
             np.savez(partial / BEST_FILE, *best_weights)
+        for written in partial.iterdir():
+            _fsync(written)
+        _fsync(partial)
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
         record = {"settings": self.settings, "split_digest": self.split_digest, "saved": name, **asdict(state)}
         _replace_text(self.folder / STATE_FILE, json.dumps(record, indent=1, default=_plain))
         self._saved = target
-        for old in self.folder.glob(SAVE_PREFIX + "*"):
+        for old in _own_saves(self.folder):
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -145,9 +175,10 @@ class Checkpoint:
 def discard(folder: str | Path) -> None:
     """Delete what a run saved (its bundle is written), and the folder if nothing else is in it."""
     folder = Path(folder)
-    for old in folder.glob(SAVE_PREFIX + "*"):
+    for old in _own_saves(folder):
         shutil.rmtree(old, ignore_errors=True)
-    (folder / STATE_FILE).unlink(missing_ok=True)
+    for name in (STATE_FILE, STATE_FILE + ".tmp", MARKER_FILE):
+        (folder / name).unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:
@@ -172,6 +203,8 @@ class EpochRecorder(keras.callbacks.Callback):
         state.best_epoch = self.best.best_epoch
         if self.early_stopping is not None:
             state.early_stopping = {"wait": int(self.early_stopping.wait), "best": self.early_stopping.best}
+        if self.model.stop_training:       # early stopping ended the last phase: fitting is over
+            state.finished = True
         if self.checkpoint is not None:
             self.checkpoint.save(state, self.model, self.best.weights)
 
@@ -199,9 +232,21 @@ def _read_arrays(path: Path) -> list[np.ndarray]:
 
 
 def _replace_text(path: Path, text: str) -> None:
+    """Replace a file in one step, its new content on disk first and the rename after."""
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text)
+    _fsync(temporary)
     os.replace(temporary, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Push a file's (or a folder's list of names') data to the disk, not only to the page cache."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _plain(value):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import tensorflow as tf
 from . import __version__, bundle as bundles, calibration, data, evaluation, resume
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
-from .pipelines import eval_dataset, training_dataset
+from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .progress import ProgressCallback, ProgressLog
 from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
 from .options import BALANCE_CHOICES, MIX_CHOICES, TTA_CHOICES
@@ -177,10 +177,14 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     replicas = strategy.num_replicas_in_sync
     run_cfg = cfg if replicas == 1 else _scaled(cfg, replicas)
     n_classes = len(prep.classes)
-    checkpoint = resume.Checkpoint(cfg.checkpoint, asdict(cfg), data.split_digest(prep.table)) \
-        if cfg.checkpoint else None
+    steps = steps_per_epoch(len(prep.labels_of("train")), run_cfg)
+    checkpoint = resume.Checkpoint(cfg.checkpoint, {**asdict(cfg), "replicas": replicas, "steps_per_epoch": steps},
+                                   data.split_digest(prep.table)) if cfg.checkpoint else None
     state = (checkpoint.load() if checkpoint else None) or resume.RunState()
-    train_ds, steps = training_dataset(*prep.subset("train"), n_classes, run_cfg)
+    if state.epoch:      # a fresh random stream for the epochs left, not a replay of the first ones
+        run_cfg = replace(run_cfg, seed=cfg.seed + 1000 * state.epoch)
+        keras.utils.set_random_seed(run_cfg.seed)
+    train_ds, _ = training_dataset(*prep.subset("train"), n_classes, run_cfg)
     val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size)
     train_labels = prep.labels_of("train")
     weights = class_weights(train_labels, n_classes, cfg.balance)

@@ -299,14 +299,16 @@ def test_a_cancelled_run_with_saved_epochs_offers_to_continue(models_dir, monkey
     monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
     continued = []
     monkeypatch.setattr(jobs, "resume", lambda run_id: continued.append(run_id))
-    for run_id, saved_epochs in (("run-20261129-120000-aaaa", 3), ("run-20261129-130000-bbbb", None)):
+    runs = (("run-20261129-110000-cccc", {"epoch": 6, "finished": True}),
+            ("run-20261129-120000-aaaa", {"epoch": 3, "finished": False}), ("run-20261129-130000-bbbb", None))
+    for run_id, saved in runs:
         run_dir = models_dir / "runs" / run_id
         run_dir.mkdir(parents=True)
         (run_dir / "job.json").write_text(json.dumps({"config": {"epochs": 6}, "pid": None, "started": time.time()}))
         (run_dir / "progress.jsonl").write_text(json.dumps({"event": "cancelled", "message": "cancelled"}) + "\n")
-        if saved_epochs:
+        if saved:
             (run_dir / jobs.CHECKPOINT).mkdir()
-            (run_dir / jobs.CHECKPOINT / "state.json").write_text(json.dumps({"epoch": saved_epochs}))
+            (run_dir / jobs.CHECKPOINT / "state.json").write_text(json.dumps(saved))
     at = page("retrain").run()
     assert not at.exception and not [b for b in at.button if b.label.startswith("Continue")]   # the newest: none saved
     next(s for s in at.selectbox if s.label == "Run").select("run-20261129-120000-aaaa").run()
@@ -314,3 +316,6 @@ def test_a_cancelled_run_with_saved_epochs_offers_to_continue(models_dir, monkey
     assert button.label == "Continue from epoch 4"
     button.click().run()
     assert not at.exception and continued == ["run-20261129-120000-aaaa"]
+    next(s for s in at.selectbox if s.label == "Run").select("run-20261129-110000-cccc").run()
+    assert [b.label for b in at.button if b.label.startswith("Finish")] == [
+        "Finish this run (its training epochs are done)"]

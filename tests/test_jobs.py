@@ -71,29 +71,34 @@ def test_cancel_stops_the_process_and_writes_no_bundle(models_dir):
 
 
 def test_a_cancelled_run_continues_from_its_last_saved_epoch(models_dir):
-    """Cancelled while the fine-tuning step is being traced (after epoch 1 was saved), then continued."""
-    run_id = jobs.start({"data": str(SAMPLE), **TINY, "epochs": 4, "head_epochs": 1}, models_dir)
+    """Cancelled once an epoch is saved (while the fine-tuning step is being traced, as a rule), then continued."""
+    epochs = 6
+    run_id = jobs.start({"data": str(SAMPLE), **TINY, "epochs": epochs, "head_epochs": 1}, models_dir)
     run_dir = models_dir / "runs" / run_id
-    saved = run_dir / jobs.CHECKPOINT / "state.json"
-    wait_for(run_id, models_dir, lambda s: saved.is_file() or s.status != "running")
+    saved_file = run_dir / jobs.CHECKPOINT / "state.json"
+    wait_for(run_id, models_dir, lambda s: saved_file.is_file() or s.status != "running")
     jobs.cancel(run_id, models_dir)
     assert jobs.state(run_id, models_dir).status == "cancelled" and not (run_dir / "bundle").exists()
-    assert jobs.resumable_epoch(run_id, models_dir) == 1
+    saved = jobs.saved_progress(run_id, models_dir)["epoch"]
+    assert 1 <= saved < epochs
 
     jobs.resume(run_id, models_dir)
-    assert jobs.state(run_id, models_dir).status == "running"       # the first attempt's "cancelled" is history
+    restarted = jobs.state(run_id, models_dir)
+    assert restarted.status == "running"              # the first attempt's "cancelled" is history
+    assert restarted.last_batch is None               # the new process is starting: no progress of its own yet
     with pytest.raises(jobs.JobError, match="still training"):
         jobs.resume(run_id, models_dir)
     state = wait_for(run_id, models_dir, lambda s: s.status != "running")
     assert state.status == "done", jobs.log_tail(run_id, 30, models_dir)
     resumed = [e["epoch"] for e in state.events if e["event"] == "resume"]
-    trained = [e["epoch"] for e in state.events if e["event"] == "epoch"]
-    assert resumed == [1] and trained[0] == 1 and trained[-3:] == [2, 3, 4]
+    trained = [e["epoch"] for e in state.events[state.attempt_from:] if e["event"] == "epoch"]
+    assert resumed == [saved] and trained == list(range(saved + 1, epochs + 1))
     manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
-    assert manifest["training"]["resumed_at_epochs"] == [1]
-    assert list(pd.read_csv(run_dir / "bundle" / "history.csv")["epoch"]) == [1, 2, 3, 4]
+    assert manifest["training"]["resumed_at_epochs"] == [saved]
+    assert list(pd.read_csv(run_dir / "bundle" / "history.csv")["epoch"]) == list(range(1, epochs + 1))
     assert not (run_dir / jobs.CHECKPOINT).exists()          # the bundle holds everything now
-    assert jobs.resumable_epoch(run_id, models_dir) is None
+    assert jobs.saved_progress(run_id, models_dir) is None
+    assert jobs.running_job(models_dir) is None
 
 
 def test_a_training_error_is_reported_readably(models_dir, tmp_path, sample_meta):

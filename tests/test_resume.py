@@ -1,5 +1,6 @@
-"""A training run stopped after an epoch continues from there: weights, optimizer, best epoch and history.
-(Continuing at the boundary between the head and fine-tuning phases is tested through the Retrain jobs.)"""
+"""A training run stopped after an epoch continues from there: weights, optimizer, best epoch, early stopping
+and history. (Continuing at the boundary between the head and fine-tuning phases is tested through the
+Retrain jobs.)"""
 import json
 
 import keras
@@ -18,7 +19,7 @@ def events(path, kind):
 
 def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypatch):
     folder = tmp_path / "checkpoint"
-    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=3, head_epochs=3, img_size=32,
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "unused"), epochs=3, head_epochs=0, img_size=32,
                          alpha=0.25, weights=None, batch_size=16, test_fraction=0.2, val_fraction=0.2, workers=2,
                          checkpoint=str(folder))
     prep = prepare(config, ProgressLog(None))
@@ -33,8 +34,9 @@ def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypa
         fit(config, prep, ProgressLog(None))
     monkeypatch.undo()
     saved = json.loads((folder / resume.STATE_FILE).read_text())
-    assert saved["epoch"] == 2 and [row["epoch"] for row in saved["history"]] == [1, 2]
-    assert sorted(p.name for p in folder.iterdir()) == ["epoch-002", resume.STATE_FILE]
+    assert saved["epoch"] == 2 and [row["phase"] for row in saved["history"]] == ["fine-tune"] * 2
+    assert set(saved["early_stopping"]) == {"wait", "best"}
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-002", resume.MARKER_FILE, resume.STATE_FILE]
 
     other = TrainConfig(**{**config.__dict__, "head_lr": 3e-3, "progress_file": "elsewhere.jsonl"})
     with pytest.raises(resume.CheckpointError, match=r"other settings \(head_lr 0.001 then, 0.003 now\)"):
@@ -46,7 +48,7 @@ def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypa
     assert [e["epoch"] for e in events(progress, "epoch")] == [3]          # only the epoch left was trained
     steps = events(progress, "batch")[-1]["batches"]
     assert int(model.optimizer.iterations.numpy()) == 3 * steps            # the optimizer went on, not anew
-    assert list(history.index) == [1, 2, 3] and list(history["phase"]) == ["head"] * 3
+    assert list(history.index) == [1, 2, 3] and list(history["phase"]) == ["fine-tune"] * 3
     np.testing.assert_allclose(history.loc[[1, 2], "val_loss"], [row["val_loss"] for row in saved["history"]])
     assert info["resumed_at_epochs"] == [2]
     assert info["best_epoch"] == int(history["val_macro_f1"].idxmax())
@@ -75,24 +77,36 @@ def test_a_checkpoint_folder_must_be_new_empty_or_a_checkpoint(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.docx").write_text("years of work")
     assert "holds other files" in resume.folder_problem(tmp_path / "notes")
+    (tmp_path / "snapshots" / "epoch-005").mkdir(parents=True)          # another tool's names, not ours
+    assert "holds other files" in resume.folder_problem(tmp_path / "snapshots")
     (tmp_path / "file").write_text("x")
     assert "is a file" in resume.folder_problem(tmp_path / "file")
+    assert "inside each other" in resume.folder_problem(tmp_path / "bundle" / "checkpoint", out=tmp_path / "bundle")
+    assert "inside each other" in resume.folder_problem(tmp_path / "runs", out=tmp_path / "runs" / "bundle")
+    ours = tmp_path / "ours"                       # killed while replacing its state file on the first save
+    ours.mkdir()
+    for name in (resume.MARKER_FILE, resume.STATE_FILE + ".tmp", "epoch-001.partial"):
+        (ours / name).touch()
+    assert resume.folder_problem(ours) is None
 
 
 def test_discarding_a_checkpoint_leaves_files_it_did_not_write(tmp_path):
     (tmp_path / "epoch-004").mkdir()
     (tmp_path / "epoch-004" / resume.WEIGHTS_FILE).write_bytes(b"\0")
-    (tmp_path / resume.STATE_FILE).write_text("{}")
+    for name in (resume.STATE_FILE, resume.MARKER_FILE):
+        (tmp_path / name).write_text("{}")
     (tmp_path / "keep.txt").write_text("mine")
+    (tmp_path / "epoch-5").mkdir()
     resume.discard(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-5", "keep.txt"]
 
 
 def test_a_damaged_checkpoint_is_named_not_raised(tmp_path):
     folder = tmp_path / "checkpoint"
     (folder / "epoch-002").mkdir(parents=True)
     (folder / "epoch-002" / resume.WEIGHTS_FILE).write_bytes(b"half a file")
-    record = {"settings": {"lr": 1e-3}, "split_digest": "abc", "saved": "epoch-002", **resume.RunState(epoch=2).__dict__}
+    record = {"settings": {"lr": 1e-3}, "split_digest": "abc", "saved": "epoch-002",
+              **resume.RunState(epoch=2).__dict__}
     (folder / resume.STATE_FILE).write_text(json.dumps(record))
     checkpoint = resume.Checkpoint(folder, {"lr": 1e-3}, "abc")
     assert checkpoint.load().epoch == 2
