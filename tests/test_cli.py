@@ -1,5 +1,6 @@
-"""`python -m skin_core predict|evaluate|export`: predicting as a user runs it, in a separate process (its
-stderr must hold nothing but the tool's own lines); the other commands through the same `main`, in-process."""
+"""`python -m skin_core predict|evaluate|export`: predicting photos as a user runs it, in a separate process
+(its stderr must hold nothing but the tool's own lines, TensorFlow's start-up logs included); the other cases
+through the same `main`, in-process."""
 import json
 import subprocess
 import sys
