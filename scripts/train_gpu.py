@@ -17,7 +17,10 @@ calibrates, evaluates the held-out test split and writes the bundle.
 
     python scripts/train_gpu.py --data PACK/data --split PACK/split.csv \
         --weights PACK/weights/mobilenet_1_0_224_tf_no_top.h5 --out-dir runs/gpu --time-budget-s 420 \
-        --run name:epochs=60,batch_size=64,lr=6e-4,balance=weights,photometric=true
+        --run name:epochs=60,batch_size=64,lr=6e-4,balance=weights,photometric=true,compression=true
+
+compression=true re-saves half of each batch's photos as JPEG (quality 30-95) on CPU threads, as
+train.py --compression does; here before the augmentation layers, which run inside the model.
 """
 import argparse
 import json
@@ -37,12 +40,12 @@ from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 from skin_core import data  # noqa: E402
 from skin_core.classes import CLASS_CODES  # noqa: E402
 from skin_core.model import build_model, set_trainable_from  # noqa: E402
-from skin_core.recipe import (BestWeights, augmenter, class_weights, compile_model,  # noqa: E402
-                             phase_learning_rate, phases, training_loss)
+from skin_core.recipe import (BestWeights, JpegResavedBatches, augmenter, class_weights,  # noqa: E402
+                             compile_model, phase_learning_rate, phases, training_loss)
 
 DEFAULTS = dict(epochs=40, head_epochs=2, batch_size=32, lr=3e-4, head_lr=1e-3, weight_decay=1e-4,
                 balance="weights", label_smoothing=0.1, dropout=0.3, patience=10, seed=42, alpha=1.0,
-                fine_tune_fraction=1.0, photometric=False, colour_constancy=False)
+                fine_tune_fraction=1.0, photometric=False, colour_constancy=False, compression=False)
 # balanced sampling and label mixing live in train.py's tf.data pipeline; arrays fed to fit() cannot do them
 BALANCE_HERE = ("weights", "sqrt_weights", "logit_adjusted", "none")
 
@@ -122,6 +125,14 @@ def make_trainer(s, img_size: int, weights) -> tuple[keras.Model, keras.Sequenti
                                     model])
 
 
+def training_feed(s, x, targets) -> dict:
+    """fit()'s training arguments: the arrays themselves, or batches re-saved as JPEG on CPU threads."""
+    if s["compression"]:
+        batches = JpegResavedBatches(x, targets, s["batch_size"], s["seed"], workers=min(8, os.cpu_count() or 1))
+        return {"x": batches, "validation_batch_size": s["batch_size"]}
+    return {"x": x, "y": targets, "batch_size": s["batch_size"]}
+
+
 def probe_epoch_seconds(s, x, y, xv, yv, img_size, steps, val_steps) -> float:
     """Seconds one whole-network epoch will take, from a throwaway model's second short epoch."""
     n_classes = len(CLASS_CODES)
@@ -133,7 +144,7 @@ def probe_epoch_seconds(s, x, y, xv, yv, img_size, steps, val_steps) -> float:
     timings = []
     for _ in range(2):
         start = time.time()
-        trainer.fit(x[:probe], onehot[y[:probe]], batch_size=s["batch_size"], epochs=1, verbose=0,
+        trainer.fit(**training_feed(s, x[:probe], onehot[y[:probe]]), epochs=1, verbose=0,
                     validation_data=(xv[:probe_val], onehot[yv[:probe_val]]))
         timings.append(time.time() - start)
     per_step = timings[-1] / (-(-probe // s["batch_size"]) + -(-probe_val // s["batch_size"]))
@@ -179,7 +190,7 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
         callbacks = [best, log, SaveBest(best, save)]
         if phase != "head":
             callbacks.append(keras.callbacks.EarlyStopping("val_macro_f1", mode="max", patience=s["patience"]))
-        trainer.fit(xt, onehot[yt], batch_size=s["batch_size"], epochs=last, initial_epoch=first,
+        trainer.fit(**training_feed(s, xt, onehot[yt]), epochs=last, initial_epoch=first,
                     validation_data=(xv, onehot[yv]), class_weight=weights, callbacks=callbacks, verbose=0)
     model.set_weights(best.weights)
     predicted = model.predict(xv, batch_size=256, verbose=0).argmax(1)

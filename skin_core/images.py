@@ -132,6 +132,13 @@ def prepare(rgb: np.ndarray, input_size: int, detail_side: int | None = None) ->
     return np.asarray(square, dtype=np.uint8)
 
 
+def jpeg_resaved(image: Image.Image, quality: int) -> Image.Image:
+    """The picture after one more JPEG save at `quality` (1-95), as phone and web copies are."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
 def load_file(path) -> DecodedImage:
     """Decode an image file from disk with the same limits as an upload."""
     with open(path, "rb") as handle:

@@ -1,6 +1,6 @@
 """The training recipe shared by every backend: augmentation, class balancing, optimiser, metrics
 and best-epoch selection. Keras only (no TensorFlow import), so the same recipe runs under the
-TensorFlow backend here and under JAX on a GPU machine.
+TensorFlow backend here and under PyTorch on a GPU machine (scripts/train_gpu.py).
 """
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import math
 
 import keras
 import numpy as np
+from PIL import Image
 from sklearn.utils.class_weight import compute_class_weight
 
-from . import calibration
+from . import calibration, images
 from .options import MIX_CHOICES
 
 
@@ -87,6 +88,40 @@ def augmenter(seed: int, photometric: bool = False) -> keras.Sequential:
         layers += [keras.layers.RandomSaturation((0.3, 0.7), value_range=(0, 255), seed=seed + 5),
                    keras.layers.RandomSharpness((0.25, 0.75), value_range=(0, 255), seed=seed + 6)]
     return keras.Sequential(layers, name="augmentation")
+
+
+class JpegResavedBatches(keras.utils.PyDataset):
+    """Shuffled batches of in-memory training arrays with a share of each batch's photos re-saved as
+    JPEG at a random quality, as train.py's --compression does in tf.data, for scripts/train_gpu.py,
+    which has no TensorFlow. There the augmentation layers run inside the model, so the re-saving
+    comes before the flips, turns and zoom (train.py re-saves after them)."""
+
+    def __init__(self, pixels: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, share: float = 0.5,
+                 qualities: tuple[int, int] = (30, 95), **kwargs):
+        super().__init__(**kwargs)
+        self.pixels, self.targets, self.batch_size, self.seed = pixels, targets, batch_size, seed
+        self.share, self.qualities, self.epoch = share, qualities, 0
+        self.order = self._order()
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rng = np.random.default_rng((self.seed, self.epoch, index))    # the same draws whichever worker asks
+        batch = self.pixels[rows].copy()
+        for k in np.flatnonzero(rng.random(len(rows)) < self.share):
+            quality = int(rng.integers(self.qualities[0], self.qualities[1] + 1))
+            photo = Image.fromarray(np.clip(batch[k], 0, 255).astype(np.uint8))
+            batch[k] = np.asarray(images.jpeg_resaved(photo, quality), dtype=batch.dtype)
+        return batch, self.targets[rows]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.targets))
 
 
 def mixer(mode: str, seed: int) -> keras.layers.Layer | None:

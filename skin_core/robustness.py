@@ -7,7 +7,6 @@ how much each kind of difference costs, and how often the top diagnosis changes.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,20 +42,12 @@ def _zoom(factor: float) -> Callable[[Image.Image], Image.Image]:
     return alter
 
 
-def _jpeg(quality: int) -> Callable[[Image.Image], Image.Image]:
-    def alter(image: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-    return alter
-
-
 CONDITIONS = (
     Condition("as stored", "the held-out photographs unchanged", lambda image: image),
     Condition("sharper 224x224 crop", "centre square upsampled to 224x224 (Lanczos) and sharpened", _sharper_crop),
     Condition("framed tighter", "central 80% of each side (1.25x zoom)", _zoom(1.25)),
     Condition("quarter turn", "rotated by 90 degrees", lambda image: image.transpose(Image.Transpose.ROTATE_90)),
-    Condition("JPEG quality 40", "re-encoded as a low-quality JPEG", _jpeg(40)),
+    Condition("JPEG quality 40", "re-encoded as a low-quality JPEG", lambda image: images.jpeg_resaved(image, 40)),
     Condition("darker", "brightness x0.8", lambda image: ImageEnhance.Brightness(image).enhance(0.8)),
     Condition("brighter", "brightness x1.2", lambda image: ImageEnhance.Brightness(image).enhance(1.2)),
     Condition("paler colour", "saturation x0.7", lambda image: ImageEnhance.Color(image).enhance(0.7)),

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from skin_core import data, images
-from skin_core.recipe import (LogitAdjustedCrossEntropy, RandomFlipRotateZoom, augmenter, class_weights, mixer,
-                               phase_learning_rate, training_loss)
+from skin_core.recipe import (JpegResavedBatches, LogitAdjustedCrossEntropy, RandomFlipRotateZoom, augmenter,
+                              class_weights, mixer, phase_learning_rate, training_loss)
 from conftest import SAMPLE
 
 
@@ -197,3 +197,32 @@ def test_compression_resaves_about_half_of_a_batch_as_a_jpeg_would_be(pictures):
     gentle = np.asarray(compress_some(tf.constant(pictures), seed=3, share=1.0, qualities=(95, 95)))
     assert np.abs(gentle - pictures).mean() < 0.5 * np.abs(every - pictures).mean()
     assert np.array_equal(np.asarray(compress_some(tf.constant(pictures), seed=3, share=0.0)), pictures)
+
+
+def test_jpeg_resaved_batches_give_each_photo_once_an_epoch_with_its_label_and_resave_about_half(pictures):
+    """scripts/train_gpu.py's compression=true: the batches fit() reads, with the JPEG re-saving of train.py."""
+    import keras
+    photos = np.repeat(pictures, 8, axis=0)                      # 64 photos; the one-hot target names each one
+    batches = JpegResavedBatches(photos, np.eye(64, dtype=np.float32), batch_size=16, seed=3)
+    orders, changed = [], 0
+    for _ in range(2):
+        order = []
+        for index in range(len(batches)):
+            x, y = batches[index]
+            rows = y.argmax(axis=1)
+            order += rows.tolist()
+            changed += int((np.abs(x - photos[rows]).reshape(len(rows), -1).max(axis=1) > 0).sum())
+        batches.on_epoch_end()
+        orders.append(order)
+    assert len(batches) == 4 and all(sorted(order) == list(range(64)) for order in orders)
+    assert orders[0] != orders[1] and 32 <= changed <= 96         # reshuffled; about half of 128 re-saved
+    x, y = JpegResavedBatches(photos, np.eye(64, dtype=np.float32), batch_size=16, seed=3, share=1.0,
+                              qualities=(40, 40))[0]
+    resaved = np.asarray(images.jpeg_resaved(Image.fromarray(photos[y[0].argmax()].astype(np.uint8)), 40))
+    assert np.array_equal(x[0], resaved.astype(np.float32))      # exactly Pillow's re-save
+    model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(64)])
+    model.compile("sgd", "categorical_crossentropy")
+    fitted = model.fit(JpegResavedBatches(photos, np.eye(64, dtype=np.float32), batch_size=16, seed=3), epochs=1,
+                       class_weight={i: 1.0 for i in range(64)}, verbose=0)
+    assert np.isfinite(fitted.history["loss"]).all()              # fit() takes it, class weights included
+

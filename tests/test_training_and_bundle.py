@@ -324,7 +324,7 @@ def test_gpu_run_settings_refuse_what_the_gpu_script_cannot_do(tmp_path):
     import subprocess
     import sys
     script = SAMPLE.parent / "scripts"
-    specs = ["a:epochs=5,photometric=true,colour_constancy=true,balance=sqrt_weights,lr=2e-4",
+    specs = ["a:epochs=5,photometric=true,colour_constancy=true,compression=true,balance=sqrt_weights,lr=2e-4",
              "b:photometric=false", "c:balance=sampling", "d:epoch=5"]
     # one process of its own: the script defaults Keras to the PyTorch backend, which must not leak into this one
     probe = ("import sys, json, io, contextlib; sys.path.insert(0, sys.argv[1]); from train_gpu import parse_run\n"
@@ -340,8 +340,8 @@ def test_gpu_run_settings_refuse_what_the_gpu_script_cannot_do(tmp_path):
     ok, plain, sampling, unknown = (json.loads(line) for line in done.stdout.strip().splitlines()[-4:])
     settings = ok["settings"]
     assert settings["epochs"] == 5 and settings["photometric"] is True and settings["lr"] == 2e-4
-    assert settings["colour_constancy"] is True
-    assert plain["settings"]["photometric"] is False
+    assert settings["colour_constancy"] is True and settings["compression"] is True
+    assert plain["settings"]["photometric"] is False and plain["settings"]["compression"] is False
     assert "use train.py for balanced sampling" in sampling["refused"]
     assert "unknown setting 'epoch'" in unknown["refused"]
 
