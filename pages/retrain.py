@@ -8,7 +8,7 @@ import streamlit as st
 from pages.common import is_admin, notice
 from skin_core import jobs, options, registry
 from skin_core.bundle import SPLIT_FILE, BundleError, read_manifest, shares_split
-from skin_core.data import SAMPLE_DIR, DatasetError, held_out_leak, load_dataset, split_by_lesion, split_problem
+from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset, split_problem, split_when_starting_from
 
 COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
             ("top2_accuracy", "Top-2"), ("top3_accuracy", "Top-3"), ("ece", "ECE (lower is better)")]
@@ -115,10 +115,14 @@ def launch_form(admin: bool) -> None:
                 return
             config["split_from"] = str(active)
         if start_from == "The active model":
-            problem = starting_split_problem(dataset.table, active, config)
-            if problem:
-                st.error(problem)
-                return
+            if "split_from" not in config:      # keep the active model's held-out lesions out of training
+                reuse, problem = split_when_starting_from(dataset.table, active / SPLIT_FILE, config["seed"])
+                if problem:
+                    st.error(problem + " Start from the ImageNet weights instead, or use a dataset without those "
+                             "images.")
+                    return
+                if reuse:
+                    config["split_from"] = str(active)
             config["init_bundle"] = str(active)
             try:
                 manifest = read_manifest(active)
@@ -135,20 +139,6 @@ def launch_form(admin: bool) -> None:
         else:
             st.session_state["followed"] = run_id
             st.rerun()
-
-
-def starting_split_problem(table, active, config: dict) -> str | None:
-    """A run from the active model keeps that model's held-out lesions out of training: its split is reused
-    when this dataset holds it (set in `config`); otherwise the new split must not test on images the
-    active model was fitted or tuned on. Checked here so a doomed run is a message, not a failed job."""
-    if "split_from" in config:
-        return None
-    if split_problem(table, active / SPLIT_FILE) is None:
-        config["split_from"] = str(active)
-        return None
-    subsets = split_by_lesion(table, seed=config["seed"])
-    problem = held_out_leak(active / SPLIT_FILE, table.assign(subset=subsets))
-    return problem and problem + " Start from the ImageNet weights instead, or use a dataset without those images."
 
 
 def compare_with_active(name: str) -> None:

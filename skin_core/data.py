@@ -270,6 +270,19 @@ def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
     return None
 
 
+def split_when_starting_from(table: pd.DataFrame, starting_split_csv, seed: int, *, test_fraction: float = 0.2,
+                             val_fraction: float = 0.15) -> tuple[bool, str | None]:
+    """How a run from a bundle's weights keeps that bundle's held-out lesions out of its training, as
+    (reuse the bundle's split, problem): its own split when this dataset holds all of it, else a fresh
+    split with `seed` if that tests on none of the images the bundle was fitted or tuned on, else the
+    reason the run must not start. Checked before launching, so a doomed run is a message."""
+    if split_problem(table, starting_split_csv) is None:
+        return True, None
+    fresh = table.assign(subset=split_by_lesion(table, test_fraction=test_fraction, val_fraction=val_fraction,
+                                                seed=seed))
+    return False, held_out_leak(starting_split_csv, fresh)
+
+
 def load_under_split(root, split_csv, *, classes=CLASS_CODES) -> pd.DataFrame:
     """The dataset's table with a "subset" column taken from a bundle's split.csv: how scripts revisit a
     bundle's own validation or test lesions without re-deriving the split."""
