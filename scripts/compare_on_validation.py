@@ -28,7 +28,8 @@ from scipy.special import softmax  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import calibration, data  # noqa: E402
-from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, shares_split, weight_soup  # noqa: E402
+from skin_core.bundle import (SPLIT_FILE, BundleError, load_bundle, read_manifest, shares_split,  # noqa: E402
+                              weight_soup)
 from skin_core.options import TTA_VIEWS  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
@@ -79,13 +80,13 @@ def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndar
 
 def compare(candidates: list[str], data_root, views: str | None = None, rounds: int = 500) -> list[dict]:
     """Validation scores of each candidate and its paired-bootstrap difference to the first."""
-    first = load_bundle(candidates[0].split(",")[0].partition("@")[0].split("+")[0])
-    table = data.load_under_split(data_root, first.path / SPLIT_FILE)
+    first = Path(candidates[0].split(",")[0].partition("@")[0].split("+")[0])   # its model loads once, below
+    table = data.load_under_split(data_root, first / SPLIT_FILE)
     val = table[table["subset"] == "val"].reset_index(drop=True)
-    code = {c: i for i, c in enumerate(first.classes)}
+    code = {c: i for i, c in enumerate(read_manifest(first)["classes"])}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
     log_prior = calibration.log_prior(table.loc[table["subset"] == "train", "dx"].map(code).to_numpy(), len(code))
-    images = ImagesAtSize(val, first.path)
+    images = ImagesAtSize(val, first)
     results, reference, known = [], None, {}
     for spec in candidates:
         logits = candidate_logits(spec, images, views, known)
