@@ -109,7 +109,7 @@ class JpegResavedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, self.epoch, index))    # the same draws whichever worker asks
-        batch = self.pixels[rows].copy()
+        batch = self.pixels[rows]                     # a copy (fancy indexing): the originals stay
         for k in np.flatnonzero(rng.random(len(rows)) < self.share):
             quality = int(rng.integers(self.qualities[0], self.qualities[1] + 1))
             photo = Image.fromarray(np.clip(batch[k], 0, 255).astype(np.uint8))
