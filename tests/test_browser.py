@@ -64,7 +64,7 @@ def test_upload_in_a_real_browser_shows_probabilities_and_overlay(server):
     with sync_playwright() as playwright:
         chrome = browser(playwright)
         page = chrome.new_page(viewport={"width": 1400, "height": 1800})
-        page.goto(server)
+        page.goto(server, timeout=120_000)   # a busy machine can take more than the default 30 s
         page.locator('input[type="file"]').first.set_input_files(str(photo), timeout=60_000)
         page.get_by_text("Top 3:").wait_for(timeout=90_000)
         page.get_by_text("Grad-CAM for").first.wait_for(timeout=30_000)
@@ -106,7 +106,7 @@ def test_concurrent_browser_sessions_each_get_their_own_result(server):
     async def session(chrome, photo, answer, index):
         context = await chrome.new_context(viewport={"width": 1400, "height": 1600})
         page = await context.new_page()
-        await page.goto(server)
+        await page.goto(server, timeout=120_000)   # four sessions at once load slowly on 2 cores
         await page.locator('input[type="file"]').first.set_input_files(str(photo), timeout=120_000)
         await page.get_by_text("Most likely:").first.wait_for(timeout=240_000)
         await page.get_by_text("Top 3:").first.wait_for(timeout=120_000)
