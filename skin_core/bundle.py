@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from . import model as _model  # registers the custom layers a saved model may hold
+from .jsonfiles import replace_json
 from .options import TTA_VIEWS
 
 FORMAT_VERSION = 1
@@ -261,8 +262,4 @@ def dataset_report_file(dataset_folder: str) -> str:
 
 def update_report(path, name: str, report: dict) -> None:
     """Add or replace a report file beside a bundle (e.g. an evaluation on another dataset)."""
-    path = Path(path)
-    tmp = path / f".{name}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(report, handle)
-    tmp.replace(path / name)
+    replace_json(Path(path) / name, report)

@@ -23,6 +23,8 @@ from pathlib import Path
 import psutil
 
 from . import registry
+from .jsonfiles import replace_json
+from .resume import STATE_FILE
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 LOCK = ".lock"
@@ -99,7 +101,7 @@ def saved_progress(run_id: str, root: Path | None = None) -> dict | None:
     over}), or None when it is not stopped or saved nothing."""
     if state(run_id, root).status not in ("cancelled", "failed"):
         return None
-    saved = _read_json(runs_dir(root) / run_id / CHECKPOINT / "state.json") or {}
+    saved = _read_json(runs_dir(root) / run_id / CHECKPOINT / STATE_FILE) or {}
     return {"epoch": saved["epoch"], "finished": bool(saved.get("finished"))} if saved.get("epoch") else None
 
 
@@ -168,16 +170,9 @@ def _spawn(run_dir: Path, job: dict, lock_fd: int, extra_env: dict | None, log_m
                                    cwd=TRAIN_SCRIPT.parent, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
     job["pid"] = process.pid
-    _write_json(run_dir / "job.json", job)
+    replace_json(run_dir / "job.json", job, indent=2)
     with os.fdopen(lock_fd, "w") as handle:
         json.dump({"run_id": job["run_id"], "pid": process.pid}, handle)
-
-
-def _write_json(path: Path, record: dict) -> None:
-    """Replace the file in one step: a page reading it meanwhile sees the old or the new one, never half."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    os.replace(temporary, path)
 
 
 def _progress_events(run_dir: Path) -> list[dict]:
@@ -228,7 +223,7 @@ def cancel(run_id: str, root: Path | None = None) -> None:
     run_dir = runs_dir(root) / run_id
     job = _read_json(run_dir / "job.json") or {}
     job["status"] = "cancelling"
-    _write_json(run_dir / "job.json", job)
+    replace_json(run_dir / "job.json", job, indent=2)
     pid = job.get("pid")
     try:
         if _alive(pid):

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
+
+from .jsonfiles import jsonable
 
 
 class ProgressLog:
@@ -25,13 +26,7 @@ class ProgressLog:
         if self.path:
             record = {"event": kind, "time": time.time(), **fields}
             with open(self.path, "a") as handle:
-                handle.write(json.dumps(record, default=_jsonable) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return str(value)
+                handle.write(json.dumps(record, default=jsonable) + "\n")
 
 
 class ProgressCallback(keras.callbacks.Callback):

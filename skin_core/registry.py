@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from .bundle import BundleError, read_manifest
+from .jsonfiles import replace_json
 
 DEFAULT_NAME = "default"
 POINTER = "active.json"
@@ -29,16 +29,10 @@ def _read_pointer(root: Path) -> dict:
 
 
 def _write_pointer(root: Path, pointer: dict) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".active.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(pointer, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, root / POINTER)
+        root.mkdir(parents=True, exist_ok=True)
+        replace_json(root / POINTER, pointer)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise BundleError(f"Could not update the active model pointer: {exc.strerror or exc}") from None
 
 

@@ -27,12 +27,16 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .jsonfiles import jsonable, replace_json, sync_folder
+
 STATE_FILE = "state.json"
 MARKER_FILE = "skin_core_checkpoint"
 WEIGHTS_FILE = "weights.npz"
 OPTIMIZER_FILE = "optimizer.npz"
 BEST_FILE = "best.npz"
 SAVE_PATTERN = re.compile(r"epoch-\d{3}(-finished)?(\.partial)?")
+# a state file being replaced when the run stopped (jsonfiles' temporary name, or the first version's)
+STATE_TEMPORARY = re.compile(r"\.?state\.json(\..+)?\.tmp")
 # settings that may differ between attempts because they do not change what is trained
 FREE_SETTINGS = ("out", "name", "progress_file", "checkpoint", "workers")
 
@@ -82,9 +86,9 @@ def folder_problem(folder: str | Path | None, out: str | Path | None = None) -> 
 
 def _is_checkpoint(path: Path) -> bool:
     """A folder this module wrote: marked (or from before the marker, with a state file), nothing else in it."""
-    own = {STATE_FILE, STATE_FILE + ".tmp", MARKER_FILE}
     return ((path / MARKER_FILE).is_file() or (path / STATE_FILE).is_file()) and \
-        all(child.name in own or SAVE_PATTERN.fullmatch(child.name) for child in path.iterdir())
+        all(child.name in (STATE_FILE, MARKER_FILE) or SAVE_PATTERN.fullmatch(child.name)
+            or STATE_TEMPORARY.fullmatch(child.name) for child in path.iterdir())
 
 
 def _own_saves(folder: Path) -> list[Path]:
@@ -161,11 +165,11 @@ class Checkpoint:
             np.savez(partial / BEST_FILE, *best_weights)
         for written in partial.iterdir():
             _fsync(written)
-        _fsync(partial)
+        sync_folder(partial)
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
         record = {"settings": self.settings, "split_digest": self.split_digest, "saved": name, **asdict(state)}
-        _replace_text(self.folder / STATE_FILE, json.dumps(record, indent=1, default=_plain))
+        replace_json(self.folder / STATE_FILE, record, indent=1, default=jsonable)
         self._saved = target
         for old in _own_saves(self.folder):
             if old != target:
@@ -177,8 +181,11 @@ def discard(folder: str | Path) -> None:
     folder = Path(folder)
     for old in _own_saves(folder):
         shutil.rmtree(old, ignore_errors=True)
-    for name in (STATE_FILE, STATE_FILE + ".tmp", MARKER_FILE):
+    for name in (STATE_FILE, MARKER_FILE):
         (folder / name).unlink(missing_ok=True)
+    for temporary in folder.iterdir() if folder.is_dir() else ():
+        if STATE_TEMPORARY.fullmatch(temporary.name):
+            temporary.unlink()
     try:
         folder.rmdir()
     except OSError:
@@ -231,25 +238,7 @@ def _read_arrays(path: Path) -> list[np.ndarray]:
                               "over.") from exc
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """Replace a file in one step, its new content on disk first and the rename after."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    _fsync(temporary)
-    os.replace(temporary, path)
-    _fsync(path.parent)
-
-
 def _fsync(path: Path) -> None:
-    """Push a file's (or a folder's list of names') data to the disk, not only to the page cache."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _plain(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return str(value)
+    """Push a saved file's data to the disk before state.json points at it."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())

@@ -85,7 +85,7 @@ def test_a_checkpoint_folder_must_be_new_empty_or_a_checkpoint(tmp_path):
     assert "inside each other" in resume.folder_problem(tmp_path / "runs", out=tmp_path / "runs" / "bundle")
     ours = tmp_path / "ours"                       # killed while replacing its state file on the first save
     ours.mkdir()
-    for name in (resume.MARKER_FILE, resume.STATE_FILE + ".tmp", "epoch-001.partial"):
+    for name in (resume.MARKER_FILE, resume.STATE_FILE + ".tmp", ".state.json.0a1b2c3d.tmp", "epoch-001.partial"):
         (ours / name).touch()
     assert resume.folder_problem(ours) is None
 

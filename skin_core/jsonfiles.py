@@ -1,0 +1,44 @@
+"""JSON files that other processes read while they change (the active-model pointer, a run's job
+record, a checkpoint's state, reports beside a bundle): each is replaced in one step, its new content
+on disk first, so a reader or a machine switched off meets the old file or the new one, never half."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+
+def replace_json(path, record, *, indent: int | None = None, default=None) -> None:
+    """Write `record` to a temporary file beside `path`, sync it, then rename it over `path`
+    (`default` as json.dump's, e.g. `jsonable`)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")   # the usual permissions, unlike mkstemp
+    try:
+        with open(temporary, "x") as handle:
+            json.dump(record, handle, indent=indent, default=default)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder) -> None:
+    """Push a folder's list of names (a rename into it, say) to the disk, not only to the page cache."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def jsonable(value):
+    """numpy scalars as Python numbers; anything else json cannot write as its text."""
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
