@@ -2,7 +2,7 @@
 
     python train.py --data path/to/HAM10000 --out models/my_model
 
-See README.md ("Train your own model") for the command that reproduces models/default.
+See models/default/MODEL_CARD.md for the command that reproduces the default model.
 """
 import argparse
 import os

@@ -44,6 +44,11 @@ def patience_start(t: dict) -> str:
     return f", counted from epoch {start + 1}" if start else ""
 
 
+def tta_origin(t: dict) -> str:
+    """Whether finishing chose the views on validation or the command named them."""
+    return "chosen on validation" if t.get("tta", "auto") == "auto" else f"set by the command (`--tta {t['tta']}`)"
+
+
 def input_text(m: dict) -> str:
     """The input size served, and the one the weights were trained at when a re-finishing changed it."""
     size, trained = m["input_size"], m["training"].get("trained_img_size")
@@ -127,7 +132,7 @@ warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']}
 was kept. Class balancing: `{t['balance']}`; label smoothing {t['label_smoothing']};
 augmentation: {augmentation(t)}. Wall time
 {(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
-Test-time augmentation: {TTA_TEXT[m.get('test_time_augmentation', 'none')]} (chosen on validation); evaluation
+Test-time augmentation: {TTA_TEXT[m.get('test_time_augmentation', 'none')]}, {tta_origin(t)}; evaluation
 and the app use the same path.
 
 Reproduce:

@@ -86,6 +86,12 @@ def test_the_model_card_says_when_early_stopping_started_watching():
     assert patience_start({"patience": 8}) == "" and patience_start({"patience_from": 0}) == ""
 
 
+def test_the_model_card_says_whether_the_test_time_views_were_chosen_or_named():
+    from model_card import tta_origin
+    assert tta_origin({"tta": "auto"}) == tta_origin({}) == "chosen on validation"   # older manifests: auto
+    assert tta_origin({"tta": "quarter_turns"}) == "set by the command (`--tta quarter_turns`)"
+
+
 def test_the_model_card_says_when_weights_are_served_at_another_size_than_they_were_trained_at():
     from model_card import input_text
     assert input_text({"input_size": 160, "training": {"img_size": 160}}) == "160x160 RGB input"
