@@ -23,14 +23,15 @@ def replace_json(path, record, *, indent: int | None = None, default=None) -> No
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
-    sync_folder(path.parent)
+    sync_to_disk(path.parent)
 
 
-def sync_folder(folder) -> None:
-    """Push a folder's list of names (a rename into it, say) to the disk, not only to the page cache."""
-    descriptor = os.open(folder, os.O_RDONLY)
+def sync_to_disk(path) -> None:
+    """Push a file's data, or a folder's list of names (a rename into it, say), to the disk, not only to
+    the page cache."""
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .jsonfiles import jsonable, replace_json, sync_folder
+from .jsonfiles import jsonable, replace_json, sync_to_disk
 
 STATE_FILE = "state.json"
 MARKER_FILE = "skin_core_checkpoint"
@@ -36,7 +36,7 @@ OPTIMIZER_FILE = "optimizer.npz"
 BEST_FILE = "best.npz"
 SAVE_PATTERN = re.compile(r"epoch-\d{3}(-finished)?(\.partial)?")
 # a state file being replaced when the run stopped (jsonfiles' temporary name, or the first version's)
-STATE_TEMPORARY = re.compile(r"\.?state\.json(\..+)?\.tmp")
+STATE_TEMPORARY = re.compile(rf"\.?{re.escape(STATE_FILE)}(\..+)?\.tmp")
 # settings that may differ between attempts because they do not change what is trained
 FREE_SETTINGS = ("out", "name", "progress_file", "checkpoint", "workers")
 
@@ -164,8 +164,8 @@ class Checkpoint:
         if best_weights is not None:
             np.savez(partial / BEST_FILE, *best_weights)
         for written in partial.iterdir():
-            _fsync(written)
-        sync_folder(partial)
+            sync_to_disk(written)
+        sync_to_disk(partial)
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
         record = {"settings": self.settings, "split_digest": self.split_digest, "saved": name, **asdict(state)}
@@ -236,9 +236,3 @@ def _read_arrays(path: Path) -> list[np.ndarray]:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} cannot be read ({exc}); remove {path.parent.parent} to start the run "
                               "over.") from exc
-
-
-def _fsync(path: Path) -> None:
-    """Push a saved file's data to the disk before state.json points at it."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
