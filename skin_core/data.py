@@ -148,6 +148,11 @@ def _read_class_folders(root: Path, classes) -> pd.DataFrame:
             for path in sorted((root / code).rglob("*"))
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
     frame = pd.DataFrame(rows, columns=["path", "image_id", "lesion_id", "dx"])
+    shared = frame[frame["image_id"].duplicated(keep=False)].sort_values("image_id")
+    if len(shared):   # an image's id is its file name, and the split and lesion table are keyed by it
+        raise DatasetError(f"{shared['image_id'].nunique()} file names appear more than once: "
+                           f"{_first(shared['path'].map(lambda p: str(Path(p).relative_to(root))))}. "
+                           "Give each image a name of its own.")
     lesions = _find_metadata(root)
     if lesions is None:
         extra = sorted(root.glob("*.csv"))
@@ -178,9 +183,12 @@ def read_images(table: pd.DataFrame, input_size: int, detail_side: int | None = 
     paths = list(table["path"])
 
     def load(path):
+        """(sha256 of the file, prepared pixels, error): only the digest outlives the call, and no more than
+        the size limit is read, so a huge stray file or a large dataset does not fill the memory."""
         try:
-            data = Path(path).read_bytes()
-            return data, images.prepare(images.decode(data).rgb, input_size, detail_side), None
+            with open(path, "rb") as handle:
+                data = handle.read(images.MAX_BYTES + 1)
+            return hashlib.sha256(data).digest(), images.prepare(images.decode(data).rgb, input_size, detail_side), None
         except (images.ImageError, OSError) as exc:
             return b"", None, str(exc)
 
@@ -196,10 +204,10 @@ def read_images(table: pd.DataFrame, input_size: int, detail_side: int | None = 
                            "Fix or remove them, or pass --skip-bad to go on without them.")
     keep = [err is None for _, _, err in results]
     digest = hashlib.sha256()
-    for (image_id, dx), (data, _, err) in zip(table[["image_id", "dx"]].itertuples(index=False), results):
+    for (image_id, dx), (file_digest, _, err) in zip(table[["image_id", "dx"]].itertuples(index=False), results):
         if err is None:
             digest.update(f"{image_id}:{dx}:".encode())
-            digest.update(hashlib.sha256(data).digest())
+            digest.update(file_digest)
     pixels = np.stack([arr for _, arr, err in results if err is None]) if any(keep) else \
         np.zeros((0, input_size, input_size, 3), np.uint8)
     return ImageArrays(pixels=pixels, table=table[keep].reset_index(drop=True),
@@ -227,12 +235,20 @@ def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
     return subset
 
 
+def _read_split(split_csv) -> pd.DataFrame:
+    """A split.csv as text: image ids such as 0001 must stay strings to match the dataset's."""
+    return pd.read_csv(split_csv, dtype=str)
+
+
 def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
     """Each row's subset as a bundle's split.csv (image_id, subset) records it; every image must be listed."""
     try:
-        recorded = pd.read_csv(split_csv, dtype=str).set_index("image_id")["subset"]
+        recorded = _read_split(split_csv).set_index("image_id")["subset"]
     except (ValueError, KeyError, OSError) as exc:
         raise DatasetError(f"{split_csv} is not a readable split file with image_id and subset columns ({exc}).") from None
+    if recorded.index.duplicated().any():
+        raise DatasetError(f"{split_csv} lists some images twice: "
+                           f"{_first(recorded.index[recorded.index.duplicated()])}.")
     subsets = table["image_id"].map(recorded)
     missing = table.loc[subsets.isna(), "image_id"]
     if len(missing):
@@ -261,7 +277,14 @@ def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
     if not starting_split_csv.is_file():
         return (f"The starting model has no {starting_split_csv.name}, so its training images are unknown and the "
                 "new test split could contain them.")
-    earlier = pd.read_csv(starting_split_csv)
+    try:
+        earlier = _read_split(starting_split_csv)
+        absent = {"image_id", "subset"} - set(earlier.columns)
+        if absent:
+            raise ValueError(f"no {' or '.join(sorted(absent))} column")
+    except (ValueError, OSError) as exc:
+        return (f"The starting model's {starting_split_csv.name} cannot be read ({exc}), so its training "
+                "images are unknown and the new test split could contain them.")
     seen = set(earlier.loc[earlier["subset"].isin(["train", "val"]), "image_id"])
     leaked = sorted(seen & set(table.loc[table["subset"] == "test", "image_id"]))
     if leaked:

@@ -1,4 +1,6 @@
 """Reading datasets in both layouts, refusing bad ones clearly, and splitting without leaks."""
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -131,3 +133,34 @@ def test_a_bundles_split_file_gives_each_row_its_subset_and_must_list_every_imag
     assert data.split_problem(table, tmp_path / "split.csv") is None
     assert "does not cover this dataset: 1 images are not in" in data.split_problem(table, tmp_path / "short.csv")
     assert "no nowhere.csv beside that model" in data.split_problem(table, tmp_path / "nowhere.csv")
+
+
+def test_the_leak_check_matches_numeric_image_ids(tmp_path, sample_meta):
+    # file names such as 0001.jpg: the starting model's split.csv must be read as text to match them
+    renamed = sample_meta.assign(image_id=[f"{i:04d}" for i in range(len(sample_meta))])
+    table = data.load_dataset(make_folder_dataset(tmp_path / "folders", renamed)).table
+    table["subset"] = data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=3)
+    table[["image_id", "subset"]].to_csv(tmp_path / "split.csv", index=False)
+    assert data.held_out_leak(tmp_path / "split.csv", table) is None
+    reshuffled = table.assign(subset=data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=4))
+    assert "trained or tuned on" in data.held_out_leak(tmp_path / "split.csv", reshuffled)
+    (tmp_path / "other.csv").write_text("name,part\n0001,train\n")
+    assert "other.csv cannot be read (no image_id or subset column)" in data.held_out_leak(tmp_path / "other.csv", table)
+
+
+def test_class_folders_with_one_file_name_twice_are_refused(tmp_path, sample_meta):
+    # the name is the image's id: two files called 1.jpg would share a row of the split and the lesion table
+    root = make_folder_dataset(tmp_path / "folders", sample_meta)
+    first = sample_meta.iloc[0]
+    other = next(c for c in CLASS_CODES if c != first.dx)
+    shutil.copy(first.path, root / other / f"{first.image_id}.jpg")
+    with pytest.raises(data.DatasetError, match=rf"1 file names appear more than once: .*{first.image_id}\.jpg"):
+        data.load_dataset(root)
+
+
+def test_a_split_file_listing_an_image_twice_is_refused(tmp_path, sample_meta):
+    table = data.load_dataset(make_ham_dataset(tmp_path / "ham", sample_meta)).table
+    doubled = pd.DataFrame({"image_id": list(table["image_id"]) + [table["image_id"][0]],
+                            "subset": ["train"] * len(table) + ["test"]})
+    doubled.to_csv(tmp_path / "split.csv", index=False)
+    assert "lists some images twice" in data.split_problem(table, tmp_path / "split.csv")
