@@ -62,11 +62,24 @@ def runs_dir(root: Path | None = None) -> Path:
     return (root or registry.models_dir()) / "runs"
 
 
-def _alive(pid: int | None) -> bool:
+def _started_at(pid: int) -> float | None:
+    """When process `pid` started: with the id, it names one process even after the id is reused."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _alive(pid: int | None, started: float | None = None) -> bool:
+    """Whether the process is running, and is the same one that was launched when its start time was
+    recorded: after a reboot or a container restart the id may belong to another process, which must
+    neither hold the lock nor receive Cancel's signals."""
     if not pid:
         return False
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        same = started is None or abs(process.create_time() - started) < 0.01
+        return same and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -84,7 +97,7 @@ def running_job(root: Path | None = None) -> str | None:
     held = _read_json(lock)
     if held is None:
         return None
-    if _alive(held.get("pid")):
+    if _alive(held.get("pid"), held.get("pid_started")):
         return held["run_id"]
     lock.unlink(missing_ok=True)
     return None
@@ -169,10 +182,10 @@ def _spawn(run_dir: Path, job: dict, lock_fd: int, extra_env: dict | None, log_m
         process = subprocess.Popen(job["command"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=TRAIN_SCRIPT.parent, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
-    job["pid"] = process.pid
+    job["pid"], job["pid_started"] = process.pid, _started_at(process.pid)
     replace_json(run_dir / "job.json", job, indent=2)
     with os.fdopen(lock_fd, "w") as handle:
-        json.dump({"run_id": job["run_id"], "pid": process.pid}, handle)
+        json.dump({"run_id": job["run_id"], "pid": process.pid, "pid_started": job["pid_started"]}, handle)
 
 
 def _progress_events(run_dir: Path) -> list[dict]:
@@ -198,7 +211,7 @@ def state(run_id: str, root: Path | None = None) -> RunState:
     marked = job.get("status")
     if final is not None:
         status, error = TERMINAL[final["event"]], final.get("error")
-    elif _alive(job.get("pid")):
+    elif _alive(job.get("pid"), job.get("pid_started")):
         status, error = "running", None
     else:
         status = "cancelled" if marked == "cancelling" else "failed"
@@ -224,18 +237,32 @@ def cancel(run_id: str, root: Path | None = None) -> None:
     job = _read_json(run_dir / "job.json") or {}
     job["status"] = "cancelling"
     replace_json(run_dir / "job.json", job, indent=2)
-    pid = job.get("pid")
+    pid, started = job.get("pid"), job.get("pid_started")
     try:
-        if _alive(pid):
+        if _alive(pid, started):
             os.killpg(os.getpgid(pid), signal.SIGTERM)
             deadline = time.time() + 30
-            while _alive(pid) and time.time() < deadline:
+            while _alive(pid, started) and time.time() < deadline:
                 time.sleep(0.2)
-            if _alive(pid):
+            if _alive(pid, started):
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
     except ProcessLookupError:   # it ended on its own between the check and the signal
         pass
     _release(run_id, pid, root)
+
+
+def _continuable_runs_from(run_id: str, root: Path | None) -> list[str]:
+    """Stopped runs with a saved epoch whose weights or split come from `run_id`'s bundle: continuing
+    them reads that bundle again."""
+    folder = (runs_dir(root) / run_id).resolve()
+    waiting = []
+    for other in list_runs(root):
+        config = (_read_json(runs_dir(root) / other / "job.json") or {}).get("config", {})
+        sources = [config.get(key) for key in ("init_bundle", "split_from") if config.get(key)]
+        if other != run_id and any(folder in Path(source).resolve().parents for source in sources) \
+                and saved_progress(other, root) is not None:
+            waiting.append(other)
+    return waiting
 
 
 def list_runs(root: Path | None = None) -> list[str]:
@@ -256,6 +283,10 @@ def delete(run_id: str, root: Path | None = None) -> None:
         raise JobError("This run is the active model; promote another model before deleting it.")
     if state(run_id, root).status == "running":
         raise JobError("This run is still training; cancel it first.")
+    waiting = _continuable_runs_from(run_id, root)
+    if waiting:
+        raise JobError(f"{', '.join(waiting)} started from this run's model and can still be continued, which needs "
+                       "it; delete that run first.")
     try:
         shutil.rmtree(runs_dir(root) / run_id)
     except OSError as exc:

@@ -2,9 +2,12 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pandas as pd
+import psutil
 import pytest
 
 from skin_core import access, jobs, registry
@@ -140,6 +143,44 @@ def test_a_stale_lock_is_cleared(models_dir):
     (runs / ".lock").write_text(json.dumps({"run_id": "run-ghost", "pid": 2 ** 22 + 12345}))
     assert jobs.running_job(models_dir) is None
     assert not (runs / ".lock").exists()
+
+
+def test_a_reused_process_id_is_not_taken_for_the_job(models_dir):
+    # after a restart the job's process id can belong to another process: it must neither hold the lock
+    # nor be signalled by Cancel
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        run_dir = models_dir / "runs" / "run-20260101-000000-abcd"
+        run_dir.mkdir(parents=True)
+        earlier = psutil.Process(stranger.pid).create_time() - 3600
+        (run_dir / "job.json").write_text(json.dumps({"run_id": run_dir.name, "config": {}, "started": time.time(),
+                                                      "pid": stranger.pid, "pid_started": earlier}))
+        (run_dir.parent / ".lock").write_text(json.dumps({"run_id": run_dir.name, "pid": stranger.pid,
+                                                          "pid_started": earlier}))
+        assert jobs.running_job(models_dir) is None
+        assert jobs.state(run_dir.name, models_dir).status == "failed"
+        jobs.cancel(run_dir.name, models_dir)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_run_that_a_stopped_run_started_from_is_kept_until_that_run_is_done_with(models_dir):
+    runs = models_dir / "runs"
+    for run_id, config in (("run-20260101-000000-aaaa", {}),
+                           ("run-20260101-000100-bbbb", {"init_bundle": str(runs / "run-20260101-000000-aaaa" / "bundle"),
+                                                         "split_from": str(runs / "run-20260101-000000-aaaa" / "bundle")})):
+        (runs / run_id / jobs.CHECKPOINT).mkdir(parents=True)
+        (runs / run_id / "job.json").write_text(json.dumps({"run_id": run_id, "config": config, "started": 0}))
+    # the second run crashed after saving epoch 3: continuing it reads the first run's bundle
+    (runs / "run-20260101-000100-bbbb" / jobs.CHECKPOINT / "state.json").write_text(json.dumps({"epoch": 3}))
+    with pytest.raises(jobs.JobError, match="run-20260101-000100-bbbb started from this run's model"):
+        jobs.delete("run-20260101-000000-aaaa", models_dir)
+    assert (runs / "run-20260101-000000-aaaa").is_dir()
+    jobs.delete("run-20260101-000100-bbbb", models_dir)
+    jobs.delete("run-20260101-000000-aaaa", models_dir)
+    assert jobs.list_runs(models_dir) == []
 
 
 def test_a_runs_folder_that_cannot_be_written_is_a_message_and_launches_nothing(models_dir):
