@@ -18,8 +18,9 @@ COPY --chown=app:app models/default/ models/default/
 COPY --chown=app:app sample_data/ sample_data/
 COPY --chown=app:app .streamlit/ .streamlit/
 COPY --chown=app:app streamlit_app.py train.py ./
-# the app writes the active-model pointer into models/ and training runs into models/runs/ (a named volume
-# starts with this folder's owner), so both belong to the app user, not to root as COPY leaves parents
+# the app writes training runs and the active-model pointer into models/runs/ (compose.yaml keeps it in a
+# named volume, which starts with this folder's owner) and evaluation reports beside the bundles in models/,
+# so both belong to the app user, not to root as COPY leaves parents
 RUN mkdir -p models/runs && chown app:app models models/runs
 
 USER app

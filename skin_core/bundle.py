@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from . import model as _model  # registers the custom layers a saved model may hold
-from .jsonfiles import replace_json
+from .jsonfiles import replace_json, sync_to_disk
 from .options import TTA_VIEWS
 
 FORMAT_VERSION = 1
@@ -94,6 +94,8 @@ def read_manifest(path) -> dict:
     """The manifest alone (cheap: no model load), checked for a known format version."""
     path = Path(path)
     manifest_path = path / MANIFEST_FILE
+    if not path.exists():
+        restore_interrupted_replacement(path)
     if not manifest_path.is_file():
         raise BundleError(f"{path} is not a model bundle: {MANIFEST_FILE} is missing.")
     try:
@@ -189,6 +191,7 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
     A crash at any point leaves either no bundle or the previous one, never half of one.
     """
     target = Path(target)
+    restore_interrupted_replacement(target)
     problem = output_problem(target)
     if problem:
         raise BundleError(problem)
@@ -209,7 +212,11 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
             json.dump(manifest, handle, indent=2)
         if card is not None:
             (staging / CARD_FILE).write_text(card)
+        for written in staging.iterdir():     # on the disk before the bundle is in place (the caller then
+            sync_to_disk(written)             # deletes the training checkpoint it could be rebuilt from)
+        sync_to_disk(staging)
         _swap_into_place(staging, target)
+        sync_to_disk(target.parent)
     except BaseException as exc:   # a cancelled run or Ctrl-C cleans up too
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -236,6 +243,17 @@ def output_problem(target) -> str | None:
     except OSError as exc:
         return f"A bundle cannot be written beside {target}: {exc.strerror or exc}."
     return None
+
+
+def restore_interrupted_replacement(target) -> None:
+    """Put back the previous bundle if a process was killed between _swap_into_place's two renames, which
+    leaves it under its retired name and nothing at `target`: a bundle is never lost."""
+    target = Path(target)
+    if target.exists():
+        return
+    retired = [folder for folder in target.parent.glob(f".{target.name}.old-*") if (folder / MANIFEST_FILE).is_file()]
+    if retired:
+        max(retired, key=lambda folder: folder.stat().st_mtime).rename(target)
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

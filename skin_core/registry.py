@@ -1,8 +1,10 @@
 """The models/ folder: which bundles exist and which one the app serves.
 
-The active model is named by a small pointer file, models/active.json, replaced atomically
+The active model is named by a small pointer file, models/runs/active.json, replaced atomically
 (write a temporary file, then os.replace), so a reader sees either the old or the new pointer,
-never half of one. Without a pointer the committed models/default is active.
+never half of one. Without a pointer the committed models/default is active. The pointer lives in
+runs/ beside the runs it names, so a deployment that keeps only that folder (a container's volume)
+keeps its choice of model too; a pointer at the older place, models/active.json, is still read.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from .bundle import BundleError, read_manifest
 from .jsonfiles import replace_json
 
 DEFAULT_NAME = "default"
-POINTER = "active.json"
+POINTER = Path("runs") / "active.json"
+OLD_POINTER = Path("active.json")
 
 
 def models_dir() -> Path:
@@ -22,15 +25,17 @@ def models_dir() -> Path:
 
 
 def _read_pointer(root: Path) -> dict:
-    try:
-        return json.loads((root / POINTER).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {"active": DEFAULT_NAME, "previous": []}
+    for place in (POINTER, OLD_POINTER):
+        try:
+            return json.loads((root / place).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+    return {"active": DEFAULT_NAME, "previous": []}
 
 
 def _write_pointer(root: Path, pointer: dict) -> None:
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        (root / POINTER).parent.mkdir(parents=True, exist_ok=True)
         replace_json(root / POINTER, pointer)
     except OSError as exc:
         raise BundleError(f"Could not update the active model pointer: {exc.strerror or exc}") from None

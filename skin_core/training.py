@@ -293,6 +293,8 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     split = table[["image_id", "lesion_id", "dx", "subset"]]
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split)
+    if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
+        resume.discard(cfg.checkpoint)
     log.event("done", f"Bundle written to {out} ({manifest['training']['seconds'] / 60:.1f} min)", bundle=str(out))
     return out
 
@@ -310,10 +312,7 @@ def train(cfg: TrainConfig) -> Path:
     log.event("start", f"Training {cfg.name or Path(cfg.out).name} on {cfg.data}", config=asdict(cfg))
     prep = prepare(cfg, log)
     model, history, info = fit(cfg, prep, log)
-    out = finish(cfg, prep, model, history, info, log, started)
-    if cfg.checkpoint:
-        resume.discard(cfg.checkpoint)     # the bundle holds everything now
-    return out
+    return finish(cfg, prep, model, history, info, log, started)
 
 
 def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | None, fit_info: dict,

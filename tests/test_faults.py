@@ -51,6 +51,18 @@ def test_an_interrupt_while_swapping_a_bundle_in_puts_the_old_one_back(tiny_bund
     bundles.load_bundle(target)
 
 
+def test_a_bundle_left_retired_by_a_killed_replacement_is_put_back(tiny_bundle, tmp_path):
+    # SIGKILL between the two renames runs no clean-up: the previous bundle sits under its retired name
+    target = tmp_path / "models" / "mine"
+    shutil.copytree(tiny_bundle, target)
+    before = (target / "manifest.json").read_text()
+    target.rename(target.parent / ".mine.old-1a2b3c4d")
+    (target.parent / ".mine.partial-5e6f7a8b").mkdir()          # the new one, never moved in
+    assert bundles.read_manifest(target)["name"] == json.loads(before)["name"]
+    assert (target / "manifest.json").read_text() == before
+    bundles.load_bundle(target)
+
+
 def test_a_read_only_models_folder_refuses_promotion_cleanly(models_dir, monkeypatch):
     shutil.copytree(models_dir / "default", models_dir / "candidate")
 
@@ -61,7 +73,20 @@ def test_a_read_only_models_folder_refuses_promotion_cleanly(models_dir, monkeyp
     with pytest.raises(bundles.BundleError, match="Read-only file system"):
         registry.promote("candidate", models_dir)
     assert registry.active_name(models_dir) == "default"
-    assert not list(models_dir.glob(".active.*"))
+    assert not list(models_dir.rglob(".active.*"))
+
+
+def test_the_choice_of_model_is_kept_with_the_runs_and_an_older_pointer_still_counts(models_dir):
+    shutil.copytree(models_dir / "default", models_dir / "candidate")
+    # the place earlier versions wrote the pointer to
+    (models_dir / "active.json").write_text(json.dumps({"active": "candidate", "previous": ["default"]}))
+    assert registry.active_name(models_dir) == "candidate"
+    assert registry.rollback(models_dir) == "default"
+    assert json.loads((models_dir / "runs" / "active.json").read_text())["active"] == "default"
+    registry.promote("candidate", models_dir)
+    # a container rebuilt from its image keeps only the runs/ volume: the promoted model must survive that
+    (models_dir / "active.json").unlink()
+    assert registry.active_name(models_dir) == "candidate"
 
 
 def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
