@@ -17,17 +17,36 @@ warnings.filterwarnings("ignore", message=".*shuffle=True.*")
 from skin_core.options import BALANCE_CHOICES, MIX_CHOICES, STRATEGY_CHOICES, TTA_CHOICES  # noqa: E402 (no Keras)
 
 
+def whole_number(least: int):
+    """An argparse type for integers of at least `least` (an epoch count of 0 or a batch of 0 would fail
+    only after the whole dataset had been read)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+        return value
+    return parse
+
+
+def share(text: str) -> float:
+    """An argparse type for a fraction strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (HAM10000 layout or one folder per class)")
     p.add_argument("--out", required=True, help="bundle folder to write, e.g. models/my_model")
-    p.add_argument("--epochs", type=int, default=30, help="total epochs, head phase included")
-    p.add_argument("--head-epochs", type=int, default=2, help="epochs training only the new head")
-    p.add_argument("--img-size", type=int, default=224, help="square input size in pixels")
+    p.add_argument("--epochs", type=whole_number(1), default=30, help="total epochs, head phase included")
+    p.add_argument("--head-epochs", type=whole_number(0), default=2, help="epochs training only the new head")
+    p.add_argument("--img-size", type=whole_number(32), default=224, help="square input size in pixels")
     p.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier (0.25, 0.5, 0.75, 1.0)")
     p.add_argument("--weights", default="imagenet", help="'imagenet', a Keras .h5 weights file, or 'none'")
     p.add_argument("--init-bundle", default=None, help="start from this bundle's weights instead")
-    p.add_argument("--batch-size", type=int, default=32, help="per-replica batch size")
+    p.add_argument("--batch-size", type=whole_number(1), default=32, help="per-replica batch size")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate while fine-tuning")
     p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head phase")
     p.add_argument("--fine-tune-fraction", type=float, default=1.0, help="share of the body unfrozen in phase 2")
@@ -51,15 +70,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "copies are")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs")
+    p.add_argument("--patience", type=whole_number(1), default=8, help="early-stopping patience in epochs")
     p.add_argument("--patience-from", type=int, default=0, metavar="EPOCH",
                    help="early stopping ignores the first EPOCH epochs, e.g. half the schedule: a whole-network run "
                         "from ImageNet weights peaks noisily at the top of its learning rate and improves later")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=share, default=0.2)
+    p.add_argument("--val-fraction", type=share, default=0.15)
     p.add_argument("--detail-side", type=int, default=-1,
                    help="cap the detail of inputs to this many pixels (-1: the dataset's own resolution, 0: none)")
-    p.add_argument("--mel-sensitivity", type=float, default=0.85,
+    p.add_argument("--mel-sensitivity", type=share, default=0.85,
                    help="melanoma sensitivity the decision threshold must reach on validation")
     p.add_argument("--tta", default=TTA_CHOICES[0], choices=TTA_CHOICES,
                    help="test-time views averaged per prediction: auto keeps the half turn (2 views) if it "
@@ -78,6 +97,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="skip fitting: make the bundle from PREFIX.weights.h5, PREFIX.history.csv and PREFIX.json "
                         "written by scripts/train_gpu.py")
     return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.test_fraction + args.val_fraction >= 1:
+        parser.error("--test-fraction and --val-fraction must leave images to train on (their sum must be below 1)")
+    return args
 
 
 def main(args) -> int:
@@ -162,4 +189,4 @@ def finish_from(config, prefix: str):
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(main(parse_args()))

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from skin_core import training  # noqa: E402
 from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
 from skin_core.options import TTA_CHOICES  # noqa: E402
+from skin_core.resume import FREE_SETTINGS  # noqa: E402
 
 
 def main():
@@ -39,21 +40,25 @@ def main():
                         help="average the weights with these bundles' (same architecture and split)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="serve the weights at this input size instead of the one they were trained at")
+    parser.add_argument("--name", default=None,
+                        help="the new bundle's display name (default: the source's, marked re-finished)")
     parser.add_argument("--out", required=True,
                         help="a new bundle folder; the source is never rewritten (its model card and robustness "
                              "report would not carry over): compare the result, then promote or copy it")
     args = parser.parse_args()
     if Path(args.out).exists():
         raise SystemExit(f"error: {args.out} already exists; re-finish into a new folder")
-    source = load_bundle(args.bundle)
     try:
+        source = load_bundle(args.bundle)
         weight_soup([source] + [load_bundle(path) for path in args.average_with])
     except BundleError as exc:
         raise SystemExit(f"error: {exc}") from None
     recorded = source.manifest["training"]
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    config = training.TrainConfig(**{k: v for k, v in recorded.items() if k in fields and k not in ("data", "out")},
-                                  data=args.data, out=args.out)
+    # the source run's own files and names (its progress log, checkpoint, machine) are not this run's
+    kept = {k: v for k, v in recorded.items() if k in fields and k not in FREE_SETTINGS and k != "data"}
+    config = training.TrainConfig(**kept, data=args.data, out=args.out,
+                                  name=args.name or f"{source.name} (re-finished)")
     config.detail_side = source.detail_side
     config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}

@@ -97,3 +97,21 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tiny_
     assert code == 2
     assert err.strip().startswith("error: ") and str(blocker) in err and "Traceback" not in err
     assert "accuracy" not in out   # refused before evaluating
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "argument --epochs: must be at least 1, not 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, not 0"),
+    (["--img-size", "16"], "argument --img-size: must be at least 32, not 16"),
+    (["--test-fraction", "1"], "argument --test-fraction: must be between 0 and 1, not 1.0"),
+    (["--test-fraction", "0.6", "--val-fraction", "0.5"], "their sum must be below 1"),
+])
+def test_train_refuses_impossible_numbers_before_reading_anything(argv, message, tmp_path, capsys):
+    # these failed as ZeroDivisionError or KeyError tracebacks, some after the whole dataset had been read
+    import train
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--data", str(SAMPLE), "--out", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

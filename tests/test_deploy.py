@@ -51,7 +51,10 @@ def test_deployment_files_agree_with_the_code():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] * 1e6 >= images.MAX_BYTES * 0.95
     assert "EXPOSE 8501" in DOCKERFILE and "USER app" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
-    for path in re.findall(r"^COPY (?:--chown=\S+ )?(\S+?)/? ", DOCKERFILE, re.M):
+    copied = [source for line in re.findall(r"^COPY (.*)$", DOCKERFILE, re.M)
+              for source in [word for word in line.split() if not word.startswith("--")][:-1]]   # the last is the target
+    assert {"streamlit_app.py", "train.py", "skin_core/", "models/default/"} <= set(copied)
+    for path in copied:
         assert (ROOT / path).exists(), f"the Dockerfile copies {path}, which is missing"
     required = (ROOT / "requirements.txt").read_text()
     assert all("==" in line for line in required.splitlines() if line and not line.startswith("#"))

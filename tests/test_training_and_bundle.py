@@ -1,6 +1,7 @@
 """A real tiny training run writes a bundle that loads, predicts, and refuses tampering."""
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -258,9 +259,13 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
                                                                                    monkeypatch):
     import refinish
     before = {p.name: p.read_bytes() for p in tiny_bundle.iterdir()}
+    source_log = Path(bundles.read_manifest(tiny_bundle)["training"]["progress_file"])
+    source_log_before = source_log.read_bytes()
     out = tmp_path / "soup"
     run_script(refinish, monkeypatch, tiny_bundle, "--average-with", tiny_bundle, "--out", out, "--data", SAMPLE)
     assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
+    # the source run's progress log is its own: re-finishing neither writes to it nor needs its folder
+    assert source_log.read_bytes() == source_log_before
     soup, source = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
     # the mean of a bundle's weights with themselves is the bundle: same weights, same validation figures
     for mine, theirs in zip(soup.model.get_weights(), source.model.get_weights()):
@@ -271,6 +276,7 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     # averaged weights were never trained as such, so the soup does not claim its first bundle's curves
     assert not (out / bundles.HISTORY_FILE).exists() and (tiny_bundle / bundles.HISTORY_FILE).exists()
     assert soup.manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
+    assert soup.name == f"{source.name} (re-finished)" and soup.manifest["training"]["progress_file"] is None
     with pytest.raises(SystemExit, match="already exists; re-finish into a new folder"):
         run_script(refinish, monkeypatch, tiny_bundle, "--out", tiny_bundle, "--data", SAMPLE)
     assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
