@@ -11,15 +11,22 @@ import streamlit as st
 
 from pages.common import active_predictor, notice
 from skin_core import explain, images, quality
+from skin_core.bundle import SPLIT_FILE
 from skin_core.data import sample_examples
 from skin_core.classes import BY_CODE, full_name
 
 SEVERITY = {"melanoma": "error", "malignant": "error", "uncertain": "warning"}
 
 
-def example_images() -> list[tuple[str, Path]]:
-    """One sample image per class from sample_data/, for a one-click first result."""
-    return [(f"{full_name(dx)} ({path.stem})", path) for dx, path in sample_examples()]
+SEEN_AS = {"train": "used to train this model", "val": "used to tune this model",
+           "test": "held out from this model"}
+
+
+def example_images(bundle) -> list[tuple[str, Path, str | None]]:
+    """One sample image per class from sample_data/, for a one-click first result, with what the shown
+    model did with it (an answer on an image it trained on is no test of it)."""
+    return [(f"{full_name(dx)} ({path.stem})", path, SEEN_AS.get(subset))
+            for dx, path, subset in sample_examples(bundle.path / SPLIT_FILE)]
 
 
 def safe_label(name: str) -> str:
@@ -35,7 +42,7 @@ def probability_chart(ranked: list[tuple[str, float]]) -> go.Figure:
     figure = go.Figure(go.Bar(x=values[::-1], y=labels[::-1], orientation="h", marker_color=colours[::-1],
                               text=[f"{p:.1%}" for p in values[::-1]], textposition="outside",
                               hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    figure.update_layout(xaxis=dict(range=[0, 1.15], tickformat=".0%", title="calibrated probability"),
+    figure.update_layout(xaxis=dict(range=[0, 1.15], tickformat=".0%", title="probability"),
                          height=320, margin=dict(l=10, r=10, t=10, b=10))
     return figure
 
@@ -64,7 +71,8 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
         return
     analysis = predictor.analyse(decoded)
     ranked = analysis.ranked()
-    photo_findings = quality.image_findings(decoded.rgb)
+    photo_findings = quality.image_findings(decoded.rgb) + \
+        quality.familiarity_findings(analysis.distance, analysis.distance_limit)
     model_findings = quality.prediction_findings(analysis.classes, analysis.probabilities, predictor.bundle.thresholds)
     key = f"{index}-{hashlib.sha1(data).hexdigest()[:10]}"
     left, right = st.columns([1, 1.25])
@@ -74,8 +82,12 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
         opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key=f"op-{key}")
         square = explain.centre_square(decoded.rgb)
         overlay = explain.overlay(square, analysis.cam(explained), opacity)
+        explained_p = analysis.as_dict()[explained]
         st.image([square, overlay], caption=["What the model sees (centre square)",
-                                             f"Grad-CAM for {full_name(explained)}"], width=260)
+                                             f"Grad-CAM for {full_name(explained)} ({explained_p:.0%})"], width=260)
+        if explained != ranked[0][0]:
+            st.caption(f"Each map is scaled to its own peak: this one shows where the model would look for "
+                       f"{full_name(explained)}, not that it is likely ({explained_p:.0%}).")
         st.download_button("Download overlay (PNG)", explain.png_bytes(overlay), file_name=f"gradcam_{explained}.png",
                            mime="image/png", key=f"png-{key}")
         for note in decoded.notes:
@@ -98,9 +110,11 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
 st.title("🔬 Diagnose")
 notice()
 predictor = active_predictor()
-st.write("Upload one or more dermatoscopic photos (or take one). The model gives calibrated probabilities "
-         "for the seven HAM10000 classes and a Grad-CAM heat map of the regions that drove its answer. "
-         "Uploads stay in memory and are never stored.")
+st.write("Upload one or more dermatoscopic photos (or take one). The model gives probabilities for the seven "
+         "HAM10000 classes and a Grad-CAM heat map of the regions that drove its answer. Uploads stay in memory "
+         "and are never stored.")
+st.caption("The confidence of the top answer is calibrated on held-out lesions. The model was trained to weigh "
+           "the rarer classes up, so their probabilities tend to run high (Evaluation → Calibration shows each class's), and all of them reflect HAM10000's mix of lesions, not a clinic's.")
 
 upload_tab, camera_tab, example_tab = st.tabs(["Upload", "Camera", "Examples"])
 inputs: list[tuple[str, bytes]] = []
@@ -112,13 +126,15 @@ with camera_tab:
     if shot is not None:
         inputs.append(("camera photo", shot.getvalue()))
 with example_tab:
-    st.caption("Real HAM10000 images (Tschandl et al. 2018, CC BY-NC 4.0), one per class.")
-    examples = example_images()
+    st.caption("Real HAM10000 images (Tschandl et al. 2018, CC BY-NC 4.0), one per class, from this model's "
+               "held-out test lesions where the samples have one. Those the model trained or was tuned on are "
+               "marked: its answer on them shows how it works, not how good it is.")
+    examples = example_images(predictor.bundle)
     columns = st.columns(max(len(examples), 1))
-    for column, (name, path) in zip(columns, examples):
+    for column, (name, path, seen) in zip(columns, examples):
         with column:
-            st.image(str(path), width="stretch")
-            if st.button("Try", key=f"ex-{path.stem}", help=name):
+            st.image(str(path), width="stretch", caption=seen)
+            if st.button("Try", key=f"ex-{path.stem}", help=f"{name}, {seen}" if seen else name):
                 st.session_state["example"] = str(path)
     if st.session_state.get("example"):
         chosen = Path(st.session_state["example"])

@@ -49,11 +49,13 @@ def robustness(path, key: str) -> None:
                            title=f"Held-out {report['subset']} split under altered photographs"),
                     key=f"rob-{key}")
     columns = ["description", "accuracy", "balanced_accuracy", "macro_f1", "mel_recall_at_threshold",
-               "top_diagnosis_changed"]
+               "top_diagnosis_changed", "flagged_unfamiliar"]
     shown = rows.set_index("condition")[[c for c in columns if c in rows]]   # no melanoma column without mel cases
-    st.dataframe(shown.style.format(precision=3).format("{:.1%}", subset=["top_diagnosis_changed"]))
+    shares = [c for c in ("top_diagnosis_changed", "flagged_unfamiliar") if c in shown]
+    st.dataframe(shown.style.format(precision=3).format("{:.1%}", subset=shares))
     st.caption("Each row alters every held-out photograph one way before the model's own preparation; "
-               "'top diagnosis changed' is the share whose first answer differs from the unaltered photograph's.")
+               "'top diagnosis changed' is the share whose first answer differs from the unaltered photograph's; "
+               "'flagged unfamiliar' the share the Diagnose page would warn about as unlike the training images.")
 
 
 def headline(report: dict, key: str) -> None:
@@ -69,9 +71,11 @@ def headline(report: dict, key: str) -> None:
                        help=f"Accuracy of always answering '{report.get('majority_class', 'nv')}'")
     columns[-1].caption(f"always '{report.get('majority_class', 'nv')}'")
     counts = ", ".join(f"{c} {n}" for c, n in report["class_counts"].items())
+    notes = evaluation.other_dataset_notes(report)
+    held_out = " ".join(notes) if "left_out_seen" in report else \
+        "Splits are grouped by lesion, so no lesion seen in training or model selection is scored here."
     st.caption(f"{report['n']} images of {report.get('n_lesions', '?')} lesions ({counts}); "
-               f"{report.get('dataset', 'held-out test split')}. Splits are grouped by lesion, so no lesion seen in "
-               f"training or model selection is scored here. ECE {report['ece']:.3f}.")
+               f"{report.get('dataset', 'held-out test split')}. {held_out} ECE {report['ece']:.3f}.")
 
 
 def confusion(report: dict, key: str) -> None:
@@ -138,7 +142,28 @@ def calibration(report: dict, key: str) -> None:
     figure.update_layout(xaxis_title="confidence (top probability)", yaxis_title="accuracy", height=400,
                          xaxis_range=[0, 1], yaxis_range=[0, 1])
     st.plotly_chart(figure, key=f"rel-{key}")
-    st.caption(f"Expected calibration error (15 bins): {report['ece']:.3f}")
+    st.caption(f"Expected calibration error (15 bins): {report['ece']:.3f}. This measures the top answer's "
+               "confidence only; below, each class's own probabilities.")
+    predictions = report.get("predictions")
+    if not predictions:
+        return
+    classes = report["classes"]
+    code = st.selectbox("Class", classes, index=classes.index("mel") if "mel" in classes else 0,
+                        format_func=lambda c: f"{full_name(c)} ({c})", key=f"relc-{key}")
+    curve = evaluation.class_reliability(np.array(predictions["y_true"]), np.array(predictions["probs"]),
+                                         classes.index(code))
+    figure = go.Figure([go.Scatter(x=curve["predicted"], y=curve["observed"], mode="lines+markers",
+                                   name=f"{code}: observed share",
+                                   hovertemplate="given %{x:.2f}<br>truly " + code + " %{y:.2f}<extra></extra>"),
+                        go.Scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line=dict(dash="dot"))])
+    figure.update_layout(xaxis_title=f"probability given to {full_name(code)}",
+                         yaxis_title=f"share that is truly {full_name(code)}", height=400,
+                         xaxis_range=[0, 1], yaxis_range=[0, 1])
+    st.plotly_chart(figure, key=f"relc-chart-{key}")
+    st.caption(f"Ten bins of equal size. Mean probability given to {full_name(code)}: {curve['mean_probability']:.3f}; "
+               f"its share of these images: {curve['prevalence']:.3f}. Points below the diagonal mean the model's "
+               f"{full_name(code)} probabilities run high: it was trained to weigh the rarer classes up, which "
+               "lifts their recall and their probabilities.")
 
 
 def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:

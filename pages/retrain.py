@@ -141,26 +141,42 @@ def launch_form(admin: bool) -> None:
             st.rerun()
 
 
+def figures_table(name: str, ours: dict, active: str, theirs: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"metric": label, name: ours.get(key), f"active ({active})": theirs.get(key),
+                          "difference": (ours[key] - theirs[key]) if key in ours and key in theirs else None}
+                         for key, label in COMPARED]).set_index("metric")
+
+
+def show_figures(table: pd.DataFrame) -> None:
+    numbers = [c for c in table.columns if c != "difference"]
+    st.dataframe(table.style.format("{:+.3f}", subset=["difference"], na_rep="–")
+                 .format("{:.3f}", subset=numbers, na_rep="–"))
+
+
 def compare_with_active(name: str) -> None:
+    """The run against the active model on validation, where models are chosen; the test figures only
+    beside, folded: choosing among runs on the test split would make its figures optimistic."""
     active = registry.active_name()
     try:
         ours_path, theirs_path = registry.bundle_path(name), registry.bundle_path(active)
-        ours = read_manifest(ours_path).get("test") or {}
-        theirs = read_manifest(theirs_path).get("test") or {}
+        ours, theirs = read_manifest(ours_path), read_manifest(theirs_path)
     except BundleError as exc:
         st.error(str(exc))
         return
-    rows = [{"metric": label, name: ours.get(key), f"active ({active})": theirs.get(key),
-             "difference": (ours[key] - theirs[key]) if key in ours and key in theirs else None}
-            for key, label in COMPARED]
-    st.dataframe(pd.DataFrame(rows).set_index("metric").style.format("{:+.3f}", subset=["difference"], na_rep="–")
-                 .format("{:.3f}", subset=[name, f"active ({active})"], na_rep="–"))
-    if shares_split(ours_path, theirs_path):
-        st.caption("Both models were tested on the same held-out lesions: a like-for-like comparison "
-                   "(differences of a few hundredths are within the noise of one test split).")
+    same = shares_split(ours_path, theirs_path)
+    st.markdown("**Validation split** (choose on these)")
+    show_figures(figures_table(name, ours.get("validation") or {}, active, theirs.get("validation") or {}))
+    if same:
+        st.caption("Both models were validated and tested on the same held-out lesions: a like-for-like comparison. "
+                   "Differences of a few hundredths are within the noise of one split; "
+                   "`python scripts/compare_on_validation.py` gives a paired bootstrap over lesions.")
     else:
-        st.caption("Each model is scored on its own held-out test split; compare on a common dataset with "
-                   "`python -m skin_core evaluate` or the Evaluation page for a like-for-like reading.")
+        st.caption("The models hold out different lesions, so these figures are only a rough comparison; a run "
+                   "that holds out the active model's lesions (the form's option) can be compared like for like.")
+    with st.expander("Test split (for reporting the chosen model, not for choosing)"):
+        show_figures(figures_table(name, ours.get("test") or {}, active, theirs.get("test") or {}))
+        st.caption("Choosing among runs on these makes the chosen one look better than it is: the test split "
+                   "is read once a model has been chosen on validation.")
 
 
 def runs_section(admin: bool) -> None:

@@ -59,7 +59,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import explain, images
+    from . import explain, images, quality
     from .predict import Predictor
     predictor = Predictor.from_path(args.model)
     if args.gradcam:
@@ -77,7 +77,11 @@ def cmd_predict(args) -> int:
         top = analysis.ranked()[0][0]
         record = {"image": path, "probabilities": analysis.as_dict(), "top": top,
                   "flags": {code: float(analysis.probabilities[predictor.classes.index(code)]) >= t
-                            for code, t in predictor.bundle.thresholds.items()}}
+                            for code, t in predictor.bundle.thresholds.items()},
+                  # the same reasons to distrust the answer that the app shows
+                  "warnings": [finding.message for finding in
+                               quality.image_findings(analysis.decoded.rgb)
+                               + quality.familiarity_findings(analysis.distance, analysis.distance_limit)]}
         if args.gradcam:
             square = explain.centre_square(analysis.decoded.rgb)
             target = Path(args.gradcam) / f"{_safe_stem(path)}_gradcam_{top}.png"

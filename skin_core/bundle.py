@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from . import model as _model  # registers the custom layers a saved model may hold
+from .familiarity import FAMILIARITY_FILE, Familiarity
 from .jsonfiles import replace_json, sync_to_disk
 from .options import TTA_VIEWS
 
@@ -27,7 +28,7 @@ HISTORY_FILE = "history.csv"
 EVALUATION_FILE = "evaluation.json"
 SPLIT_FILE = "split.csv"
 CARD_FILE = "MODEL_CARD.md"
-CHECKED_FILES = (MODEL_FILE, HISTORY_FILE, EVALUATION_FILE, SPLIT_FILE)
+CHECKED_FILES = (MODEL_FILE, HISTORY_FILE, EVALUATION_FILE, SPLIT_FILE, FAMILIARITY_FILE)
 
 
 class BundleError(ValueError):
@@ -47,6 +48,7 @@ class Bundle:
     path: Path
     manifest: dict
     model: keras.Model
+    familiarity: Familiarity | None = None    # how unlike the training images a photo is (None: not fitted)
 
     @property
     def classes(self) -> list[str]:
@@ -147,7 +149,13 @@ def load_bundle(path) -> Bundle:
     if missing:   # the predictor reads them for the answer and its Grad-CAM map
         raise BundleError(f"{path.name}: the model has no layer named {', '.join(sorted(missing))}; "
                           "it is not a MobileNet built by this project.")
-    return Bundle(path=path, manifest=manifest, model=model)
+    familiarity = None
+    if FAMILIARITY_FILE in manifest["files"]:
+        try:
+            familiarity = Familiarity.load(path / FAMILIARITY_FILE)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{path.name}: {FAMILIARITY_FILE} cannot be read ({exc}).") from None
+    return Bundle(path=path, manifest=manifest, model=model, familiarity=familiarity)
 
 
 def shares_split(first: Path, second: Path) -> bool:
@@ -185,7 +193,7 @@ def inference_copy(model: keras.Model) -> keras.Model:
 
 
 def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, evaluation=None,
-                 split=None, card: str | None = None) -> Path:
+                 split=None, card: str | None = None, familiarity: Familiarity | None = None) -> Path:
     """Write a complete bundle into a temporary folder beside `target`, then move it into place.
 
     A crash at any point leaves either no bundle or the previous one, never half of one.
@@ -206,6 +214,8 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
                 json.dump(evaluation, handle)
         if split is not None:
             split.to_csv(staging / SPLIT_FILE, index=False)
+        if familiarity is not None:
+            familiarity.save(staging / FAMILIARITY_FILE)
         files = {name: sha256_file(staging / name) for name in CHECKED_FILES if (staging / name).is_file()}
         manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
         with open(staging / MANIFEST_FILE, "w") as handle:
@@ -276,6 +286,25 @@ def dataset_report_file(dataset_folder: str) -> str:
     dataset's folder, letters and digits only, so it can never name a file outside the bundle."""
     stem = Path(str(dataset_folder).rstrip("/")).name
     return "evaluation-" + ("".join(ch if ch.isalnum() else "_" for ch in stem)[:40] or "dataset") + ".json"
+
+
+def add_familiarity(path, familiarity: Familiarity, description: dict) -> None:
+    """Give an existing bundle its familiarity model (bundles trained before it existed): the file is
+    written beside the others first and counts only once the manifest, replaced in one step, lists it
+    with its checksum."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    temporary = path / f".{FAMILIARITY_FILE}.{uuid.uuid4().hex[:8]}.npz"
+    try:
+        familiarity.save(temporary)
+        sync_to_disk(temporary)
+        temporary.replace(path / FAMILIARITY_FILE)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    manifest["files"] = {**manifest["files"], FAMILIARITY_FILE: sha256_file(path / FAMILIARITY_FILE)}
+    manifest["familiarity"] = description
+    replace_json(path / MANIFEST_FILE, manifest, indent=2)
 
 
 def update_report(path, name: str, report: dict) -> None:

@@ -63,13 +63,24 @@ def _index_images(root: Path) -> dict[str, Path]:
     return found
 
 
-def sample_examples() -> list[tuple[str, Path]]:
-    """One shipped sample image per class, (dx, path), for the app's one-click examples (none if not shipped)."""
+def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
+    """One shipped sample image per class for the app's one-click examples, as (dx, path, subset): the subset
+    ("train", "val", "test") the image has in the split.csv of the model being shown, None if unknown. An
+    image of that model's test split is preferred, so an example shows how it does on a lesion it never saw;
+    the samples belong to the development data, so some classes may have none. None if not shipped."""
     try:
         table = load_dataset(SAMPLE_DIR).table
     except DatasetError:
         return []
-    return [(row.dx, Path(row.path)) for row in table.drop_duplicates("dx").itertuples()]
+    subsets = pd.Series(None, index=table.index, dtype=object)
+    if split_csv is not None and Path(split_csv).is_file():
+        try:
+            subsets = table["image_id"].map(_read_split(split_csv).set_index("image_id")["subset"])
+        except (ValueError, KeyError, OSError):
+            pass                                       # an unreadable split: the subsets stay unknown
+    table = table.assign(subset=subsets.where(subsets.notna(), None), unseen=subsets.eq("test"))
+    chosen = table.sort_values("unseen", ascending=False, kind="stable").drop_duplicates("dx")
+    return [(row.dx, Path(row.path), row.subset) for row in chosen.sort_values("dx").itertuples()]
 
 
 def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:
@@ -291,6 +302,18 @@ def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
         return (f"The starting model was trained or tuned on {len(leaked)} images this run would hold out for "
                 f"testing (e.g. {', '.join(leaked[:3])}).")
     return None
+
+
+def leave_out_seen(table: pd.DataFrame, split_csv) -> tuple[pd.DataFrame, int]:
+    """The rows of `table` whose image and lesion the bundle with `split_csv` neither trained nor was tuned
+    on, and how many were left out: a dataset that shares images with a model's development data (HAM10000
+    itself, say) must not score what the model learned from."""
+    recorded = _read_split(split_csv)
+    seen = recorded[recorded["subset"].isin(["train", "val"])]
+    learned = table["image_id"].isin(seen["image_id"])
+    if "lesion_id" in seen:
+        learned |= table["lesion_id"].isin(seen["lesion_id"])
+    return table[~learned].reset_index(drop=True), int(learned.sum())
 
 
 def split_when_starting_from(table: pd.DataFrame, starting_split_csv, seed: int, *, test_fraction: float = 0.2,

@@ -9,6 +9,7 @@ scikit-learn in the tests), because a thousand scikit-learn calls per report tak
 from __future__ import annotations
 
 import numpy as np
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support, roc_auc_score, roc_curve,
                              top_k_accuracy_score)
@@ -35,6 +36,18 @@ def expected_calibration_error(y_true, probs, n_bins: int = ECE_BINS) -> tuple[f
                      "confidence": float(confidence[mask].mean()) if count else None,
                      "accuracy": float(correct[mask].mean()) if count else None})
     return float(ece), bins
+
+
+def class_reliability(y_true, probs, class_index: int, n_bins: int = 10) -> dict:
+    """How often a class is the truth when the model gives it probability p, in bins of equal counts
+    (scikit-learn's calibration_curve): the top-label ECE cannot show that one class's probabilities run
+    high and another's low. Returns the bins' mean probability and observed frequency, and the mean
+    probability against the class's share of the images."""
+    is_class = (np.asarray(y_true) == class_index).astype(int)
+    p = np.asarray(probs)[:, class_index]
+    observed, predicted = calibration_curve(is_class, p, n_bins=n_bins, strategy="quantile")
+    return {"predicted": predicted.tolist(), "observed": observed.tolist(),
+            "mean_probability": float(p.mean()), "prevalence": float(is_class.mean())}
 
 
 def _headline(y_true, y_pred, labels) -> dict:
@@ -181,11 +194,31 @@ def build_report(y_true, probs, classes, *, groups=None, image_ids=None, thresho
     return report
 
 
+def other_dataset_notes(report: dict) -> list[str]:
+    """What a reader of a report on a dataset other than the bundle's own test split must know about it:
+    what was left out as seen in training, and what could not be checked."""
+    if "left_out_seen" not in report:    # the bundle's own test split: grouped by lesion, nothing seen
+        return []
+    notes = []
+    if report["left_out_seen"]:
+        notes.append(f"{report['left_out_seen']} images whose image or lesion the model trained or was tuned on "
+                     "were left out.")
+    elif report.get("split_known"):
+        notes.append("None of its images or lesions was used to train or tune the model.")
+    if not report.get("split_known"):
+        notes.append("The model records no split, so images it trained on may be among these.")
+    if not report.get("lesions_named"):
+        notes.append("The dataset names no lesions, so each image counts as a lesion of its own: photographs "
+                     "of one lesion are counted as independent and the intervals are too narrow.")
+    return notes
+
+
 def summary_lines(report: dict) -> list[str]:
     """A short human summary for the command line."""
     ci = report["ci95"] or {k: [float("nan")] * 2 for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     lines = [
         f"images: {report['n']}  lesions: {report['n_lesions']}",
+        *other_dataset_notes(report),
         f"accuracy           {report['accuracy']:.3f}  (95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}; "
         f"majority-class baseline {report['majority_baseline_accuracy']:.3f})",
         f"balanced accuracy  {report['balanced_accuracy']:.3f}  (95% CI {ci['balanced_accuracy'][0]:.3f}-{ci['balanced_accuracy'][1]:.3f})",

@@ -74,11 +74,12 @@ def _mean_of_views(values, tta: str, spatial: bool):
 
 
 def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, tta: str = "none"):
-    """Two traced functions over uint8-valued float batches: (logits) and (probs, logits, cams).
+    """Two traced functions over uint8-valued float batches: (logits, pooled) and (probs, logits, cams,
+    pooled), where pooled are the features the dense head reads (for skin_core.familiarity).
 
     The probabilities are calibrated: softmax((logits + logit_bias) / temperature). With test-time
-    views (see TTA_VIEWS; a dermoscopy photo has no preferred orientation), logits and maps are the
-    mean over the views, still in one traced call.
+    views (see TTA_VIEWS; a dermoscopy photo has no preferred orientation), logits, maps and pooled
+    features are the mean over the views, still in one traced call.
     """
     if tta not in TTA_VIEWS:
         raise ValueError(f"Unknown test-time augmentation {tta!r}; expected one of {', '.join(TTA_VIEWS)}.")
@@ -91,13 +92,14 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, 
 
     @tf.function(input_signature=spec)
     def logits_only(images):
-        logits = dense(pool(_features(features_model, images, tta)))
-        return _mean_of_views(logits, tta, spatial=False)
+        pooled = pool(_features(features_model, images, tta))
+        return _mean_of_views(dense(pooled), tta, spatial=False), _mean_of_views(pooled, tta, spatial=False)
 
     @tf.function(input_signature=spec)
     def with_cams(images):
         features = _features(features_model, images, tta)
-        logits = dense(pool(features))
+        pooled = pool(features)
+        logits = dense(pooled)
         # Grad-CAM's channel weights are the spatial mean of d logit_c / d features. Behind global average
         # pooling and a dense layer that gradient is kernel[k, c] / (h * w) at every position, so the maps
         # are relu(features . kernel) up to a positive factor that the normalisation below removes: exact
@@ -106,7 +108,7 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, 
         logits, cams = _mean_of_views(logits, tta, spatial=False), _mean_of_views(cams, tta, spatial=True)
         peak = tf.reduce_max(cams, axis=[1, 2], keepdims=True)
         cams = tf.math.divide_no_nan(cams, peak)                    # each class map in [0, 1]
-        return tf.nn.softmax((logits + bias) / temp), logits, cams
+        return tf.nn.softmax((logits + bias) / temp), logits, cams, _mean_of_views(pooled, tta, spatial=False)
 
     return logits_only, with_cams
 

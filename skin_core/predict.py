@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from . import explain, images
 from .bundle import Bundle, load_bundle
+from .model import POOL_LAYER
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Analysis:
     cams: np.ndarray              # (h, w, classes), each in [0, 1]
     model_input: np.ndarray       # the (size, size, 3) uint8 picture the model saw
     decoded: images.DecodedImage
+    distance: float | None = None    # from the training images in feature space (None: the bundle has no
+    distance_limit: float | None = None   # familiarity model); above the limit the photo is unlike them
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(self.probabilities)[::-1]
@@ -44,6 +47,8 @@ class Predictor:
         self.temperature = bundle.temperature
         self.logit_bias = bundle.logit_bias
         self.tta = bundle.manifest.get("test_time_augmentation", "none")
+        self.familiarity = bundle.familiarity
+        self._feature_width = int(bundle.model.get_layer(POOL_LAYER).output.shape[-1])
         self._logits, self._with_cams = explain.make_forward(bundle.model, self.temperature, self.logit_bias,
                                                              self.tta)
         # warm up the path a single upload takes; the batch path (evaluation) traces on its first call
@@ -58,31 +63,70 @@ class Predictor:
 
     def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Uncalibrated logits for prepared uint8 pictures (n, size, size, 3)."""
-        out = [self._logits(tf.convert_to_tensor(pixels[i:i + batch_size], tf.float32)).numpy()
-               for i in range(0, len(pixels), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+        return self.logits_and_features(pixels, batch_size)[0]
+
+    def logits_and_features(self, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Uncalibrated logits and the pooled features the head reads, for prepared uint8 pictures."""
+        batches = [self._logits(tf.convert_to_tensor(pixels[i:i + batch_size], tf.float32))
+                   for i in range(0, len(pixels), batch_size)]
+        if not batches:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self._feature_width), np.float32)
+        return (np.concatenate([logits.numpy() for logits, _ in batches]),
+                np.concatenate([pooled.numpy() for _, pooled in batches]))
 
     def probabilities(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
-        return softmax((self.logits(pixels, batch_size) + self.logit_bias) / self.temperature)
+        return self.calibrated(self.logits(pixels, batch_size))
 
-    def evaluate(self, dataset_root, *, skip_bad: bool = False, on_progress=None) -> dict:
-        """The evaluation report of this model on a labelled dataset folder (either layout)."""
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        return softmax((logits + self.logit_bias) / self.temperature)
+
+    def probabilities_and_distances(self, pixels: np.ndarray, batch_size: int = 64):
+        """Calibrated probabilities and each picture's distance from the training images in feature space
+        (None without a familiarity model), in one pass."""
+        logits, features = self.logits_and_features(pixels, batch_size)
+        distances = self.familiarity.distance(features) if self.familiarity is not None else None
+        return self.calibrated(logits), distances
+
+    def evaluate(self, dataset_root, *, skip_bad: bool = False, on_progress=None, leave_out_seen: bool = True) -> dict:
+        """The evaluation report of this model on a labelled dataset folder (either layout), without the
+        images and lesions its split.csv says it trained or was tuned on (unless `leave_out_seen` is off:
+        then it is a check of the code, not of the model)."""
         from . import data, evaluation
+        from .bundle import SPLIT_FILE
         dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes)
-        arrays = data.read_images(dataset.table, self.input_size, self.detail_side, skip_bad=skip_bad,
+        table, seen = dataset.table, 0
+        split_csv = self.bundle.path / SPLIT_FILE
+        split_known = split_csv.is_file()
+        if leave_out_seen and split_known:
+            try:
+                table, seen = data.leave_out_seen(table, split_csv)
+            except (ValueError, KeyError, OSError) as exc:
+                raise data.DatasetError(f"This model's {SPLIT_FILE} cannot be read ({exc}), so the images it "
+                                        "trained on cannot be left out.") from None
+            if table.empty:
+                raise data.DatasetError(f"All {seen} images of this dataset, or their lesions, were used to train or "
+                                        "tune this model, so none of them can test it. Its own held-out test split "
+                                        "is what the Evaluation page shows.")
+        arrays = data.read_images(table, self.input_size, self.detail_side, skip_bad=skip_bad,
                                   on_progress=on_progress)
         labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
         report = evaluation.build_report(labels, self.probabilities(arrays.pixels), self.classes,
                                          groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
                                          thresholds=self.bundle.thresholds)
-        report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable)
+        report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable,
+                      left_out_seen=seen, split_known=split_known and leave_out_seen,
+                      lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()))
         return report
 
     def analyse(self, decoded: images.DecodedImage) -> Analysis:
         model_input = self.prepare(decoded.rgb)
-        probs, _, cams = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
-        return Analysis(self.classes, probs.numpy()[0].astype(np.float64), cams.numpy()[0], model_input, decoded)
+        probs, _, cams, pooled = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
+        distance = limit = None
+        if self.familiarity is not None:
+            distance, limit = float(self.familiarity.distance(pooled.numpy())[0]), self.familiarity.threshold
+        return Analysis(self.classes, probs.numpy()[0].astype(np.float64), cams.numpy()[0], model_input, decoded,
+                        distance, limit)
 
     def analyse_bytes(self, data: bytes) -> Analysis:
         return self.analyse(images.decode(data))

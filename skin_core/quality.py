@@ -1,5 +1,6 @@
-"""Measurable reasons to distrust a prediction: the photo looks unlike the training dermoscopy,
-or the model itself is unsure. Each check is simple enough to explain on the page.
+"""Measurable reasons to distrust a prediction: the photo looks unlike the training dermoscopy (its
+quality here; its content in the model's feature space, skin_core.familiarity), or the model itself is
+unsure. Each check is simple enough to explain on the page.
 
 The photo thresholds sit at or below the 1st percentile of the HAM10000 development images, so real
 dermoscopy rarely trips them (measured on every fourth development image: 1.7% flagged in all, 1.2% by
@@ -92,10 +93,20 @@ def prediction_findings(classes: list[str], probabilities: np.ndarray, threshold
         findings.append(Finding("uncertain", f"Uncertain: the top class has {ranked[0]:.0%} and leads the next by "
                                              f"{ranked[0] - ranked[1]:.0%}. Read the top three together."))
     if "mel" in probs and "mel" in thresholds and probs["mel"] >= thresholds["mel"]:
-        findings.append(Finding("melanoma", f"Melanoma probability {probs['mel']:.0%} is above the model's "
-                                            f"melanoma threshold ({thresholds['mel']:.0%})."))
+        findings.append(Finding("melanoma", f"Melanoma probability {probs['mel']:.1%} is at or above the model's "
+                                            f"melanoma threshold ({thresholds['mel']:.1%})."))
     malignant = sum(probs.get(c, 0.0) for c in MALIGNANT_CODES)
     if malignant >= MALIGNANT_GROUP_HIGH:
         findings.append(Finding("malignant", f"The malignant group (melanoma, basal cell carcinoma, actinic keratosis) "
                                              f"totals {malignant:.0%}."))
     return findings
+
+
+def familiarity_findings(distance: float | None, limit: float | None) -> list[Finding]:
+    """A flag when the model's features of the photo lie farther from its training images than those of
+    nearly all held-out dermoscopy photos (skin_core.familiarity); nothing when the bundle cannot tell."""
+    if distance is None or limit is None or distance <= limit:
+        return []
+    return [Finding("unfamiliar", "The model finds this photo unlike the images it learned from: in its feature "
+                                  "space it lies farther from them than 99% of held-out dermoscopy photos do. It may "
+                                  "not be a dermoscopic photo of a skin lesion, and the probabilities may mean little.")]

@@ -64,14 +64,16 @@ def prepared(pictures: list[np.ndarray], condition: Condition, input_size: int, 
 def report(predictor, pictures: list[np.ndarray], y_true: np.ndarray, conditions=CONDITIONS) -> list[dict]:
     """One row per condition: accuracy, balanced accuracy, macro F1, melanoma recall at the bundle's
     threshold, and the share of photographs whose top diagnosis differs from the first condition's
-    (the unaltered photographs, in CONDITIONS)."""
+    (the unaltered photographs, in CONDITIONS), and the share the familiarity check flags as unlike the
+    training images (when the bundle has one)."""
     y_true = np.asarray(y_true, dtype=int)
     labels = list(range(len(predictor.classes)))
     mel = predictor.classes.index("mel") if "mel" in predictor.classes else None
     threshold = predictor.bundle.thresholds.get("mel")
     rows, reference = [], None
     for condition in conditions:
-        probs = predictor.probabilities(prepared(pictures, condition, predictor.input_size, predictor.detail_side))
+        probs, distances = predictor.probabilities_and_distances(
+            prepared(pictures, condition, predictor.input_size, predictor.detail_side))
         pred = probs.argmax(axis=1)
         reference = pred if reference is None else reference
         row = {"condition": condition.name, "description": condition.description, "n": int(len(y_true)),
@@ -81,17 +83,22 @@ def report(predictor, pictures: list[np.ndarray], y_true: np.ndarray, conditions
                "top_diagnosis_changed": float((pred != reference).mean())}
         if mel is not None and threshold is not None and (y_true == mel).any():
             row["mel_recall_at_threshold"] = float((probs[y_true == mel, mel] >= threshold).mean())
+        if distances is not None:
+            row["flagged_unfamiliar"] = float((distances > predictor.familiarity.threshold).mean())
         rows.append(row)
     return rows
 
 
 def markdown_table(rows: list[dict]) -> list[str]:
     """The report as markdown table lines, for the console and the model card."""
-    lines = ["| condition | accuracy | balanced accuracy | macro F1 | melanoma recall at threshold | top diagnosis changed |",
-             "|---|---|---|---|---|---|"]
+    flagged = all("flagged_unfamiliar" in row for row in rows)
+    lines = ["| condition | accuracy | balanced accuracy | macro F1 | melanoma recall at threshold | top diagnosis changed |"
+             + (" flagged as unlike the training images |" if flagged else ""),
+             "|---|---|---|---|---|---|" + ("---|" if flagged else "")]
     for row in rows:
         mel = row.get("mel_recall_at_threshold")
         lines.append(f"| {row['condition']} ({row['description']}) | {row['accuracy']:.3f} | "
                      f"{row['balanced_accuracy']:.3f} | {row['macro_f1']:.3f} | "
-                     f"{'' if mel is None else f'{mel:.3f}'} | {row['top_diagnosis_changed']:.1%} |")
+                     f"{'' if mel is None else f'{mel:.3f}'} | {row['top_diagnosis_changed']:.1%} |"
+                     + (f" {row['flagged_unfamiliar']:.1%} |" if flagged else ""))
     return lines

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from . import __version__, bundle as bundles, calibration, data, evaluation, resume
+from . import familiarity as familiarity_model
 from .classes import CLASS_CODES
 from .model import build_model, set_trainable_from
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
@@ -263,7 +264,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     staged.manifest["test_time_augmentation"] = manifest["test_time_augmentation"]
     predictor = Predictor(staged)
     log_prior = calibration.log_prior(prep.labels_of("train"), len(classes))
-    val_logits = predictor.logits(val_pixels)
+    val_logits, val_features = predictor.logits_and_features(val_pixels)
     shift = calibration.fit_prior_shift(val_logits, val_labels, log_prior) if cfg.balance != "none" else \
         {"prior_shift": 0.0, "log_prior": log_prior.tolist()}
     bias = shift["prior_shift"] * log_prior     # the logit bias the bundle's predictor applies
@@ -277,6 +278,9 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     val_report = evaluation.build_report(val_labels, val_probs, classes, groups=table.loc[parts["val"], "lesion_id"],
                                          thresholds=manifest["thresholds"], bootstrap_rounds=0)
     manifest["validation"] = {k: val_report[k] for k in HEADLINE + ("operating_points",)}
+    log.event("familiarity", "Measuring where the training images lie in the model's feature space")
+    familiarity = fit_familiarity(predictor, prep, val_features)
+    manifest["familiarity"] = familiarity.description()
 
     report = None
     if parts["test"].any():
@@ -292,11 +296,19 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
             log.event("summary", line)
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     split = table[["image_id", "lesion_id", "dx", "subset"]]
-    out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split)
+    out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
+                               familiarity=familiarity)
     if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
         resume.discard(cfg.checkpoint)
     log.event("done", f"Bundle written to {out} ({manifest['training']['seconds'] / 60:.1f} min)", bundle=str(out))
     return out
+
+
+def fit_familiarity(predictor: Predictor, prep: Prepared, val_features: np.ndarray) -> familiarity_model.Familiarity:
+    """The familiarity model of a finished network: its training images' pooled features (the photos as
+    stored, through the served test-time views) against the validation images' for the threshold."""
+    train_pixels, _ = prep.subset("train")
+    return familiarity_model.fit(predictor.logits_and_features(train_pixels)[1], val_features)
 
 
 HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece")

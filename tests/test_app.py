@@ -43,6 +43,12 @@ def test_diagnose_a_real_image_gives_chart_top3_and_overlay(models_dir):
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
     assert at.selectbox[0].value in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
     assert "not a medical device" in texts(at)
+    # a map for a class other than the top one says it is not evidence for that class
+    assert not any("not that it is likely" in str(c.value) for c in at.caption)
+    other = next(c for c in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc") if c != at.selectbox[0].value)
+    at.selectbox[0].set_value(other).run()
+    assert not at.exception
+    assert any("not that it is likely" in str(c.value) for c in at.caption)
 
 
 def test_diagnose_refuses_a_bad_file_without_a_traceback(models_dir):
@@ -92,6 +98,9 @@ def test_evaluation_page_shows_the_numbers_in_the_json(models_dir):
     assert metrics["Majority baseline"] == f"{report['majority_baseline_accuracy']:.3f}"
     assert len(at.get("plotly_chart")) >= 5
     assert any("No robustness report" in str(i.value) for i in at.info)
+    # each class's own calibration beside the top-label one, melanoma first
+    assert next(s for s in at.selectbox if s.label == "Class").value == "mel"
+    assert any("Ten bins of equal size. Mean probability given to Melanoma" in str(c.value) for c in at.caption)
 
 
 def test_evaluation_page_shows_the_robustness_report(models_dir, sample_meta):
@@ -131,7 +140,7 @@ def test_evaluation_page_without_history_and_comparing_two(models_dir):
     at = page("evaluation").run()
     at.toggle[0].set_value(True).run()
     assert not at.exception
-    assert len(at.selectbox) == 2
+    assert [s.label for s in at.selectbox if s.label.startswith("Model")] == ["Model A", "Model B"]
     soup_note = "averaged with those of sibling (a weight soup), so it has no training curves"
     assert any(soup_note in str(i.value) for i in at.info)
 
@@ -236,7 +245,11 @@ def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     assert not at.exception
     assert any("Saved as evaluation-sample_data.json" in str(s.value) for s in at.success)
     saved = json.loads((models_dir / "default" / "evaluation-sample_data.json").read_text())
-    assert saved["n"] == 70
+    # the tiny model was trained on the sample data: only its test split is scored, and the page says so
+    split = pd.read_csv(models_dir / "default" / "split.csv")
+    assert saved["n"] == (split["subset"] == "test").sum() and saved["left_out_seen"] == 70 - saved["n"]
+    assert any(f"{saved['left_out_seen']} images whose image or lesion the model trained or was tuned on were left out"
+               in str(c.value) for c in at.caption)
     at.text_input(key="ds-main").input(str(models_dir)).run()
     at.button(key="go-main").click().run()
     assert any("No labels found" in str(e.value) for e in at.error)
@@ -282,11 +295,14 @@ def test_retrain_runs_section_compares_a_finished_run_promotes_it_and_rolls_back
     at = page("retrain").run()
     assert not at.exception
     assert any("Status: **done**" in str(m.value) for m in at.markdown)
-    compared = at.dataframe[-1].value
-    test = json.loads((models_dir / "default" / "manifest.json").read_text())["test"]
-    assert compared.loc["Balanced accuracy", run_id] == pytest.approx(test["balanced_accuracy"])
-    assert compared.loc["Balanced accuracy", "difference"] == 0
+    # chosen on validation; the test figures only folded beside them
+    manifest = json.loads((models_dir / "default" / "manifest.json").read_text())
+    validation, test = (frame.value for frame in at.dataframe[-2:])
+    assert validation.loc["Balanced accuracy", run_id] == pytest.approx(manifest["validation"]["balanced_accuracy"])
+    assert test.loc["Balanced accuracy", run_id] == pytest.approx(manifest["test"]["balanced_accuracy"])
+    assert validation.loc["Balanced accuracy", "difference"] == 0
     assert any("same held-out lesions" in str(c.value) for c in at.caption)
+    assert any("not for choosing" in e.label for e in at.expander)
     next(b for b in at.button if b.label == "Promote to active model").click().run()
     assert not at.exception and registry.active_name() == run_id
     next(b for b in at.button if b.label == "Roll back to the previous model").click().run()

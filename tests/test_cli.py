@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import ROOT, SAMPLE, make_folder_dataset
@@ -66,10 +67,25 @@ def test_evaluate_writes_the_report_for_a_folder_dataset(tiny_bundle, tmp_path, 
     for key in ("n", "classes", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy",
                 "top3_accuracy", "per_class", "confusion_matrix", "ece", "majority_baseline_accuracy", "ci95"):
         assert key in report
-    assert report["n"] == 70
-    assert np.array(report["confusion_matrix"]).sum() == 70
-    assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == [10] * 7
+    # the same images the tiny model was trained on: only its test split may be scored
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    test = split[split["subset"] == "test"]
+    assert report["n"] == len(test) and report["left_out_seen"] == 70 - len(test)
+    assert sorted(report["predictions"]["image_id"]) == sorted(test["image_id"])
+    assert np.array(report["confusion_matrix"]).sum(axis=1).tolist() == \
+        [int((test["dx"] == c).sum()) for c in report["classes"]]
     assert set(report["per_class"]["mel"]) == {"precision", "recall", "f1", "support", "auc"}
+    assert "images whose image or lesion the model trained or was tuned on were left out" in out
+    assert "each image counts as a lesion of its own" in out      # class folders without a lesion table
+
+
+def test_evaluating_only_images_the_model_learned_from_is_refused(tiny_bundle, tmp_path, sample_meta, capsys):
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    learned = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] != "test", "image_id"])]
+    data = make_folder_dataset(tmp_path / "folders", learned)
+    code, out, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", data)
+    assert code == 2 and "Traceback" not in err
+    assert f"All {len(learned)} images of this dataset, or their lesions, were used to train or tune this model" in err
 
 
 def test_evaluate_names_a_bad_dataset(tiny_bundle, tmp_path, capsys):

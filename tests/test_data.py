@@ -164,3 +164,23 @@ def test_a_split_file_listing_an_image_twice_is_refused(tmp_path, sample_meta):
                             "subset": ["train"] * len(table) + ["test"]})
     doubled.to_csv(tmp_path / "split.csv", index=False)
     assert "lists some images twice" in data.split_problem(table, tmp_path / "split.csv")
+
+
+def test_examples_prefer_images_the_shown_model_never_saw_and_say_which_it_did(tmp_path):
+    table = data.load_dataset(data.SAMPLE_DIR).table
+    # a model whose split holds out the last sample of each class except bcc, and nothing of bcc
+    last = table.groupby("dx").tail(1)
+    split = table[["image_id"]].assign(subset="train")
+    split.loc[last.index[last["dx"] != "bcc"], "subset"] = "test"
+    split.to_csv(tmp_path / "split.csv", index=False)
+    examples = {dx: (path.stem, subset) for dx, path, subset in data.sample_examples(tmp_path / "split.csv")}
+    assert sorted(examples) == sorted(CLASS_CODES)
+    for dx, (image_id, subset) in examples.items():
+        if dx == "bcc":
+            assert subset == "train"
+        else:
+            assert (image_id, subset) == (last.loc[last["dx"] == dx, "image_id"].item(), "test")
+    # without a split (or with an unreadable one) the subsets are unknown, never guessed
+    (tmp_path / "broken.csv").write_text("not,a split\n")
+    for split_csv in (None, tmp_path / "broken.csv"):
+        assert {subset for _, _, subset in data.sample_examples(split_csv)} == {None}

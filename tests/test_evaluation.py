@@ -144,3 +144,16 @@ def test_clearly_better_needs_a_gain_that_survives_resampling_the_lesions():
     one_more[np.flatnonzero(reference != y)[0]] = y[np.flatnonzero(reference != y)[0]]
     differences = calibration.paired_score_differences(y, groups, one_more, reference, rounds=200)
     assert (differences >= 0).all() and 0 < (differences > 0).mean() < calibration.CLEARLY_BETTER_SHARE
+
+
+def test_class_reliability_shows_a_class_whose_probabilities_run_high():
+    # class 0 given 0.2 to 50 images (10 truly class 0) and 0.8 to 50 (only 20 truly class 0)
+    p0 = np.repeat([0.2, 0.8], 50)
+    probs = np.column_stack([p0, 1 - p0])
+    y_true = np.ones(100, int)
+    y_true[:10] = 0
+    y_true[50:70] = 0
+    curve = evaluation.class_reliability(y_true, probs, 0, n_bins=2)
+    np.testing.assert_allclose(curve["predicted"], [0.2, 0.8])
+    np.testing.assert_allclose(curve["observed"], [0.2, 0.4])
+    assert curve["mean_probability"] == pytest.approx(0.5) and curve["prevalence"] == pytest.approx(0.3)
