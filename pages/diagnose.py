@@ -114,7 +114,8 @@ st.write("Upload one or more dermatoscopic photos (or take one). The model gives
          "HAM10000 classes and a Grad-CAM heat map of the regions that drove its answer. Uploads stay in memory "
          "and are never stored.")
 st.caption("The confidence of the top answer is calibrated on held-out lesions. The model was trained to weigh "
-           "the rarer classes up, so their probabilities tend to run high (Evaluation → Calibration shows each class's), and all of them reflect HAM10000's mix of lesions, not a clinic's.")
+           "the rarer classes up, so their probabilities tend to run high (Evaluation → Calibration shows each "
+           "class's), and all of them reflect HAM10000's mix of lesions, not a clinic's.")
 
 upload_tab, camera_tab, example_tab = st.tabs(["Upload", "Camera", "Examples"])
 inputs: list[tuple[str, bytes]] = []

@@ -162,8 +162,7 @@ def calibration(report: dict, key: str) -> None:
     st.plotly_chart(figure, key=f"relc-chart-{key}")
     st.caption(f"Ten bins of equal size. Mean probability given to {full_name(code)}: {curve['mean_probability']:.3f}; "
                f"its share of these images: {curve['prevalence']:.3f}. Points below the diagonal mean the model's "
-               f"{full_name(code)} probabilities run high: it was trained to weigh the rarer classes up, which "
-               "lifts their recall and their probabilities.")
+               f"{full_name(code)} probabilities run high, as class weighting in training makes a rare class's.")
 
 
 def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:

@@ -35,14 +35,15 @@ def _unit(features: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Familiarity:
-    reference: np.ndarray       # (n, features) unit-length pooled features of sampled training images
+    reference: np.ndarray       # (n, features) unit-length pooled features of sampled training images (float32
+                                # holding float16 values: what the bundle stores)
     neighbour: int              # k
     threshold: float            # distances above this are unlike the training images
     percentile: float           # of the validation distances the threshold is
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Cosine distance of each row of pooled features to its k-th nearest reference image."""
-        similarity = _unit(features) @ self.reference.astype(np.float32).T
+        similarity = _unit(features) @ self.reference.T
         k = min(self.neighbour, similarity.shape[1])
         return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
 
@@ -60,7 +61,7 @@ class Familiarity:
     @classmethod
     def load(cls, path) -> "Familiarity":
         with np.load(Path(path), allow_pickle=False) as saved:
-            return cls(reference=saved["reference"], neighbour=int(saved["neighbour"]),
+            return cls(reference=saved["reference"].astype(np.float32), neighbour=int(saved["neighbour"]),
                        threshold=float(saved["threshold"]), percentile=float(saved["percentile"]))
 
 
@@ -71,7 +72,7 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, *, reference_size:
     train = _unit(train_features)
     keep = np.random.default_rng(seed).permutation(len(train))[:reference_size]
     # stored as float16: the threshold is set with the rounded reference the predictor will use
-    model = Familiarity(reference=train[np.sort(keep)].astype(np.float16), neighbour=neighbour, threshold=np.inf,
-                        percentile=percentile)
+    reference = train[np.sort(keep)].astype(np.float16).astype(np.float32)
+    model = Familiarity(reference=reference, neighbour=neighbour, threshold=np.inf, percentile=percentile)
     model.threshold = float(np.percentile(model.distance(val_features), percentile))
     return model

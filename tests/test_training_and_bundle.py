@@ -384,3 +384,24 @@ def test_a_report_on_another_dataset_is_named_after_its_folder_and_stays_in_the_
     assert bundles.dataset_report_file("/data/ISIC 2019/") == "evaluation-ISIC_2019.json"
     assert bundles.dataset_report_file("../../etc") == "evaluation-etc.json"
     assert bundles.dataset_report_file("/") == "evaluation-dataset.json"
+
+
+def test_a_bundle_without_a_familiarity_model_gets_one_from_its_own_training_images(tiny_bundle, tmp_path,
+                                                                                   monkeypatch):
+    import fit_familiarity
+    trained = bundles.load_bundle(tiny_bundle).familiarity         # training writes one into every bundle
+    assert trained is not None and np.isfinite(trained.threshold)
+    older = copy_of(tiny_bundle, tmp_path)                           # as bundles were before it existed
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["files"]["familiarity.npz"], manifest["familiarity"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    (older / "familiarity.npz").unlink()
+    assert bundles.load_bundle(older).familiarity is None
+    weights_before = (older / "model.keras").read_bytes()
+    run_script(fit_familiarity, monkeypatch, older, "--data", SAMPLE)
+    added = bundles.load_bundle(older)
+    # the same training and validation images, the same features: the same reference and threshold
+    np.testing.assert_allclose(added.familiarity.reference, trained.reference, atol=2e-3)
+    assert added.familiarity.threshold == pytest.approx(trained.threshold, rel=1e-2)
+    assert added.manifest["familiarity"]["reference_images"] == len(trained.reference)
+    assert (older / "model.keras").read_bytes() == weights_before
