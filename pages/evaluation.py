@@ -71,8 +71,7 @@ def headline(report: dict, key: str) -> None:
                        help=f"Accuracy of always answering '{report.get('majority_class', 'nv')}'")
     columns[-1].caption(f"always '{report.get('majority_class', 'nv')}'")
     counts = ", ".join(f"{c} {n}" for c, n in report["class_counts"].items())
-    notes = evaluation.other_dataset_notes(report)
-    held_out = " ".join(notes) if "left_out_seen" in report else \
+    held_out = " ".join(evaluation.other_dataset_notes(report)) or \
         "Splits are grouped by lesion, so no lesion seen in training or model selection is scored here."
     st.caption(f"{report['n']} images of {report.get('n_lesions', '?')} lesions ({counts}); "
                f"{report.get('dataset', 'held-out test split')}. {held_out} ECE {report['ece']:.3f}.")

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import model as _model  # registers the custom layers a saved model may hold
 from .familiarity import FAMILIARITY_FILE, Familiarity
-from .jsonfiles import replace_json, sync_to_disk
+from .jsonfiles import replace_file, replace_json, sync_to_disk
 from .options import TTA_VIEWS
 
 FORMAT_VERSION = 1
@@ -294,14 +294,7 @@ def add_familiarity(path, familiarity: Familiarity, description: dict) -> None:
     with its checksum."""
     path = Path(path)
     manifest = read_manifest(path)
-    temporary = path / f".{FAMILIARITY_FILE}.{uuid.uuid4().hex[:8]}.npz"
-    try:
-        familiarity.save(temporary)
-        sync_to_disk(temporary)
-        temporary.replace(path / FAMILIARITY_FILE)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    replace_file(path / FAMILIARITY_FILE, familiarity.save, binary=True)
     manifest["files"] = {**manifest["files"], FAMILIARITY_FILE: sha256_file(path / FAMILIARITY_FILE)}
     manifest["familiarity"] = description
     replace_json(path / MANIFEST_FILE, manifest, indent=2)

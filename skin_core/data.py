@@ -76,7 +76,7 @@ def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
     if split_csv is not None and Path(split_csv).is_file():
         try:
             subsets = table["image_id"].map(_read_split(split_csv).set_index("image_id")["subset"])
-        except (ValueError, KeyError, OSError):
+        except DatasetError:
             pass                                       # an unreadable split: the subsets stay unknown
     table = table.assign(subset=subsets.where(subsets.notna(), None), unseen=subsets.eq("test"))
     chosen = table.sort_values("unseen", ascending=False, kind="stable").drop_duplicates("dx")
@@ -247,15 +247,23 @@ def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
 
 
 def _read_split(split_csv) -> pd.DataFrame:
-    """A split.csv as text: image ids such as 0001 must stay strings to match the dataset's."""
-    return pd.read_csv(split_csv, dtype=str)
+    """A split.csv as text (image ids such as 0001 must stay strings to match the dataset's), or a
+    DatasetError saying why the file is not one."""
+    try:
+        frame = pd.read_csv(split_csv, dtype=str)
+    except (ValueError, OSError) as exc:
+        raise DatasetError(str(exc)) from None
+    absent = {"image_id", "subset"} - set(frame.columns)
+    if absent:
+        raise DatasetError(f"no {' or '.join(sorted(absent))} column")
+    return frame
 
 
 def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
     """Each row's subset as a bundle's split.csv (image_id, subset) records it; every image must be listed."""
     try:
         recorded = _read_split(split_csv).set_index("image_id")["subset"]
-    except (ValueError, KeyError, OSError) as exc:
+    except DatasetError as exc:
         raise DatasetError(f"{split_csv} is not a readable split file with image_id and subset columns ({exc}).") from None
     if recorded.index.duplicated().any():
         raise DatasetError(f"{split_csv} lists some images twice: "
@@ -290,10 +298,7 @@ def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
                 "new test split could contain them.")
     try:
         earlier = _read_split(starting_split_csv)
-        absent = {"image_id", "subset"} - set(earlier.columns)
-        if absent:
-            raise ValueError(f"no {' or '.join(sorted(absent))} column")
-    except (ValueError, OSError) as exc:
+    except DatasetError as exc:
         return (f"The starting model's {starting_split_csv.name} cannot be read ({exc}), so its training "
                 "images are unknown and the new test split could contain them.")
     seen = set(earlier.loc[earlier["subset"].isin(["train", "val"]), "image_id"])

@@ -1,6 +1,7 @@
 """JSON files that other processes read while they change (the active-model pointer, a run's job
-record, a checkpoint's state, reports beside a bundle): each is replaced in one step, its new content
-on disk first, so a reader or a machine switched off meets the old file or the new one, never half."""
+record, a checkpoint's state, reports beside a bundle; also a bundle's added familiarity model): each
+is replaced in one step, its new content on disk first, so a reader or a machine switched off meets the
+old file or the new one, never half."""
 from __future__ import annotations
 
 import json
@@ -12,13 +13,17 @@ import numpy as np
 
 
 def replace_json(path, record, *, indent: int | None = None, default=None) -> None:
-    """Write `record` to a temporary file beside `path`, sync it, then rename it over `path`
-    (`default` as json.dump's, e.g. `jsonable`)."""
+    """Replace `path` with `record` as JSON in one step (`default` as json.dump's, e.g. `jsonable`)."""
+    replace_file(path, lambda handle: json.dump(record, handle, indent=indent, default=default))
+
+
+def replace_file(path, write, *, binary: bool = False) -> None:
+    """Let `write(handle)` fill a temporary file beside `path`, sync it, then rename it over `path`."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")   # the usual permissions, unlike mkstemp
     try:
-        with open(temporary, "x") as handle:
-            json.dump(record, handle, indent=indent, default=default)
+        with open(temporary, "xb" if binary else "x") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -101,7 +101,7 @@ class Predictor:
         if leave_out_seen and split_known:
             try:
                 table, seen = data.leave_out_seen(table, split_csv)
-            except (ValueError, KeyError, OSError) as exc:
+            except data.DatasetError as exc:
                 raise data.DatasetError(f"This model's {SPLIT_FILE} cannot be read ({exc}), so the images it "
                                         "trained on cannot be left out.") from None
             if table.empty:
