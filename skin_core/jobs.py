@@ -24,7 +24,7 @@ import psutil
 
 from . import registry
 from .jsonfiles import replace_json
-from .resume import STATE_FILE
+from .resume import STATE_FILE, WEIGHTS_FILE
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 LOCK = ".lock"
@@ -111,11 +111,16 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
 
 def saved_progress(run_id: str, root: Path | None = None) -> dict | None:
     """What a stopped run saved to continue from ({"epoch": last finished epoch, "finished": fitting was
-    over}), or None when it is not stopped or saved nothing."""
+    over}), or None when it is not stopped or saved nothing it could continue from (a state file naming
+    weights that are gone is not offered: continuing would only fail)."""
     if state(run_id, root).status not in ("cancelled", "failed"):
         return None
-    saved = _read_json(runs_dir(root) / run_id / CHECKPOINT / STATE_FILE) or {}
-    return {"epoch": saved["epoch"], "finished": bool(saved.get("finished"))} if saved.get("epoch") else None
+    checkpoint = runs_dir(root) / run_id / CHECKPOINT
+    saved = _read_json(checkpoint / STATE_FILE) or {}
+    weights = checkpoint / str(saved.get("saved", "")) / WEIGHTS_FILE
+    if not (saved.get("epoch") and saved.get("saved") and weights.is_file()):
+        return None
+    return {"epoch": saved["epoch"], "finished": bool(saved.get("finished"))}
 
 
 def resume(run_id: str, root: Path | None = None, *, extra_env: dict | None = None) -> None:

@@ -84,6 +84,12 @@ def test_a_cancelled_run_continues_from_its_last_saved_epoch(models_dir):
     assert jobs.state(run_id, models_dir).status == "cancelled" and not (run_dir / "bundle").exists()
     saved = jobs.saved_progress(run_id, models_dir)["epoch"]
     assert 1 <= saved < epochs
+    saved_epoch = run_dir / jobs.CHECKPOINT / json.loads(saved_file.read_text())["saved"]
+    saved_epoch.rename(saved_epoch.with_name("moved-away"))          # a damaged checkpoint is not offered
+    assert jobs.saved_progress(run_id, models_dir) is None
+    with pytest.raises(jobs.JobError, match="no saved epoch"):
+        jobs.resume(run_id, models_dir)
+    saved_epoch.with_name("moved-away").rename(saved_epoch)
 
     jobs.resume(run_id, models_dir)
     restarted = jobs.state(run_id, models_dir)
