@@ -28,12 +28,19 @@ def whole_number(least: int):
     return parse
 
 
-def share(text: str) -> float:
-    """An argparse type for a fraction strictly between 0 and 1."""
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
-    return value
+def fraction(*, zero: bool = False, one: bool = False):
+    """An argparse type for a number between 0 and 1, with either end allowed only where named (a split
+    share of 0 or 1, or a dropout of 1, would fail or train nothing only after the dataset had been read)."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not ((0 <= value) if zero else (0 < value)) or not ((value <= 1) if one else (value < 1)):
+            ends = f"{'[' if zero else '('}0, 1{']' if one else ')'}"
+            raise argparse.ArgumentTypeError(f"must be between 0 and 1 {ends}, not {value}")
+        return value
+    return parse
+
+
+share = fraction()
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,13 +50,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=whole_number(1), default=30, help="total epochs, head phase included")
     p.add_argument("--head-epochs", type=whole_number(0), default=2, help="epochs training only the new head")
     p.add_argument("--img-size", type=whole_number(32), default=224, help="square input size in pixels")
-    p.add_argument("--alpha", type=float, default=1.0, help="MobileNet width multiplier (0.25, 0.5, 0.75, 1.0)")
+    p.add_argument("--alpha", type=float, default=1.0, choices=(0.25, 0.5, 0.75, 1.0),
+                   help="MobileNet width multiplier (the widths Keras has ImageNet weights for)")
     p.add_argument("--weights", default="imagenet", help="'imagenet', a Keras .h5 weights file, or 'none'")
     p.add_argument("--init-bundle", default=None, help="start from this bundle's weights instead")
     p.add_argument("--batch-size", type=whole_number(1), default=32, help="per-replica batch size")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate while fine-tuning")
     p.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the head phase")
-    p.add_argument("--fine-tune-fraction", type=float, default=1.0, help="share of the body unfrozen in phase 2")
+    p.add_argument("--fine-tune-fraction", type=fraction(zero=True, one=True), default=1.0,
+                   help="share of the body unfrozen in phase 2")
     p.add_argument("--seed", type=int, default=42,
                    help="randomness of the split and of training (with --split-from: of training only)")
     p.add_argument("--split-from", default=None, metavar="BUNDLE",
@@ -68,8 +77,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", action="store_true",
                    help="re-save half the training photos as JPEG at a random quality (30-95), as phone and web "
                         "copies are")
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--label-smoothing", type=fraction(zero=True), default=0.1)
+    p.add_argument("--dropout", type=fraction(zero=True), default=0.3)
     p.add_argument("--patience", type=whole_number(1), default=8, help="early-stopping patience in epochs")
     p.add_argument("--patience-from", type=int, default=0, metavar="EPOCH",
                    help="early stopping ignores the first EPOCH epochs, e.g. half the schedule: a whole-network run "

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/default}
-DATA=${2:-}          # optional labelled dataset: adds the int8 model's test-split accuracy
+DATA=${2:-}          # optional labelled dataset: adds each export's test-split accuracy
 .venv/bin/python bench/latency.py --model "$MODEL"
 .venv/bin/python bench/cold_start.py --model "$MODEL"
 .venv/bin/python bench/throughput.py --model "$MODEL"

@@ -1,7 +1,7 @@
-"""TFLite latency (float32, float16, int8) beside Keras, and the int8 model's accuracy on the bundle's
+"""TFLite latency (float32, float16, int8) beside Keras, and each export's accuracy on the bundle's
 held-out test split.
 
-    python bench/tflite.py [--model models/default] [--data ../shared/data/ham10000]
+    python bench/tflite.py [--model models/default] [--data path/to/HAM10000]
 
 --data must be the bundle's training dataset for the accuracy figure (its split.csv names the test images).
 Every figure here is one pass per image (no test-time views), Keras included, so the columns compare like with
@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from bench.common import stats_ms, timed, write
@@ -46,9 +45,8 @@ def main():
     results = {"keras_tf_function": stats_ms(timed(lambda: bare(x).numpy(), args.runs))}
     test = None
     if args.data:
-        split = pd.read_csv(Path(args.model) / "split.csv")
-        table = data.load_dataset(args.data).table
-        table = table[table["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
+        table = data.load_under_split(args.data, Path(args.model) / "split.csv", classes=bundle.classes)
+        table = table[table["subset"] == "test"]
         test = data.read_images(table, size, bundle.detail_side)
         labels = test.table["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
         keras_pred = served_argmax(bundle.model.predict(test.pixels.astype(np.float32), verbose=0), bundle)

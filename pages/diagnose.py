@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from pages.common import active_predictor, notice
-from skin_core import explain, images, quality
+from skin_core import explain, images, report
 from skin_core.bundle import SPLIT_FILE
 from skin_core.data import sample_examples
 from skin_core.classes import BY_CODE, full_name
@@ -47,21 +46,6 @@ def probability_chart(ranked: list[tuple[str, float]]) -> go.Figure:
     return figure
 
 
-def report_json(label: str, analysis, findings, predictor) -> str:
-    return json.dumps({
-        "image": label,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": predictor.bundle.name,
-        "model_created": predictor.bundle.manifest.get("created"),
-        "model_checksum": predictor.bundle.manifest["files"]["model.keras"],
-        "probabilities": analysis.as_dict(),
-        "top3": analysis.ranked()[:3],
-        "flags": [{"code": f.code, "message": f.message} for f in findings],
-        "thresholds": predictor.bundle.thresholds,
-        "notice": "Research demo, not a medical device.",
-    }, indent=2)
-
-
 def show_result(index: int, label: str, data: bytes, predictor) -> None:
     st.subheader(label)
     try:
@@ -71,9 +55,7 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
         return
     analysis = predictor.analyse(decoded)
     ranked = analysis.ranked()
-    photo_findings = quality.image_findings(decoded.rgb) + \
-        quality.familiarity_findings(analysis.distance, analysis.distance_limit)
-    model_findings = quality.prediction_findings(analysis.classes, analysis.probabilities, predictor.bundle.thresholds)
+    model_findings, photo_findings = report.findings(analysis, predictor.bundle.thresholds)
     key = f"{index}-{hashlib.sha1(data).hexdigest()[:10]}"
     left, right = st.columns([1, 1.25])
     with left:
@@ -102,8 +84,8 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
         if photo_findings:
             st.warning("This photo looks unlike the dermoscopy images the model learned from, so its answer "
                        "deserves less trust:\n" + "\n".join(f"- {f.message}" for f in photo_findings))
-        st.download_button("Download report (JSON)", report_json(label, analysis, model_findings + photo_findings,
-                                                                 predictor),
+        st.download_button("Download report (JSON)",
+                           json.dumps(report.lesion_report(label, analysis, predictor.bundle), indent=2),
                            file_name="lesion_report.json", mime="application/json", key=f"json-{key}")
 
 
@@ -113,9 +95,12 @@ predictor = active_predictor()
 st.write("Upload one or more dermatoscopic photos (or take one). The model gives probabilities for the seven "
          "HAM10000 classes and a Grad-CAM heat map of the regions that drove its answer. Uploads stay in memory "
          "and are never stored.")
-st.caption("The confidence of the top answer is calibrated on held-out lesions. The model was trained to weigh "
-           "the rarer classes up, so their probabilities tend to run high (Evaluation → Calibration shows each "
-           "class's), and all of them reflect HAM10000's mix of lesions, not a clinic's.")
+class_balanced = predictor.bundle.manifest.get("training", {}).get("balance", "none") != "none"
+st.caption("The confidence of the top answer is calibrated on held-out lesions. "
+           + ("This model was trained with class balancing, which lifts the rarer classes' probabilities, so they "
+              "tend to run high (Evaluation → Calibration shows each class's); " if class_balanced else
+              "Evaluation → Calibration shows how each class's probabilities match what the lesions were; ")
+           + "all of them reflect HAM10000's mix of lesions, not a clinic's.")
 
 upload_tab, camera_tab, example_tab = st.tabs(["Upload", "Camera", "Examples"])
 inputs: list[tuple[str, bytes]] = []

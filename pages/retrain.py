@@ -16,7 +16,11 @@ COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy")
 
 @st.fragment(run_every=2)
 def follow(run_id: str, admin: bool) -> None:
-    state = jobs.state(run_id)
+    try:
+        state = jobs.state(run_id)
+    except jobs.JobError as exc:
+        st.error(str(exc))
+        return
     st.markdown(f"**{run_id}** — {state.status}")
     batch = state.last_batch
     if batch:
@@ -33,7 +37,11 @@ def follow(run_id: str, admin: bool) -> None:
     st.code(jobs.log_tail(run_id, 12) or "(no output yet)", language=None)
     if state.status == "running":
         if st.button("Cancel this run", disabled=not admin, key="cancel"):
-            jobs.cancel(run_id)
+            try:
+                jobs.cancel(run_id)
+            except jobs.JobError as exc:
+                st.error(str(exc))
+                return
             st.rerun(scope="app")
     else:
         st.rerun(scope="app")
@@ -194,7 +202,13 @@ def runs_section(admin: bool) -> None:
         st.info("No runs yet.")
         return
     run_id = st.selectbox("Run", runs)
-    state = jobs.state(run_id)
+    try:
+        state = jobs.state(run_id)
+    except jobs.JobError as exc:           # its record is damaged: say so, and let it be deleted
+        st.error(str(exc))
+        if st.button("Delete this run", disabled=not admin or run_id == active, key=f"del-{run_id}"):
+            attempt(lambda: jobs.delete(run_id), jobs.JobError)
+        return
     st.markdown(f"Status: **{state.status}**" + (f" — {state.error}" if state.error else ""))
     if state.status == "running":
         return

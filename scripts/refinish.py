@@ -55,13 +55,17 @@ def main():
         raise SystemExit(f"error: {exc}") from None
     recorded = source.manifest["training"]
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    # the source run's own files and names (its progress log, checkpoint, machine) are not this run's
-    kept = {k: v for k, v in recorded.items() if k in fields and k not in FREE_SETTINGS and k != "data"}
+    # the source run's own files and names (its progress log, checkpoint, machine) are not this run's, and
+    # its starting bundle was checked for leaks when it trained (the manifest keeps only that bundle's name)
+    kept = {k: v for k, v in recorded.items()
+            if k in fields and k not in FREE_SETTINGS and k not in ("data", "init_bundle")}
     config = training.TrainConfig(**kept, data=args.data, out=args.out,
                                   name=args.name or f"{source.name} (re-finished)")
     config.detail_side = source.detail_side
     config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}
+    if recorded.get("init_bundle"):
+        fit_info["init_bundle"] = recorded["init_bundle"]
     fit_info["fit_seconds"] = recorded.get("fit_seconds", recorded.get("seconds"))
     if args.img_size and args.img_size != config.img_size:
         fit_info.setdefault("trained_img_size", config.img_size)

@@ -2,7 +2,9 @@
 
 Keras runs on its PyTorch backend here: the same model, augmentation, class balancing, optimiser,
 metrics and best-epoch selection as train.py (all from skin_core.model and skin_core.recipe); only
-the feeding differs (arrays in memory instead of tf.data). PyTorch rather than JAX because XLA's
+the feeding differs (arrays in memory instead of tf.data). The defaults are this script's own
+(DEFAULTS below: 40 epochs, patience 10, class weights), so name every setting a run should share
+with a train.py run. PyTorch rather than JAX because XLA's
 depthwise-convolution gradients made one MobileNet epoch take minutes (docs/experiments.md, run 2).
 
 Only the training and validation images need to travel (scripts/gpu_pack.py gathers them): `--split`
@@ -10,10 +12,11 @@ gives each image's subset (the split.csv of a bundle trained on the whole datase
 seed), and test rows are never read. The best epoch's weights, the history and a JSON summary are rewritten after every better
 epoch, so a run cut short still leaves its best model. Then, on any CPU with TensorFlow,
 
-    python train.py --finish-from OUT/NAME --data FULL_DATASET --out BUNDLE
+    python train.py --finish-from OUT/NAME --data FULL_DATASET --split-from SPLIT_BUNDLE --out BUNDLE
 
-re-splits the full dataset, checks that the training and validation images are the same ones,
-calibrates, evaluates the held-out test split and writes the bundle.
+splits the full dataset as the bundle whose split.csv was packed did (by the seed without --split-from),
+checks that the training and validation images are the same ones, calibrates, evaluates the held-out
+test split and writes the bundle.
 
     python scripts/train_gpu.py --data PACK/data --split PACK/split.csv \
         --weights PACK/weights/mobilenet_1_0_224_tf_no_top.h5 --out-dir runs/gpu --time-budget-s 420 \

@@ -59,7 +59,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import explain, images, quality
+    from . import explain, images, report
     from .predict import Predictor
     predictor = Predictor.from_path(args.model)
     if args.gradcam:
@@ -74,14 +74,8 @@ def cmd_predict(args) -> int:
             print(f"error: {shown}: {message}", file=sys.stderr)
             failures += 1
             continue
-        top = analysis.ranked()[0][0]
-        record = {"image": path, "probabilities": analysis.as_dict(), "top": top,
-                  "flags": {code: float(analysis.probabilities[predictor.classes.index(code)]) >= t
-                            for code, t in predictor.bundle.thresholds.items()},
-                  # the same reasons to distrust the answer that the app shows
-                  "warnings": [finding.message for finding in
-                               quality.image_findings(analysis.decoded.rgb)
-                               + quality.familiarity_findings(analysis.distance, analysis.distance_limit)]}
+        record = report.lesion_report(path, analysis, predictor.bundle)    # the app's download, to the letter
+        top = record["top"]
         if args.gradcam:
             square = explain.centre_square(analysis.decoded.rgb)
             target = Path(args.gradcam) / f"{_safe_stem(path)}_gradcam_{top}.png"

@@ -83,9 +83,6 @@ class Bundle:
     def name(self) -> str:
         return self.manifest.get("name") or self.path.name
 
-    def report(self, file: str = EVALUATION_FILE):
-        return read_json(self.path / file) if (self.path / file).is_file() else None
-
 
 def read_json(path: Path):
     with open(path) as handle:

@@ -47,11 +47,6 @@ class RunState:
     attempt_from: int = 0        # where the latest attempt's events begin (a continued run has several)
 
     @property
-    def last_epoch(self) -> dict | None:
-        epochs = [e for e in self.events if e["event"] == "epoch"]
-        return epochs[-1] if epochs else None
-
-    @property
     def last_batch(self) -> dict | None:
         """The latest attempt's progress (a continued run first re-reads its dataset)."""
         batches = [e for e in self.events[self.attempt_from:] if e["event"] in ("batch", "epoch")]
@@ -85,10 +80,12 @@ def _alive(pid: int | None, started: float | None = None) -> bool:
 
 
 def _read_json(path: Path) -> dict | None:
+    """The file's JSON object, or None when it is missing or cannot be read (damaged, not text, not ours)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def running_job(root: Path | None = None) -> str | None:
@@ -209,7 +206,8 @@ def state(run_id: str, root: Path | None = None) -> RunState:
     run_dir = runs_dir(root) / run_id
     job = _read_json(run_dir / "job.json")
     if job is None:
-        raise JobError(f"No such run: {run_id}")
+        raise JobError(f"The record of {run_id} cannot be read (job.json is damaged); delete the run." if
+                       (run_dir / "job.json").exists() else f"No such run: {run_id}")
     events = _progress_events(run_dir)
     attempt_from = job.get("events_from", 0)
     final = next((e for e in reversed(events[attempt_from:]) if e["event"] in TERMINAL), None)
@@ -241,9 +239,9 @@ def cancel(run_id: str, root: Path | None = None) -> None:
     run_dir = runs_dir(root) / run_id
     job = _read_json(run_dir / "job.json") or {}
     job["status"] = "cancelling"
-    replace_json(run_dir / "job.json", job, indent=2)
     pid, started = job.get("pid"), job.get("pid_started")
     try:
+        replace_json(run_dir / "job.json", job, indent=2)
         if _alive(pid, started):
             os.killpg(os.getpgid(pid), signal.SIGTERM)
             deadline = time.time() + 30
@@ -253,6 +251,8 @@ def cancel(run_id: str, root: Path | None = None) -> None:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
     except ProcessLookupError:   # it ended on its own between the check and the signal
         pass
+    except OSError as exc:       # a read-only runs folder, a process this user may not signal
+        raise JobError(f"{run_id} could not be cancelled: {exc.strerror or exc}.") from None
     _release(run_id, pid, root)
 
 
@@ -286,7 +286,12 @@ def delete(run_id: str, root: Path | None = None) -> None:
     """Remove a finished run that is not the active model."""
     if registry.active_name(root) == run_id:
         raise JobError("This run is the active model; promote another model before deleting it.")
-    if state(run_id, root).status == "running":
+    record = runs_dir(root) / run_id / "job.json"
+    if record.exists() and _read_json(record) is None:     # a damaged record: only the lock can say it runs
+        training = running_job(root) == run_id
+    else:
+        training = state(run_id, root).status == "running"
+    if training:
         raise JobError("This run is still training; cancel it first.")
     waiting = _continuable_runs_from(run_id, root)
     if waiting:

@@ -72,6 +72,19 @@ class TrainConfig:
     checkpoint: str | None = None    # folder for the run's state after every epoch, to continue a stopped run
 
 
+PATH_SETTINGS = ("data", "out", "weights", "init_bundle", "split_from", "progress_file", "checkpoint")
+"""Settings naming files or folders on the machine that trained: a bundle records only their last name."""
+
+
+def recorded_settings(cfg: TrainConfig) -> dict:
+    """The settings a manifest keeps: paths cut to their last name, so a shared bundle names no one's folders."""
+    settings = asdict(cfg)
+    for key in PATH_SETTINGS:
+        if settings[key] not in (None, "imagenet"):
+            settings[key] = Path(settings[key]).name
+    return settings
+
+
 class TrainingCancelled(Exception):
     pass
 
@@ -235,6 +248,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
            log: ProgressLog, started: float) -> Path:
     """Calibrate and set the melanoma threshold on validation, evaluate on test, write the bundle."""
     classes, table, parts = prep.classes, prep.table, prep.parts
+    settings = recorded_settings(cfg)
     manifest = {
         "name": cfg.name or Path(cfg.out).name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -247,13 +261,13 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
                           "colour_constancy": ("shades of grey (p=6) to a fixed reference illuminant, inside the "
                                                "model (layer colour_constancy)") if cfg.colour_constancy else None,
                           "colour": "RGB, EXIF-upright, transparency on white"},
-        "weights_source": cfg.init_bundle or (Path(cfg.weights).name if cfg.weights not in (None, "imagenet") else cfg.weights),
+        "weights_source": settings["init_bundle"] or settings["weights"],
         "dataset": {"root": Path(cfg.data).name, "layout": prep.dataset.layout, "fingerprint": prep.arrays.fingerprint,
                     "n_images": int(len(table)), "n_lesions": int(table["lesion_id"].nunique()),
                     "counts": prep.dataset.counts(), "skipped": prep.dataset.skipped + prep.arrays.unreadable},
         "split": prep.split_info,
         "seed": cfg.seed,
-        "training": {**asdict(cfg), **fit_info, "seconds": None},
+        "training": {**settings, **fit_info, "seconds": None},
         "versions": _versions(),
     }
     log.event("calibrate", "Fitting temperature and melanoma threshold on the validation split")
@@ -329,7 +343,7 @@ def train(cfg: TrainConfig) -> Path:
 
 def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | None, fit_info: dict,
                         expected_fingerprint: str | None = None, split_csv: str | Path | None = None) -> Path:
-    """Make a bundle from weights trained elsewhere (e.g. the JAX backend on a GPU) with this recipe.
+    """Make a bundle from weights trained elsewhere (scripts/train_gpu.py) or re-finished (scripts/refinish.py).
 
     The dataset is re-read and re-split with the same seed (or `split_csv`, a bundle's recorded split),
     so validation and test are the same lesions the training run held out; the fingerprint in the

@@ -322,9 +322,11 @@ def test_a_cancelled_run_with_saved_epochs_offers_to_continue(models_dir, monkey
         run_dir.mkdir(parents=True)
         (run_dir / "job.json").write_text(json.dumps({"config": {"epochs": 6}, "pid": None, "started": time.time()}))
         (run_dir / "progress.jsonl").write_text(json.dumps({"event": "cancelled", "message": "cancelled"}) + "\n")
-        if saved:
-            (run_dir / jobs.CHECKPOINT).mkdir()
-            (run_dir / jobs.CHECKPOINT / "state.json").write_text(json.dumps(saved))
+        if saved:          # a checkpoint as resume.Checkpoint.save leaves it: the state names its saved epoch
+            saved_epoch = run_dir / jobs.CHECKPOINT / f"epoch-{saved['epoch']:03d}"
+            saved_epoch.mkdir(parents=True)
+            (saved_epoch / "weights.npz").write_bytes(b"")
+            (run_dir / jobs.CHECKPOINT / "state.json").write_text(json.dumps({**saved, "saved": saved_epoch.name}))
     at = page("retrain").run()
     assert not at.exception and not [b for b in at.button if b.label.startswith("Continue")]   # the newest: none saved
     next(s for s in at.selectbox if s.label == "Run").select("run-20261129-120000-aaaa").run()
@@ -335,3 +337,15 @@ def test_a_cancelled_run_with_saved_epochs_offers_to_continue(models_dir, monkey
     next(s for s in at.selectbox if s.label == "Run").select("run-20261129-110000-cccc").run()
     assert [b.label for b in at.button if b.label.startswith("Finish")] == [
         "Finish this run (its training epochs are done)"]
+
+
+def test_a_run_with_a_damaged_record_is_named_and_can_be_deleted(models_dir, monkeypatch):
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    run_dir = models_dir / "runs" / "run-20261129-120000-dddd"
+    run_dir.mkdir(parents=True)
+    (run_dir / "job.json").write_text('{"config": {"epo')          # cut short by a full disk
+    at = page("retrain").run()
+    assert not at.exception
+    assert any("job.json is damaged" in str(e.value) for e in at.error)
+    next(b for b in at.button if b.label == "Delete this run").click().run()
+    assert not at.exception and not run_dir.exists()

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SAMPLE, make_folder_dataset
+from skin_core import quality
 
 
 def run(*args, timeout=300):
@@ -35,6 +36,12 @@ def test_predict_prints_probabilities_and_writes_gradcam(tiny_bundle, tmp_path):
         assert set(record["probabilities"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
         assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
         assert (tmp_path / "cams").joinpath(record["gradcam"].rsplit("/", 1)[-1]).is_file()
+        # the findings the Diagnose page shows about the answer, from the same probabilities and thresholds
+        classes, probabilities = list(record["probabilities"]), np.array(list(record["probabilities"].values()))
+        expected = quality.prediction_findings(classes, probabilities, record["thresholds"])
+        assert [f["code"] for f in record["findings"] if f["about"] == "answer"] == [f.code for f in expected]
+        assert record["top"] == max(record["probabilities"], key=record["probabilities"].get)
+        assert record["at_or_above_threshold"]["mel"] == (record["probabilities"]["mel"] >= record["thresholds"]["mel"])
 
 
 def test_predict_reports_an_unreadable_file_in_one_line(tiny_bundle, tmp_path):
@@ -119,7 +126,10 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(tiny_
     (["--epochs", "0"], "argument --epochs: must be at least 1, not 0"),
     (["--batch-size", "0"], "argument --batch-size: must be at least 1, not 0"),
     (["--img-size", "16"], "argument --img-size: must be at least 32, not 16"),
-    (["--test-fraction", "1"], "argument --test-fraction: must be between 0 and 1, not 1.0"),
+    (["--test-fraction", "1"], "argument --test-fraction: must be between 0 and 1 (0, 1), not 1.0"),
+    (["--fine-tune-fraction", "1.5"], "argument --fine-tune-fraction: must be between 0 and 1 [0, 1], not 1.5"),
+    (["--dropout", "1"], "argument --dropout: must be between 0 and 1 [0, 1), not 1.0"),
+    (["--alpha", "0.3"], "argument --alpha: invalid choice: 0.3"),
     (["--test-fraction", "0.6", "--val-fraction", "0.5"], "their sum must be below 1"),
 ])
 def test_train_refuses_impossible_numbers_before_reading_anything(argv, message, tmp_path, capsys):

@@ -180,7 +180,10 @@ def test_a_run_that_a_stopped_run_started_from_is_kept_until_that_run_is_done_wi
         (runs / run_id / jobs.CHECKPOINT).mkdir(parents=True)
         (runs / run_id / "job.json").write_text(json.dumps({"run_id": run_id, "config": config, "started": 0}))
     # the second run crashed after saving epoch 3: continuing it reads the first run's bundle
-    (runs / "run-20260101-000100-bbbb" / jobs.CHECKPOINT / "state.json").write_text(json.dumps({"epoch": 3}))
+    checkpoint = runs / "run-20260101-000100-bbbb" / jobs.CHECKPOINT
+    (checkpoint / "epoch-003").mkdir()
+    (checkpoint / "epoch-003" / "weights.npz").write_bytes(b"")
+    (checkpoint / "state.json").write_text(json.dumps({"epoch": 3, "saved": "epoch-003"}))
     with pytest.raises(jobs.JobError, match="run-20260101-000100-bbbb started from this run's model"):
         jobs.delete("run-20260101-000000-aaaa", models_dir)
     assert (runs / "run-20260101-000000-aaaa").is_dir()

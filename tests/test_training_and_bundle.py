@@ -1,7 +1,6 @@
 """A real tiny training run writes a bundle that loads, predicts, and refuses tampering."""
 import json
 import shutil
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -176,8 +175,13 @@ def test_another_seed_trains_on_the_starting_bundles_own_split_with_split_from(t
     written = pd.read_csv(out / bundles.SPLIT_FILE, dtype=str)
     assert written.set_index("image_id")["subset"].sort_index().equals(
         source.set_index("image_id")["subset"].sort_index())
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["seed"] == 7 and manifest["training"]["split_from"] == str(tiny_bundle)
+    manifest_text = (out / "manifest.json").read_text()
+    manifest = json.loads(manifest_text)
+    assert manifest["seed"] == 7 and manifest["training"]["split_from"] == tiny_bundle.name
+    # the bundle names the folders it came from, not where they were on the machine that trained it
+    assert manifest["training"]["init_bundle"] == tiny_bundle.name and manifest["training"]["out"] == out.name
+    assert manifest["training"]["data"] == SAMPLE.name
+    assert str(tmp_path) not in manifest_text and str(tiny_bundle.parent) not in manifest_text
     # the split keeps its own description: made with seed 42 by the bundle it was taken from
     assert manifest["split"]["seed"] == 42 and manifest["split"]["taken_from"] == tiny_bundle.name
     assert manifest["split"]["sizes"]["test"] == int((source["subset"] == "test").sum())
@@ -259,7 +263,7 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
                                                                                    monkeypatch):
     import refinish
     before = {p.name: p.read_bytes() for p in tiny_bundle.iterdir()}
-    source_log = Path(bundles.read_manifest(tiny_bundle)["training"]["progress_file"])
+    source_log = tiny_bundle.parent / bundles.read_manifest(tiny_bundle)["training"]["progress_file"]
     source_log_before = source_log.read_bytes()
     out = tmp_path / "soup"
     run_script(refinish, monkeypatch, tiny_bundle, "--average-with", tiny_bundle, "--out", out, "--data", SAMPLE)

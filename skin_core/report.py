@@ -1,0 +1,42 @@
+"""One photo's result as a record: the report the Diagnose page offers for download and the line
+`python -m skin_core predict` prints, built in one place so that both say the same things."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from . import quality
+from .bundle import MODEL_FILE, Bundle
+from .predict import Analysis
+
+NOTICE = "Research demo, not a medical device."
+
+
+def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[quality.Finding], list[quality.Finding]]:
+    """Reasons to read the answer with care (uncertainty, the melanoma threshold, the malignant group),
+    then reasons to distrust the photo itself (its quality, and how unlike the training images it is)."""
+    answer = quality.prediction_findings(analysis.classes, analysis.probabilities, thresholds)
+    photo = quality.image_findings(analysis.decoded.rgb) + \
+        quality.familiarity_findings(analysis.distance, analysis.distance_limit)
+    return answer, photo
+
+
+def lesion_report(label: str, analysis: Analysis, bundle: Bundle) -> dict:
+    """Probabilities, the top three, every finding and the model that answered, ready for JSON."""
+    answer, photo = findings(analysis, bundle.thresholds)
+    probabilities = dict(zip(analysis.classes, map(float, analysis.probabilities)))
+    return {
+        "image": label,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": bundle.name,
+        "model_created": bundle.manifest.get("created"),
+        "model_checksum": bundle.manifest.get("files", {}).get(MODEL_FILE),
+        "probabilities": analysis.as_dict(),
+        "top": analysis.ranked()[0][0],
+        "top3": analysis.ranked()[:3],
+        "thresholds": bundle.thresholds,
+        "at_or_above_threshold": {code: probabilities[code] >= limit for code, limit in bundle.thresholds.items()
+                                  if code in probabilities},
+        "findings": [{"about": "answer", "code": f.code, "message": f.message} for f in answer]
+        + [{"about": "photo", "code": f.code, "message": f.message} for f in photo],
+        "notice": NOTICE,
+    }
