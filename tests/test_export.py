@@ -19,11 +19,9 @@ def real_inputs(tiny_bundle):
     return bundle, pixels, bundle.model.predict(pixels, verbose=0)
 
 
-# The tiny test model is barely trained: its probabilities are nearly flat, so only the float
-# exports can be expected to keep its argmax; int8 is held to a probability tolerance here and to
-# top-1 agreement on the default model below.
-@pytest.mark.parametrize("quantize, max_diff, min_agreement", [("none", 1e-4, 1.0), ("float16", 0.02, 0.9),
-                                                               ("int8", 0.25, 0.0)])
+# The tiny test model is barely trained: its probabilities are nearly flat, so only the float exports
+# can be held to its argmax; int8 is judged on the default model below, where its answers mean something.
+@pytest.mark.parametrize("quantize, max_diff, min_agreement", [("none", 1e-4, 1.0), ("float16", 0.02, 0.9)])
 def test_tflite_agrees_with_keras(tiny_bundle, real_inputs, tmp_path, quantize, max_diff, min_agreement):
     bundle, pixels, expected = real_inputs
     path = export.export_bundle(tiny_bundle, "tflite", tmp_path / f"model_{quantize}.tflite", quantize=quantize)
@@ -65,10 +63,11 @@ def test_savedmodel_agrees_with_keras(tiny_bundle, real_inputs, tmp_path):
     assert (out / "export.json").is_file()
 
 
-# int8 moves single probabilities a lot on a few images, so it is held to the mean difference
-@pytest.mark.parametrize("quantize, min_agreement, max_diff, mean_diff", [("float16", 0.97, 0.05, 0.005),
-                                                                          ("int8", 0.85, 1.0, 0.05)])
-def test_quantised_default_model_keeps_its_answers(default_bundle, tmp_path, quantize, min_agreement, max_diff,
+# int8 moves single probabilities a lot on a few images, so it is held to most images (the 95th percentile
+# of each image's largest difference) and to the mean difference rather than to the worst image
+@pytest.mark.parametrize("quantize, min_agreement, p95_diff, mean_diff", [("float16", 0.97, 0.05, 0.005),
+                                                                          ("int8", 0.85, 0.2, 0.05)])
+def test_quantised_default_model_keeps_its_answers(default_bundle, tmp_path, quantize, min_agreement, p95_diff,
                                                    mean_diff):
     bundle = load_bundle(default_bundle)
     table = data.load_dataset(SAMPLE).table
@@ -78,7 +77,8 @@ def test_quantised_default_model_keeps_its_answers(default_bundle, tmp_path, qua
     got = export.TFLiteRunner(path)(pixels)
     agreement = (got.argmax(1) == expected.argmax(1)).mean()
     assert agreement >= min_agreement, f"{quantize}: top-1 agreement {agreement:.3f}"
-    assert np.abs(got - expected).max() <= max_diff
+    per_image = np.abs(got - expected).max(axis=1)
+    assert np.quantile(per_image, 0.95) <= p95_diff, f"{quantize}: 95th percentile {np.quantile(per_image, 0.95):.3f}"
     assert np.abs(got - expected).mean() <= mean_diff
     if quantize == "float16":   # the default serves four views: the sidecar's recipe reproduces the app's answer
         sidecar = json.loads(path.with_suffix(".json").read_text())
