@@ -35,9 +35,11 @@ def main():
         raise SystemExit("error: this dataset differs from the one the bundle was trained on (fingerprint mismatch)")
     features = {}
     for subset in ("train", "val"):
-        rows = (arrays.table["subset"] == subset).to_numpy()
-        features[subset] = predictor.logits_and_features(arrays.pixels[rows])[1]
-        print(f"{subset}: features of {rows.sum()} images")
+        pixels = arrays.pixels[(arrays.table["subset"] == subset).to_numpy()]
+        if subset == "train":           # only the images the reference keeps
+            pixels = pixels[familiarity.reference_rows(len(pixels))]
+        features[subset] = predictor.logits_and_features(pixels)[1]
+        print(f"{subset}: features of {len(pixels)} images")
     fitted = familiarity.fit(features["train"], features["val"])
     add_familiarity(args.bundle, fitted, fitted.description())
     print(f"familiarity threshold {fitted.threshold:.4f} ({fitted.percentile:.0f}th percentile of validation) "

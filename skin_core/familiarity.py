@@ -65,14 +65,20 @@ class Familiarity:
                        threshold=float(saved["threshold"]), percentile=float(saved["percentile"]))
 
 
+def reference_rows(n_train: int, reference_size: int = REFERENCE_SIZE, seed: int = 0) -> np.ndarray:
+    """Which of n training images the reference keeps (a random sample, in their order): callers compute
+    features for these rows only, not for every training image."""
+    return np.sort(np.random.default_rng(seed).permutation(n_train)[:reference_size])
+
+
 def fit(train_features: np.ndarray, val_features: np.ndarray, *, reference_size: int = REFERENCE_SIZE,
         neighbour: int = NEIGHBOUR, percentile: float = PERCENTILE, seed: int = 0) -> Familiarity:
-    """A random sample of the training images' features as the reference; the threshold from the
-    validation images', which the model was not fitted on, as new dermoscopy photos will be."""
+    """A random sample of the training images' features as the reference (all of them when given only
+    the reference_rows' features); the threshold from the validation images', which the model was not
+    fitted on, as new dermoscopy photos will be."""
     train = _unit(train_features)
-    keep = np.random.default_rng(seed).permutation(len(train))[:reference_size]
     # stored as float16: the threshold is set with the rounded reference the predictor will use
-    reference = train[np.sort(keep)].astype(np.float16).astype(np.float32)
+    reference = train[reference_rows(len(train), reference_size, seed)].astype(np.float16).astype(np.float32)
     model = Familiarity(reference=reference, neighbour=neighbour, threshold=np.inf, percentile=percentile)
     model.threshold = float(np.percentile(model.distance(val_features), percentile))
     return model

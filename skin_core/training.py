@@ -319,10 +319,11 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
 
 
 def fit_familiarity(predictor: Predictor, prep: Prepared, val_features: np.ndarray) -> familiarity_model.Familiarity:
-    """The familiarity model of a finished network: its training images' pooled features (the photos as
-    stored, through the served test-time views) against the validation images' for the threshold."""
+    """The familiarity model of a finished network: its sampled training images' pooled features (the
+    photos as stored, through the served test-time views) against the validation images' for the threshold."""
     train_pixels, _ = prep.subset("train")
-    return familiarity_model.fit(predictor.logits_and_features(train_pixels)[1], val_features)
+    sampled = train_pixels[familiarity_model.reference_rows(len(train_pixels))]
+    return familiarity_model.fit(predictor.logits_and_features(sampled)[1], val_features)
 
 
 HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece")
