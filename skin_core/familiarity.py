@@ -47,6 +47,10 @@ class Familiarity:
         k = min(self.neighbour, similarity.shape[1])
         return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
 
+    def unlike(self, distances: np.ndarray) -> np.ndarray:
+        """Which distances mark a photo as unlike the training images (see the module's unlike())."""
+        return unlike(distances, self.threshold)
+
     def description(self) -> dict:
         """What the manifest says of it."""
         return {"method": f"cosine distance of the pooled features to the {self.neighbour}th nearest of "
@@ -63,6 +67,12 @@ class Familiarity:
         with np.load(Path(path), allow_pickle=False) as saved:
             return cls(reference=saved["reference"].astype(np.float32), neighbour=int(saved["neighbour"]),
                        threshold=float(saved["threshold"]), percentile=float(saved["percentile"]))
+
+
+def unlike(distances, threshold: float) -> np.ndarray:
+    """The one rule the app's warning and the robustness report share: a photo is unlike the training
+    images when its distance is above the threshold (a tie counts as familiar)."""
+    return np.asarray(distances) > threshold
 
 
 def reference_rows(n_train: int, reference_size: int = REFERENCE_SIZE, seed: int = 0) -> np.ndarray:

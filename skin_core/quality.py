@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from . import familiarity
 from .classes import MALIGNANT_CODES
 from .images import centre_square
 
@@ -105,7 +106,7 @@ def prediction_findings(classes: list[str], probabilities: np.ndarray, threshold
 def familiarity_findings(distance: float | None, limit: float | None) -> list[Finding]:
     """A flag when the model's features of the photo lie farther from its training images than those of
     nearly all held-out dermoscopy photos (skin_core.familiarity); nothing when the bundle cannot tell."""
-    if distance is None or limit is None or distance <= limit:
+    if distance is None or limit is None or not familiarity.unlike(distance, limit):
         return []
     return [Finding("unfamiliar", "The model finds this photo unlike the images it learned from: in its feature "
                                   "space it lies farther from them than 99% of held-out dermoscopy photos do. It may "

@@ -84,7 +84,7 @@ def report(predictor, pictures: list[np.ndarray], y_true: np.ndarray, conditions
         if mel is not None and threshold is not None and (y_true == mel).any():
             row["mel_recall_at_threshold"] = float((probs[y_true == mel, mel] >= threshold).mean())
         if distances is not None:
-            row["flagged_unfamiliar"] = float((distances > predictor.familiarity.threshold).mean())
+            row["flagged_unfamiliar"] = float(predictor.familiarity.unlike(distances).mean())
         rows.append(row)
     return rows
 
