@@ -279,10 +279,13 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 
 
 def dataset_report_file(dataset_folder: str) -> str:
-    """The file name an evaluation on another dataset is saved under beside a bundle: named after the
-    dataset's folder, letters and digits only, so it can never name a file outside the bundle."""
-    stem = Path(str(dataset_folder).rstrip("/")).name
-    return "evaluation-" + ("".join(ch if ch.isalnum() else "_" for ch in stem)[:40] or "dataset") + ".json"
+    """The file name an evaluation on another dataset is saved under beside a bundle: the dataset folder's
+    name (letters and digits only, so it can never name a file outside the bundle) and a short digest of
+    its full path, so that evaluating the same folder again replaces its report while two folders of the
+    same name (two copies called "test") keep one each."""
+    folder = Path(str(dataset_folder).rstrip("/") or "/").expanduser().resolve()
+    stem = "".join(ch if ch.isalnum() else "_" for ch in folder.name)[:40] or "dataset"
+    return f"evaluation-{stem}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}.json"
 
 
 def add_familiarity(path, familiarity: Familiarity, description: dict) -> None:

@@ -1,5 +1,6 @@
 """A real tiny training run writes a bundle that loads, predicts, and refuses tampering."""
 import json
+import re
 import shutil
 
 import keras
@@ -384,10 +385,15 @@ def test_training_with_the_logit_adjusted_loss_shifts_by_the_training_split_prio
     assert list(history.index) == [1] and np.isfinite(history["loss"]).all()
 
 
-def test_a_report_on_another_dataset_is_named_after_its_folder_and_stays_in_the_bundle():
-    assert bundles.dataset_report_file("/data/ISIC 2019/") == "evaluation-ISIC_2019.json"
-    assert bundles.dataset_report_file("../../etc") == "evaluation-etc.json"
-    assert bundles.dataset_report_file("/") == "evaluation-dataset.json"
+def test_a_report_on_another_dataset_is_named_after_its_folder_and_stays_in_the_bundle(tmp_path, monkeypatch):
+    name = bundles.dataset_report_file("/data/ISIC 2019/")
+    assert re.fullmatch(r"evaluation-ISIC_2019-[0-9a-f]{8}\.json", name)
+    assert name == bundles.dataset_report_file("/data/ISIC 2019")       # the same folder: its report is replaced
+    assert name != bundles.dataset_report_file("/other/ISIC 2019")      # same name elsewhere: a report of its own
+    monkeypatch.chdir(tmp_path / "..")
+    assert bundles.dataset_report_file(tmp_path.name) == bundles.dataset_report_file(str(tmp_path))
+    assert re.fullmatch(r"evaluation-etc-[0-9a-f]{8}\.json", bundles.dataset_report_file("../../etc"))
+    assert re.fullmatch(r"evaluation-dataset-[0-9a-f]{8}\.json", bundles.dataset_report_file("/"))
 
 
 def test_a_bundle_without_a_familiarity_model_gets_one_from_its_own_training_images(tiny_bundle, tmp_path,
