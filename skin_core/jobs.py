@@ -28,6 +28,7 @@ from .resume import STATE_FILE, WEIGHTS_FILE
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 LOCK = ".lock"
+LAUNCH_SECONDS = 60     # a launch writes the lock within this long of creating it
 CHECKPOINT = "checkpoint"
 TERMINAL = {"done": "done", "cancelled": "cancelled", "error": "failed"}
 
@@ -139,6 +140,7 @@ def _with_lock(run_id: str, root: Path | None, launch) -> str:
     busy = running_job(root)
     if busy:
         raise JobError(f"A training job is already running ({busy}); wait for it or cancel it first.")
+    _clear_abandoned_lock(runs / LOCK)
     try:
         fd = os.open(runs / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -154,6 +156,17 @@ def _with_lock(run_id: str, root: Path | None, launch) -> str:
     except BaseException:
         (runs / LOCK).unlink(missing_ok=True)
         raise
+
+
+def _clear_abandoned_lock(lock: Path) -> None:
+    """Remove a lock that names no job and is older than any launch takes (a launcher killed between
+    creating the lock and writing it): otherwise it would read as "being launched" for ever."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return
+    if age > LAUNCH_SECONDS and _read_json(lock) is None:
+        lock.unlink(missing_ok=True)
 
 
 def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict | None) -> None:

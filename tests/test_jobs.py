@@ -151,6 +151,19 @@ def test_a_stale_lock_is_cleared(models_dir):
     assert not (runs / ".lock").exists()
 
 
+def test_a_lock_a_killed_launcher_left_empty_blocks_only_while_a_launch_could_still_be_writing_it(models_dir):
+    runs = models_dir / "runs"
+    runs.mkdir()
+    (runs / ".lock").write_text("")
+    with pytest.raises(jobs.JobError, match="being launched right now"):
+        jobs.start({"data": str(models_dir / "no-such-dataset"), "epochs": 1}, models_dir)
+    abandoned = time.time() - jobs.LAUNCH_SECONDS - 5
+    os.utime(runs / ".lock", (abandoned, abandoned))
+    run_id = jobs.start({"data": str(models_dir / "no-such-dataset"), "epochs": 1}, models_dir)
+    assert json.loads((runs / ".lock").read_text())["run_id"] == run_id
+    assert wait_for(run_id, models_dir, lambda s: s.status == "failed").error
+
+
 def test_a_reused_process_id_is_not_taken_for_the_job(models_dir):
     # after a restart the job's process id can belong to another process: it must neither hold the lock
     # nor be signalled by Cancel
