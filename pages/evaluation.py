@@ -221,10 +221,10 @@ def other_dataset(path, manifest, key: str) -> None:
         if st.button("Evaluate", key=f"go-{key}", disabled=not admin) and folder:
             from skin_core.data import DatasetError
             progress = st.progress(0.0, "Reading images...")
-            name = dataset_report_file(folder)
             try:
                 result = predictor(path).evaluate(
                     folder, on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
+                name = dataset_report_file(folder)
                 update_report(path, name, result)
             except (DatasetError, BundleError, OSError) as exc:
                 progress.empty()

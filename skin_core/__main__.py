@@ -94,6 +94,8 @@ def cmd_evaluate(args) -> int:
     from . import evaluation
     from .predict import Predictor
     created = False
+    if args.json and Path(args.json).is_dir():
+        return _fail(f"--json {args.json} is a folder; give a file name for the report.")
     if args.json:   # an unwritable report path fails before the evaluation, not after it
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         created = not Path(args.json).exists()

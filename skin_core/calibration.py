@@ -40,7 +40,7 @@ def paired_score_differences(y_true, groups, y_pred, reference, rounds: int = 50
     y_true, y_pred, reference = (np.asarray(a, dtype=int) for a in (y_true, y_pred, reference))
     n_classes = int(max(y_true.max(), y_pred.max(), reference.max())) + 1
     scores = [scores_of_confusions(resampled_confusions(y_true, pred, groups, n_classes, rounds, seed),
-                                   f1_over_all_classes=False) for pred in (y_pred, reference)]
+                                   f1_classes=None) for pred in (y_pred, reference)]
     mine, theirs = (s["balanced_accuracy"] + s["macro_f1"] for s in scores)
     return mine - theirs
 

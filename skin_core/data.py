@@ -83,15 +83,20 @@ def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
     return [(row.dx, Path(row.path), row.subset) for row in chosen.sort_values("dx").itertuples()]
 
 
-def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:
-    """Read and check a dataset folder; raise DatasetError with a specific message if it is unusable."""
+def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES, every_class: bool = True) -> Dataset:
+    """Read and check a dataset folder; raise DatasetError with a specific message if it is unusable.
+    Training needs images of every class; an evaluation (`every_class=False`) can test some of them."""
     try:
-        return _load_dataset(Path(root), skip_bad, classes)
+        return _load_dataset(Path(root).expanduser(), skip_bad, classes, every_class)
+    except DatasetError:
+        raise
     except OSError as exc:   # a folder or file the server may not read
         raise DatasetError(f"Cannot read {exc.filename or root}: {exc.strerror or exc}.") from None
+    except (RuntimeError, ValueError) as exc:   # "~nosuchuser/...", a NUL byte: not a path at all
+        raise DatasetError(f"Not a usable folder path: {root!r} ({exc}).") from None
 
 
-def _load_dataset(root: Path, skip_bad: bool, classes) -> Dataset:
+def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     metadata = _find_metadata(root)
@@ -121,7 +126,7 @@ def _load_dataset(root: Path, skip_bad: bool, classes) -> Dataset:
         skipped += [f"{i}: missing" for i in missing["image_id"]]
         table = table.dropna(subset=["path"])
     empty = [c for c in classes if not (table["dx"] == c).any()]
-    if empty:
+    if empty and every_class:
         raise DatasetError(f"These classes have no images: {', '.join(empty)}.")
     return Dataset(root=root, layout=layout, table=table.reset_index(drop=True), skipped=skipped)
 

@@ -94,27 +94,30 @@ def resampled_confusions(y_true, y_pred, groups, n_classes: int, rounds: int, se
     return (draws.reshape(rounds, n_lesions) @ per_lesion).reshape(rounds, n_classes, n_classes)
 
 
-def scores_of_confusions(confusions: np.ndarray, f1_over_all_classes: bool) -> dict[str, np.ndarray]:
+def scores_of_confusions(confusions: np.ndarray, f1_classes: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Accuracy, balanced accuracy and macro F1 of each confusion matrix, as scikit-learn defines them:
-    balanced accuracy averages recall over the classes present in y_true; macro F1 averages over every
-    class (f1_score with labels=all, zero_division=0) or over the classes present in either y_true or
-    y_pred (f1_score's default)."""
+    balanced accuracy averages recall over the classes present in y_true; macro F1 averages over the
+    classes the boolean mask `f1_classes` names (f1_score with those labels, zero_division=0) or, without
+    a mask, over the classes present in either y_true or y_pred (f1_score's default)."""
     correct = np.diagonal(confusions, axis1=1, axis2=2)
     true, predicted = confusions.sum(axis=2), confusions.sum(axis=1)
     present = true > 0
     recall = np.divide(correct, true, out=np.zeros_like(correct), where=present)
     f1_denominator = true + predicted
     f1 = np.divide(2 * correct, f1_denominator, out=np.zeros_like(correct), where=f1_denominator > 0)
-    counted = np.ones_like(present) if f1_over_all_classes else f1_denominator > 0
+    counted = np.broadcast_to(f1_classes, f1.shape) if f1_classes is not None else f1_denominator > 0
     return {"accuracy": correct.sum(axis=1) / true.sum(axis=1),
             "balanced_accuracy": (recall * present).sum(axis=1) / present.sum(axis=1),
             "macro_f1": (f1 * counted).sum(axis=1) / counted.sum(axis=1)}
 
 
-def bootstrap_ci(y_true, y_pred, groups, labels, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> dict:
-    """95% percentile intervals over lesion-level resamples; labels are the class indices 0..k-1."""
+def bootstrap_ci(y_true, y_pred, groups, labels, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0,
+                 f1_classes: np.ndarray | None = None) -> dict:
+    """95% percentile intervals over lesion-level resamples; labels are the class indices 0..k-1, and
+    macro F1 averages over `f1_classes` (a mask; default all of them), as the report's own figure does."""
     confusions = resampled_confusions(y_true, y_pred, groups, len(labels), rounds, seed)
-    samples = scores_of_confusions(confusions, f1_over_all_classes=True)
+    mask = np.ones(len(labels), bool) if f1_classes is None else np.asarray(f1_classes, bool)
+    samples = scores_of_confusions(confusions, mask)
     return {name: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for name, v in samples.items()}
 
 
@@ -162,26 +165,32 @@ def build_report(y_true, probs, classes, *, groups=None, image_ids=None, thresho
                            "f1": float(f1[i]), "support": int(support[i]), "auc": auc}
     ece, reliability = expected_calibration_error(y_true, probs)
     counts = np.bincount(y_true, minlength=len(classes))
+    # macro figures average over the classes the labels hold: a dataset of melanomas and naevi says
+    # nothing of how well the model finds the other five (all seven on the bundle's own test split)
+    tested = [code for code, n in zip(classes, counts) if n]
+    scored = [i for i, n in enumerate(counts) if n]
     report = {
         "n": int(len(y_true)),
         "n_lesions": int(len(np.unique(groups))),
         "classes": list(classes),
         "class_counts": {c: int(n) for c, n in zip(classes, counts)},
-        **{k: float(v) for k, v in _headline(y_true, y_pred, labels).items()},
+        **{k: float(v) for k, v in _headline(y_true, y_pred, scored).items()},
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "top2_accuracy": float(top_k_accuracy_score(y_true, probs, k=2, labels=labels)),
         "top3_accuracy": float(top_k_accuracy_score(y_true, probs, k=3, labels=labels)),
         "majority_baseline_accuracy": float(counts.max() / counts.sum()),
         "majority_class": classes[int(counts.argmax())],
         "per_class": per_class,
-        "macro_avg": {k: float(np.mean([per_class[c][k] for c in classes])) for k in ("precision", "recall", "f1")},
+        "macro_avg": {k: float(np.mean([per_class[c][k] for c in tested])) for k in ("precision", "recall", "f1")},
+        "classes_absent": [code for code in classes if code not in tested],
         "weighted_avg": {k: float(np.average([per_class[c][k] for c in classes], weights=counts))
                          for k in ("precision", "recall", "f1")},
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "ece": ece,
         "reliability": reliability,
         "roc": roc,
-        "ci95": bootstrap_ci(y_true, y_pred, groups, labels, rounds=bootstrap_rounds) if bootstrap_rounds else None,
+        "ci95": bootstrap_ci(y_true, y_pred, groups, labels, rounds=bootstrap_rounds, f1_classes=counts > 0)
+        if bootstrap_rounds else None,
         "operating_points": {code: operating_point(y_true, probs, classes.index(code), t)
                              for code, t in (thresholds or {}).items() if code in classes},
         "predictions": {
@@ -207,6 +216,9 @@ def other_dataset_notes(report: dict) -> list[str]:
         notes.append("None of its images or lesions was used to train or tune the model.")
     if not report.get("split_known"):
         notes.append("The model records no split, so images it trained on may be among these.")
+    if report.get("classes_absent"):
+        notes.append(f"It holds no images of {', '.join(report['classes_absent'])}: balanced accuracy and macro "
+                     "figures average over the classes it holds.")
     if not report.get("lesions_named"):
         notes.append("The dataset names no lesions, so each image counts as a lesion of its own: photographs "
                      "of one lesion are counted as independent and the intervals are too narrow.")

@@ -94,7 +94,7 @@ class Predictor:
         then it is a check of the code, not of the model)."""
         from . import data, evaluation
         from .bundle import SPLIT_FILE
-        dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes)
+        dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes, every_class=False)
         table, seen = dataset.table, 0
         split_csv = self.bundle.path / SPLIT_FILE
         split_known = split_csv.is_file()

@@ -7,6 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, SAMPLE
+from skin_core.bundle import dataset_report_file
 
 TIMEOUT = 120
 
@@ -244,8 +245,9 @@ def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     at.text_input(key="ds-main").input(str(SAMPLE)).run()
     at.button(key="go-main").click().run()
     assert not at.exception
-    assert any("Saved as evaluation-sample_data.json" in str(s.value) for s in at.success)
-    saved = json.loads((models_dir / "default" / "evaluation-sample_data.json").read_text())
+    name = dataset_report_file(str(SAMPLE))
+    assert any(f"Saved as {name}" in str(s.value) for s in at.success)
+    saved = json.loads((models_dir / "default" / name).read_text())
     # the tiny model was trained on the sample data: only its test split is scored, and the page says so
     split = pd.read_csv(models_dir / "default" / "split.csv")
     assert saved["n"] == (split["subset"] == "test").sum() and saved["left_out_seen"] == 70 - saved["n"]

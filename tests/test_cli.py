@@ -96,6 +96,25 @@ def test_evaluating_only_images_the_model_learned_from_is_refused(tiny_bundle, t
     assert f"All {len(learned)} images of this dataset, or their lesions, were used to train or tune this model" in err
 
 
+def test_evaluate_scores_a_dataset_of_two_classes_over_those_classes(tiny_bundle, tmp_path, sample_meta, capsys):
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    unseen = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
+    data = make_folder_dataset(tmp_path / "folders", unseen[unseen["dx"].isin(["mel", "nv"])])
+    code, out, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", data,
+                                    "--json", tmp_path / "report.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["classes_absent"] == ["akiec", "bcc", "bkl", "df", "vasc"]
+    assert report["n"] == int(unseen["dx"].isin(["mel", "nv"]).sum())
+    assert "no images of akiec, bcc, bkl, df, vasc" in out
+
+
+def test_evaluate_refuses_a_report_path_that_is_a_folder_before_evaluating(tiny_bundle, tmp_path, capsys):
+    code, _, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", tmp_path / "missing",
+                                  "--json", tmp_path)
+    assert code == 2 and "is a folder" in err and "Traceback" not in err
+
+
 def test_evaluate_names_a_bad_dataset(tiny_bundle, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", tmp_path / "empty",

@@ -73,10 +73,21 @@ def test_unreadable_images_are_counted_and_named(tmp_path, sample_meta):
     assert broken not in set(arrays.table["image_id"])
 
 
-def test_a_class_without_images(tmp_path, sample_meta):
-    meta = sample_meta[sample_meta["dx"] != "df"]
+def test_a_class_without_images_is_refused_for_training_but_not_for_testing(tmp_path, sample_meta):
+    root = make_ham_dataset(tmp_path / "ham", sample_meta[sample_meta["dx"] != "df"])
     with pytest.raises(data.DatasetError, match="no images: df"):
-        data.load_dataset(make_ham_dataset(tmp_path / "ham", meta))
+        data.load_dataset(root)
+    assert data.load_dataset(root, every_class=False).counts()["df"] == 0
+
+
+def test_a_folder_path_that_is_not_a_path_is_a_message(tmp_path, sample_meta, monkeypatch):
+    with pytest.raises(data.DatasetError, match="Not a usable folder path"):
+        data.load_dataset("~no-such-user-here/data")
+    with pytest.raises(data.DatasetError, match="not found"):
+        data.load_dataset("data\0set")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_ham_dataset(tmp_path / "ham", sample_meta)
+    assert len(data.load_dataset("~/ham").table) == 70       # as a README path would be typed
 
 
 def test_unknown_class_folder(tmp_path, sample_meta):

@@ -52,6 +52,25 @@ def test_known_confusions_and_top_k():
     assert report["ci95"] is None
 
 
+def test_a_dataset_of_some_classes_is_scored_over_the_classes_it_holds():
+    # a clinic's melanomas and naevi: nothing is known of the other five, so they must not count as F1 = 0
+    from sklearn.metrics import f1_score
+    mel, nv, bkl = (CLASS_CODES.index(c) for c in ("mel", "nv", "bkl"))
+    y = np.array([mel] * 20 + [nv] * 40)
+    pred = np.r_[[mel] * 15, [nv] * 5, [nv] * 36, [mel] * 2, [bkl] * 2]
+    report = evaluation.build_report(y, one_hot_probs(pred), list(CLASS_CODES), bootstrap_rounds=200)
+    assert report["classes_absent"] == ["akiec", "bcc", "bkl", "df", "vasc"]
+    assert report["macro_f1"] == pytest.approx(f1_score(y, pred, labels=[mel, nv], average="macro"))
+    assert report["macro_avg"]["recall"] == pytest.approx(report["balanced_accuracy"]) == pytest.approx((15 / 20 + 36 / 40) / 2)
+    low, high = report["ci95"]["macro_f1"]
+    assert low < report["macro_f1"] < high
+    assert any("no images of akiec, bcc, bkl, df, vasc" in note
+               for note in evaluation.other_dataset_notes({**report, "left_out_seen": 0, "split_known": True}))
+    full = evaluation.build_report(np.repeat(np.arange(7), 5), one_hot_probs(np.repeat(np.arange(7), 5)),
+                                   list(CLASS_CODES), bootstrap_rounds=0)
+    assert full["classes_absent"] == []
+
+
 def test_bootstrap_resamples_lesions_not_images():
     # one lesion photographed 50 times and always wrong, 50 lesions once each and right
     y = np.zeros(100, int)
@@ -71,8 +90,9 @@ def test_resampled_confusions_score_each_lesion_resample_as_scikit_learn_does():
     y = rng.choice([0, 1, 2, 4, 5, 6], len(groups))                    # class 3 never true ...
     pred = np.where(rng.random(len(groups)) < 0.5, y, rng.integers(0, 7, len(groups)))   # ... but predicted
     confusions = evaluation.resampled_confusions(y, pred, groups, 7, rounds=40, seed=5)
-    every_class = evaluation.scores_of_confusions(confusions, f1_over_all_classes=True)
-    present = evaluation.scores_of_confusions(confusions, f1_over_all_classes=False)
+    every_class = evaluation.scores_of_confusions(confusions, np.ones(7, bool))
+    tested = evaluation.scores_of_confusions(confusions, np.isin(range(7), y))     # the classes the labels hold
+    present = evaluation.scores_of_confusions(confusions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for r, idx in enumerate(evaluation.lesion_resamples(groups, 40, seed=5)):
@@ -81,6 +101,8 @@ def test_resampled_confusions_score_each_lesion_resample_as_scikit_learn_does():
             assert every_class["balanced_accuracy"][r] == pytest.approx(balanced_accuracy_score(y[idx], pred[idx]))
             assert every_class["macro_f1"][r] == pytest.approx(
                 f1_score(y[idx], pred[idx], labels=range(7), average="macro", zero_division=0))
+            assert tested["macro_f1"][r] == pytest.approx(
+                f1_score(y[idx], pred[idx], labels=[0, 1, 2, 4, 5, 6], average="macro", zero_division=0))
             assert present["macro_f1"][r] == pytest.approx(f1_score(y[idx], pred[idx], average="macro"))
     assert len({round(v, 9) for v in every_class["macro_f1"]}) > 10   # the resamples do differ
     reference = np.where(rng.random(len(groups)) < 0.7, y, (y + 1) % 7)
