@@ -1,24 +1,29 @@
 """What every page shares: the cached predictors, the admin password and the research notice."""
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 from skin_core import access, registry
-from skin_core.bundle import MODEL_FILE, BundleError, read_manifest
+from skin_core.bundle import BundleError, read_manifest
 
 NOTICE = ("Research demo, not a medical device. It must not be used to diagnose, treat or reassure; "
           "any lesion of concern needs a clinician.")
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model...")
-def _predictor(path: str, model_checksum: str):
+def _predictor(path: str, manifest_version: str):
     from skin_core.predict import Predictor
     return Predictor.from_path(path)
 
 
 def predictor(path):
-    """The predictor of the bundle at `path`, loaded once per version of its model file."""
-    return _predictor(str(path), read_manifest(path)["files"][MODEL_FILE])
+    """The predictor of the bundle at `path`, loaded once per version of its manifest, which lists every
+    file's checksum and holds the calibration and thresholds: a bundle given a familiarity model or
+    re-finished in place is loaded again, not served from the cache as it was."""
+    manifest = read_manifest(path)
+    return _predictor(str(path), json.dumps(manifest, sort_keys=True))
 
 
 def active_predictor():

@@ -65,7 +65,9 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
         square = explain.centre_square(decoded.rgb)
         overlay = explain.overlay(square, analysis.cam(explained), opacity)
         explained_p = analysis.as_dict()[explained]
-        st.image([square, overlay], caption=["What the model sees (centre square)",
+        side = min(decoded.rgb.shape[:2])
+        seen_side = min(predictor.detail_side or side, side)
+        st.image([square, overlay], caption=[f"Centre square (the model sees it at {seen_side} px)",
                                              f"Grad-CAM for {full_name(explained)} ({explained_p:.0%})"], width=260)
         if explained != ranked[0][0]:
             st.caption(f"Each map is scaled to its own peak: this one shows where the model would look for "
@@ -124,6 +126,10 @@ with example_tab:
                 st.session_state["example"] = str(path)
     if st.session_state.get("example"):
         chosen = Path(st.session_state["example"])
+        if st.button(f"Clear example {chosen.stem}", key="clear-example",
+                     help="Examples stay below the user's own photos until cleared."):
+            del st.session_state["example"]
+            st.rerun()
         inputs.append((f"example {chosen.stem}", chosen.read_bytes()))
 
 if not inputs:

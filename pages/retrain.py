@@ -6,9 +6,9 @@ import plotly.express as px
 import streamlit as st
 
 from pages.common import is_admin, notice
-from skin_core import jobs, options, registry
-from skin_core.bundle import SPLIT_FILE, BundleError, read_manifest, shares_split
-from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset, split_problem, split_when_starting_from
+from skin_core import jobs, launch, options, registry
+from skin_core.bundle import BundleError, read_manifest, shares_split
+from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset
 
 COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
             ("top2_accuracy", "Top-2"), ("top3_accuracy", "Top-3"), ("ece", "ECE (lower is better)")]
@@ -61,9 +61,10 @@ def launch_form(admin: bool) -> None:
     st.subheader("Launch a training run")
     source = st.radio("Dataset", ["Shipped sample (70 images)", "A folder on the server"], horizontal=True)
     folder = str(SAMPLE_DIR) if source.startswith("Shipped") else st.text_input(
-        "Dataset folder", help="HAM10000 layout (metadata CSV + images) or one sub-folder per class")
+        "Dataset folder", help="HAM10000 layout (metadata CSV + images) or one sub-folder per class",
+        disabled=not admin)
     dataset_ok = False
-    if folder:
+    if folder and admin:       # the server's folders are read for signed-in users only
         try:
             dataset = load_dataset(folder)
         except DatasetError as exc:
@@ -74,8 +75,9 @@ def launch_form(admin: bool) -> None:
             st.caption(f"{len(dataset.table)} images of {dataset.table['lesion_id'].nunique()} lesions "
                        f"({dataset.layout} layout): " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     with st.form("launch"):
-        start_from = st.selectbox("Start from", ["ImageNet weights", "The active model", "No weights (random)"],
-                                  help="ImageNet weights download once on a connected machine.")
+        start_from = st.selectbox("Start from", list(launch.START_FROM), format_func=launch.START_FROM.get,
+                                  help="ImageNet weights download once on a connected machine. The active model's "
+                                       "weights are continued at its own input size and width.")
         left, middle, right = st.columns(3)
         epochs = left.number_input("Epochs", 1, 200, 5,
                                    help="Total epochs, including 2 for the new head. Early stopping watches only "
@@ -104,10 +106,11 @@ def launch_form(admin: bool) -> None:
                  "(shades-of-grey colour constancy), so photos from other cameras look more alike to it")
         same_lesions = st.checkbox(
             "Hold out the active model's validation and test lesions", False,
-            help="Reuse the active model's split (the dataset must hold the images it was split on): the new "
-                 "model is then tested on the same lesions, so the comparison below is like-for-like, and the "
-                 "seed only changes the training randomness. Always on when starting from the active model and "
-                 "the dataset holds its images, so its test lesions stay unseen")
+            help="Reuse the active model's split (every image of this dataset must be listed in the active "
+                 "model's split.csv: its training dataset or part of it): the new model is then tested on the "
+                 "same lesions, so the comparison below is like-for-like, and the seed only changes the training "
+                 "randomness. Always on when starting from the active model and every image here is in its "
+                 "split, so its test lesions stay unseen")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
@@ -115,37 +118,19 @@ def launch_form(admin: bool) -> None:
                   "no_augment": not augment, "photometric": photometric, "mix": mix,
                   "colour_constancy": colour_constancy, "compression": compression,
                   "patience_from": int(epochs) // 2}
-        active = registry.active_path()   # once: the split and the starting weights must come from one bundle
-        if same_lesions:
-            problem = split_problem(dataset.table, active / SPLIT_FILE)
-            if problem:
-                st.error(problem)
-                return
-            config["split_from"] = str(active)
-        if start_from == "The active model":
-            if "split_from" not in config:      # keep the active model's held-out lesions out of training
-                reuse, problem = split_when_starting_from(dataset.table, active / SPLIT_FILE, config["seed"])
-                if problem:
-                    st.error(problem + " Start from the ImageNet weights instead, or use a dataset without those "
-                             "images.")
-                    return
-                if reuse:
-                    config["split_from"] = str(active)
-            config["init_bundle"] = str(active)
-            try:
-                manifest = read_manifest(active)
-            except BundleError as exc:
-                st.error(f"The active model cannot be started from: {exc}")
-                return
-            config.update(img_size=manifest["input_size"], alpha=manifest["alpha"])
-        else:
-            config["weights"] = "imagenet" if start_from == "ImageNet weights" else "none"
+        try:   # the split and the starting weights come from one reading of the active model
+            config, notes = launch.plan_run(config, dataset.table, start_from=start_from,
+                                            same_lesions=same_lesions, active=registry.active_path())
+        except launch.LaunchError as exc:
+            st.error(str(exc))
+            return
         try:
             run_id = jobs.start(config)
         except jobs.JobError as exc:
             st.error(str(exc))
         else:
             st.session_state["followed"] = run_id
+            flash(*notes)
             st.rerun()
 
 
@@ -194,9 +179,13 @@ def runs_section(admin: bool) -> None:
     left.markdown(f"Active model: **{active}**")
     if right.button("Roll back to the previous model", disabled=not admin):
         try:
-            st.success(f"Rolled back: {registry.rollback()} is active again.")
+            restored = registry.rollback()
         except BundleError as exc:
             st.error(str(exc))
+        else:      # everything on the page (and the sidebar) must show the model now active
+            flash(f"Rolled back: {restored} is active again.")
+            st.cache_resource.clear()
+            st.rerun()
     runs = jobs.list_runs()
     if not runs:
         st.info("No runs yet.")
@@ -232,6 +221,11 @@ def runs_section(admin: bool) -> None:
         attempt(lambda: jobs.delete(run_id), jobs.JobError)
 
 
+def flash(*messages: str) -> None:
+    """Messages to show once at the top of the page after the rerun an action ends with."""
+    st.session_state.setdefault("flash", []).extend(messages)
+
+
 def attempt(action, errors, clear_cache: bool = False) -> None:
     """Run a button's action: a refusal is shown as a message, a success reruns the page."""
     try:
@@ -249,6 +243,8 @@ notice()
 st.write("Train a new model in the background (a separate process: closing this page does not stop it), "
          "compare it with the active model, and promote it when it is better.")
 admin = is_admin()
+for message in st.session_state.pop("flash", []):
+    st.info(message)
 running = jobs.running_job()
 if running:
     st.subheader("Running now")

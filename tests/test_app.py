@@ -214,15 +214,16 @@ def test_a_run_from_the_active_model_never_tests_on_lesions_it_was_tuned_on(mode
     launched = []
     monkeypatch.setattr(jobs, "start", lambda config: launched.append(config) or "run-x")
     at = page("retrain").run()
-    next(s for s in at.selectbox if s.label == "Start from").select("The active model")
+    next(s for s in at.selectbox if s.label == "Start from").select("active")
     launch_button(at).click().run()   # the sample holds the active model's split: it is reused
     assert launched[0]["init_bundle"] == launched[0]["split_from"] == str(registry.active_path())
+    assert launched[0]["img_size"] == 32 and any("Input size 32 px" in str(i.value) for i in at.info)
     extra = sample_meta.head(1).assign(image_id="ISIC_9999999", lesion_id="HAM_9999999")
     folder = make_ham_dataset(tmp_path / "bigger", pd.concat([sample_meta, extra], ignore_index=True))
     at = page("retrain").run()
     at.radio[0].set_value("A folder on the server").run()
     next(t for t in at.text_input if t.label == "Dataset folder").input(str(folder)).run()
-    next(s for s in at.selectbox if s.label == "Start from").select("The active model")
+    next(s for s in at.selectbox if s.label == "Start from").select("active")
     launch_button(at).click().run()   # a fresh split of this dataset would test on the active model's images
     assert not at.exception and len(launched) == 1
     assert any("trained or tuned on" in str(e.value) for e in at.error)
@@ -313,6 +314,8 @@ def test_retrain_runs_section_compares_a_finished_run_promotes_it_and_rolls_back
     assert not at.exception and registry.active_name() == run_id
     next(b for b in at.button if b.label == "Roll back to the previous model").click().run()
     assert not at.exception and registry.active_name() == "default"
+    assert any("Rolled back: default is active again." in str(i.value) for i in at.info)
+    assert any("Active model: **default**" in str(m.value) for m in at.markdown)     # the page shows it at once
 
 
 def test_a_cancelled_run_with_saved_epochs_offers_to_continue(models_dir, monkeypatch):

@@ -1,0 +1,59 @@
+"""What a training run launched from the Retrain page will be: the settings train.py gets, decided from
+the form and the active model, with the reason a run must not start decided before it starts.
+
+The policy lives here, not in the page, so it is tested as code: a run that reuses a model's split must
+be on a dataset that split covers; a run that starts from the active model's weights keeps that model's
+held-out lesions out of its training (its split when the dataset allows, else a fresh split only if it
+tests on none of the images the model was fitted or tuned on) and takes its input size and width.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .bundle import SPLIT_FILE, BundleError, read_manifest
+from .data import split_problem, split_when_starting_from
+
+START_FROM = {"imagenet": "ImageNet weights", "active": "The active model", "none": "No weights (random)"}
+
+
+class LaunchError(ValueError):
+    """Why the run must not start, in words for the form."""
+
+
+def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesions: bool,
+             active: Path) -> tuple[dict, list[str]]:
+    """train.py's settings (option names without dashes) for the run the form describes, and what the
+    user should be told about settings that were decided for them. `table` is the dataset's."""
+    if start_from not in START_FROM:
+        raise LaunchError(f"Unknown starting point {start_from!r}; expected one of {', '.join(START_FROM)}.")
+    config, notes = dict(settings), []
+    active = Path(active)
+    if same_lesions:
+        problem = split_problem(table, active / SPLIT_FILE)
+        if problem:
+            raise LaunchError(problem)
+        config["split_from"] = str(active)
+    if start_from != "active":
+        config["weights"] = "imagenet" if start_from == "imagenet" else "none"
+        return config, notes
+    if "split_from" not in config:          # keep the active model's held-out lesions out of training
+        reuse, problem = split_when_starting_from(table, active / SPLIT_FILE, config.get("seed", 42))
+        if problem:
+            raise LaunchError(problem + " Start from the ImageNet weights instead, or use a dataset without "
+                                        "those images.")
+        if reuse:
+            config["split_from"] = str(active)
+            notes.append("The dataset is covered by the active model's split, so the run keeps it: its "
+                         "validation and test lesions stay unseen.")
+    try:
+        manifest = read_manifest(active)
+    except BundleError as exc:
+        raise LaunchError(f"The active model cannot be started from: {exc}") from None
+    shape = {"img_size": manifest["input_size"], "alpha": manifest["alpha"]}
+    if any(config.get(key) not in (None, value) for key, value in shape.items()):
+        notes.append(f"Input size {shape['img_size']} px and width {shape['alpha']} are the active model's: "
+                     "its weights are continued at their own shape.")
+    config.update(init_bundle=str(active), **shape)
+    return config, notes

@@ -1,0 +1,39 @@
+"""What a run launched from the Retrain form becomes: its split, its starting weights and their shape."""
+import pandas as pd
+import pytest
+
+from skin_core import data, launch
+from conftest import SAMPLE, make_ham_dataset
+
+FORM = {"data": "somewhere", "epochs": 3, "img_size": 128, "alpha": 0.5, "seed": 42}
+
+
+def test_a_run_from_imagenet_weights_keeps_the_form_settings(tiny_bundle):
+    table = data.load_dataset(SAMPLE).table
+    config, notes = launch.plan_run(FORM, table, start_from="imagenet", same_lesions=False, active=tiny_bundle)
+    assert config == {**FORM, "weights": "imagenet"} and notes == []
+    config, _ = launch.plan_run(FORM, table, start_from="none", same_lesions=True, active=tiny_bundle)
+    assert config["weights"] == "none" and config["split_from"] == str(tiny_bundle)
+
+
+def test_a_run_from_the_active_model_continues_its_weights_at_their_shape_on_its_split(tiny_bundle):
+    table = data.load_dataset(SAMPLE).table            # the active model's own dataset: its split covers it
+    config, notes = launch.plan_run(FORM, table, start_from="active", same_lesions=False, active=tiny_bundle)
+    assert config["init_bundle"] == config["split_from"] == str(tiny_bundle)
+    assert (config["img_size"], config["alpha"]) == (32, 0.25) and "weights" not in config
+    assert any("Input size 32 px and width 0.25 are the active model's" in note for note in notes)
+    _, notes = launch.plan_run({**FORM, "img_size": 32, "alpha": 0.25}, table, start_from="active",
+                               same_lesions=False, active=tiny_bundle)
+    assert not any("Input size" in note for note in notes)
+
+
+def test_a_run_that_would_test_on_images_the_active_model_learned_from_is_refused(tiny_bundle, tmp_path,
+                                                                                    sample_meta):
+    extra = sample_meta.head(1).assign(image_id="ISIC_9999999", lesion_id="HAM_9999999")
+    bigger = data.load_dataset(make_ham_dataset(tmp_path / "bigger", pd.concat([sample_meta, extra]))).table
+    with pytest.raises(launch.LaunchError, match="does not cover this dataset"):
+        launch.plan_run(FORM, bigger, start_from="imagenet", same_lesions=True, active=tiny_bundle)
+    with pytest.raises(launch.LaunchError, match="trained or tuned on.*Start from the ImageNet weights instead"):
+        launch.plan_run(FORM, bigger, start_from="active", same_lesions=False, active=tiny_bundle)
+    with pytest.raises(launch.LaunchError, match="Unknown starting point"):
+        launch.plan_run(FORM, bigger, start_from="The active model", same_lesions=False, active=tiny_bundle)
