@@ -12,6 +12,11 @@ from pages.common import NOTICE
 st.set_page_config(page_title="Skin lesion classifier (research demo)", page_icon="🔬", layout="wide")
 
 
+def baseline_name(test: dict) -> str:
+    """'always-nv' when the bundle records its test split's majority class (older ones do not)."""
+    return f"always-{test['majority_class']}" if test.get("majority_class") else "majority-class"
+
+
 def sidebar() -> None:
     with st.sidebar:
         st.markdown("### Active model")
@@ -27,7 +32,7 @@ def sidebar() -> None:
             if test:
                 st.caption(f"Held-out test ({test['n']} images): balanced accuracy {test['balanced_accuracy']:.2f}, "
                            f"macro F1 {test['macro_f1']:.2f}, accuracy {test['accuracy']:.2f} "
-                           f"(always-nv baseline {test['majority_baseline_accuracy']:.2f})")
+                           f"({baseline_name(test)} baseline {test['majority_baseline_accuracy']:.2f})")
         st.warning(NOTICE, icon="⚠️")
 
 

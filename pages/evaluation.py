@@ -13,8 +13,8 @@ import streamlit as st
 from pages.common import is_admin, notice, predictor
 from skin_core import evaluation, registry
 from skin_core.robustness import ROBUSTNESS_FILE
-from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_report_file, read_manifest,
-                               update_report)
+from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_report_file, dataset_reports,
+                               read_manifest, shares_split, update_report)
 from skin_core.classes import full_name
 
 HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
@@ -210,7 +210,24 @@ def show(name: str, key: str) -> None:
         st.download_button("Per-class table (CSV)", table.to_csv(), file_name=f"{name}_per_class.csv", key=f"csv-{key}")
         st.download_button("Full report (JSON)", json.dumps(report), file_name=f"{name}_evaluation.json",
                            key=f"json-{key}")
+    saved_dataset_reports(path, key)
     other_dataset(path, manifest, key)
+
+
+def saved_dataset_reports(path, key: str) -> None:
+    """Evaluations on other datasets saved beside the bundle earlier, shown as the test split's are."""
+    reports, damaged = dataset_reports(path)
+    for name in damaged:
+        st.warning(f"{name} beside this bundle cannot be read as an evaluation report.")
+    if not reports:
+        return
+    with st.expander(f"Saved evaluations on other datasets ({len(reports)})"):
+        name = st.selectbox("Report", list(reports), key=f"saved-{key}",
+                            format_func=lambda n: f"{reports[n].get('dataset', n)} ({n})")
+        report = reports[name]
+        headline(report, f"{key}-saved")
+        confusion(report, f"{key}-saved")
+        per_class(report, f"{key}-saved")
 
 
 def other_dataset(path, manifest, key: str) -> None:
@@ -246,9 +263,20 @@ compare = st.toggle("Compare two models side by side")
 if compare and len(names) > 1:
     first, second = st.columns(2)
     with first:
-        show(st.selectbox("Model A", names, index=names.index(active) if active in names else 0), "a")
+        model_a = st.selectbox("Model A", names, index=names.index(active) if active in names else 0)
     with second:
-        show(st.selectbox("Model B", names, index=1 if names[0] == active or active not in names else 0), "b")
+        model_b = st.selectbox("Model B", names, index=1 if names[0] == active or active not in names else 0)
+    if shares_split(registry.bundle_path(model_a), registry.bundle_path(model_b)):
+        st.caption("Both models were tested on the same held-out lesions. These test figures are for reporting: "
+                   "choosing between models on them makes the chosen one look better than it is; choose on "
+                   "validation (Retrain page, or `scripts/compare_on_validation.py`).")
+    else:
+        st.warning("These models were tested on different lesions (their split.csv files differ), so their "
+                   "figures are not a like-for-like comparison.")
+    with first:
+        show(model_a, "a")
+    with second:
+        show(model_b, "b")
 else:
     if compare:
         st.info("Only one model bundle exists.")

@@ -288,6 +288,22 @@ def dataset_report_file(dataset_folder: str) -> str:
     return f"evaluation-{stem}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}.json"
 
 
+def dataset_reports(path) -> tuple[dict[str, dict], list[str]]:
+    """The evaluations on other datasets saved beside a bundle ({file name: report}, in file-name
+    order), and the names of those that cannot be read (named, not fatal)."""
+    reports, damaged = {}, []
+    for file in sorted(Path(path).glob("evaluation-*.json")):
+        try:
+            report = json.loads(file.read_text())
+            if not isinstance(report, dict) or "confusion_matrix" not in report:
+                raise ValueError("not an evaluation report")
+        except (ValueError, OSError):
+            damaged.append(file.name)
+        else:
+            reports[file.name] = report
+    return reports, damaged
+
+
 def add_familiarity(path, familiarity: Familiarity, description: dict) -> None:
     """Give an existing bundle its familiarity model (bundles trained before it existed): the file is
     written beside the others first and counts only once the manifest, replaced in one step, lists it

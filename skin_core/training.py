@@ -305,7 +305,8 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"], image_ids=test["image_id"],
                                          thresholds=manifest["thresholds"])
         report["dataset"] = "held-out test split of " + Path(cfg.data).name
-        manifest["test"] = {k: report[k] for k in HEADLINE + ("majority_baseline_accuracy", "ci95", "operating_points")}
+        manifest["test"] = {k: report[k] for k in HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95",
+                                                              "operating_points")}
         for line in evaluation.summary_lines(report):
             log.event("summary", line)
     manifest["training"]["seconds"] = round(time.time() - started, 1)

@@ -30,7 +30,8 @@ def test_shell_shows_navigation_sidebar_and_notice(models_dir):
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     sidebar = " ".join(str(e.value) for e in at.sidebar.markdown) + " ".join(str(e.value) for e in at.sidebar.caption)
-    assert "Held-out test" in sidebar and "baseline" in sidebar
+    test = json.loads((models_dir / "default" / "manifest.json").read_text())["test"]
+    assert "Held-out test" in sidebar and f"always-{test['majority_class']} baseline" in sidebar
     assert "not a medical device" in texts(at)
 
 
@@ -145,6 +146,11 @@ def test_evaluation_page_without_history_and_comparing_two(models_dir):
     assert [s.label for s in at.selectbox if s.label.startswith("Model")] == ["Model A", "Model B"]
     soup_note = "averaged with those of sibling (a weight soup), so it has no training curves"
     assert any(soup_note in str(i.value) for i in at.info)
+    assert any("tested on the same held-out lesions" in str(c.value) for c in at.caption)
+    split = models_dir / "second" / "split.csv"
+    split.write_text(split.read_text().replace(",test", ",train", 1))
+    at.run()
+    assert any("tested on different lesions" in str(w.value) for w in at.warning)
 
 
 def launch_button(at: AppTest):
@@ -254,6 +260,12 @@ def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     assert saved["n"] == (split["subset"] == "test").sum() and saved["left_out_seen"] == 70 - saved["n"]
     assert any(f"{saved['left_out_seen']} images whose image or lesion the model trained or was tuned on were left out"
                in str(c.value) for c in at.caption)
+    at = page("evaluation").run()        # later: the saved report is listed beside the bundle's own
+    assert any(e.label == "Saved evaluations on other datasets (1)" for e in at.expander)
+    assert not at.warning
+    (models_dir / "default" / "evaluation-cut-0123abcd.json").write_text('{"n": 3')
+    at.run()
+    assert any("evaluation-cut-0123abcd.json beside this bundle cannot be read" in str(w.value) for w in at.warning)
     at.text_input(key="ds-main").input(str(models_dir)).run()
     at.button(key="go-main").click().run()
     assert any("No labels found" in str(e.value) for e in at.error)
