@@ -306,23 +306,29 @@ def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
     except DatasetError as exc:
         return (f"The starting model's {starting_split_csv.name} cannot be read ({exc}), so its training "
                 "images are unknown and the new test split could contain them.")
-    seen = set(earlier.loc[earlier["subset"].isin(["train", "val"]), "image_id"])
-    leaked = sorted(seen & set(table.loc[table["subset"] == "test", "image_id"]))
+    test = table[table["subset"] == "test"]
+    leaked = sorted(test.loc[_learned_from(test, earlier), "image_id"])
     if leaked:
-        return (f"The starting model was trained or tuned on {len(leaked)} images this run would hold out for "
-                f"testing (e.g. {', '.join(leaked[:3])}).")
+        return (f"The starting model was trained or tuned on {len(leaked)} images (or other photos of their lesions) "
+                f"this run would hold out for testing (e.g. {', '.join(leaked[:3])}).")
     return None
+
+
+def _learned_from(table: pd.DataFrame, recorded: pd.DataFrame) -> pd.Series:
+    """Which rows of `table` a bundle whose split.csv is `recorded` trained or was tuned on: the image
+    itself, or any photo of the same lesion (HAM10000 holds several photos of many lesions)."""
+    seen = recorded[recorded["subset"].isin(["train", "val"])]
+    learned = table["image_id"].isin(seen["image_id"])
+    if "lesion_id" in seen and "lesion_id" in table:
+        learned |= table["lesion_id"].isin(seen["lesion_id"])
+    return learned
 
 
 def leave_out_seen(table: pd.DataFrame, split_csv) -> tuple[pd.DataFrame, int]:
     """The rows of `table` whose image and lesion the bundle with `split_csv` neither trained nor was tuned
     on, and how many were left out: a dataset that shares images with a model's development data (HAM10000
     itself, say) must not score what the model learned from."""
-    recorded = _read_split(split_csv)
-    seen = recorded[recorded["subset"].isin(["train", "val"])]
-    learned = table["image_id"].isin(seen["image_id"])
-    if "lesion_id" in seen:
-        learned |= table["lesion_id"].isin(seen["lesion_id"])
+    learned = _learned_from(table, _read_split(split_csv))
     return table[~learned].reset_index(drop=True), int(learned.sum())
 
 

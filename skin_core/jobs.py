@@ -270,15 +270,16 @@ def cancel(run_id: str, root: Path | None = None) -> None:
 
 
 def _continuable_runs_from(run_id: str, root: Path | None) -> list[str]:
-    """Stopped runs with a saved epoch whose weights or split come from `run_id`'s bundle: continuing
-    them reads that bundle again."""
+    """Runs whose weights or split come from `run_id`'s bundle and may still read it: one training now
+    (continuing it after a cancel reads the bundle again), or one stopped with a saved epoch."""
     folder = (runs_dir(root) / run_id).resolve()
     waiting = []
     for other in list_runs(root):
         config = (_read_json(runs_dir(root) / other / "job.json") or {}).get("config", {})
         sources = [config.get(key) for key in ("init_bundle", "split_from") if config.get(key)]
-        if other != run_id and any(folder in Path(source).resolve().parents for source in sources) \
-                and saved_progress(other, root) is not None:
+        if other == run_id or not any(folder in Path(source).resolve().parents for source in sources):
+            continue
+        if state(other, root).status == "running" or saved_progress(other, root) is not None:
             waiting.append(other)
     return waiting
 
@@ -308,8 +309,8 @@ def delete(run_id: str, root: Path | None = None) -> None:
         raise JobError("This run is still training; cancel it first.")
     waiting = _continuable_runs_from(run_id, root)
     if waiting:
-        raise JobError(f"{', '.join(waiting)} started from this run's model and can still be continued, which needs "
-                       "it; delete that run first.")
+        raise JobError(f"{', '.join(waiting)} started from this run's model and still needs it (training now, or "
+                       "stopped with saved epochs to continue from); delete that run first.")
     try:
         shutil.rmtree(runs_dir(root) / run_id)
     except OSError as exc:

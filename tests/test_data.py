@@ -159,6 +159,20 @@ def test_the_leak_check_matches_numeric_image_ids(tmp_path, sample_meta):
     assert "other.csv cannot be read (no image_id or subset column)" in data.held_out_leak(tmp_path / "other.csv", table)
 
 
+def test_the_leak_check_sees_another_photo_of_a_lesion_the_starting_model_learned_from(tmp_path, sample_meta):
+    table = data.load_dataset(make_ham_dataset(tmp_path / "ham", sample_meta)).table
+    table["subset"] = data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=3)
+    table[["image_id", "lesion_id", "subset"]].to_csv(tmp_path / "split.csv", index=False)
+    trained = table[table["subset"] == "train"].iloc[0]
+    # a later download: a second photo of a lesion the model trained on, which a fresh split puts in test
+    later = pd.concat([table.assign(subset="train"),
+                       pd.DataFrame([{**trained, "image_id": "ISIC_9999999", "subset": "test"}])], ignore_index=True)
+    assert "or other photos of their lesions" in data.held_out_leak(tmp_path / "split.csv", later)
+    assert "ISIC_9999999" in data.held_out_leak(tmp_path / "split.csv", later)
+    left, dropped = data.leave_out_seen(later[later["subset"] == "test"], tmp_path / "split.csv")
+    assert left.empty and dropped == 1                    # evaluation leaves it out by the same rule
+
+
 def test_class_folders_with_one_file_name_twice_are_refused(tmp_path, sample_meta):
     # the name is the image's id: two files called 1.jpg would share a row of the split and the lesion table
     root = make_folder_dataset(tmp_path / "folders", sample_meta)

@@ -1,6 +1,7 @@
 """Retraining jobs as real processes: lifecycle, promote and roll back, cancel, crashes, the lock."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,6 +201,14 @@ def test_a_run_that_a_stopped_run_started_from_is_kept_until_that_run_is_done_wi
     with pytest.raises(jobs.JobError, match="run-20260101-000100-bbbb started from this run's model"):
         jobs.delete("run-20260101-000000-aaaa", models_dir)
     assert (runs / "run-20260101-000000-aaaa").is_dir()
+    # a run training from it now (after a cancel, continuing would read it again) keeps it too
+    training = runs / "run-20260101-000100-bbbb" / "job.json"
+    training.write_text(json.dumps({**json.loads(training.read_text()), "pid": os.getpid(),
+                                    "pid_started": psutil.Process().create_time()}))
+    shutil.rmtree(checkpoint)
+    with pytest.raises(jobs.JobError, match="bbbb started from this run's model and still needs it"):
+        jobs.delete("run-20260101-000000-aaaa", models_dir)
+    training.write_text(json.dumps({**json.loads(training.read_text()), "pid": None}))
     jobs.delete("run-20260101-000100-bbbb", models_dir)
     jobs.delete("run-20260101-000000-aaaa", models_dir)
     assert jobs.list_runs(models_dir) == []
