@@ -2,7 +2,8 @@
 
     python scripts/fit_familiarity.py models/default --data path/to/HAM10000
 
-Training writes it into every new bundle; this is for bundles trained before it existed. The dataset
+Training writes it into every new bundle; this is for bundles trained before it existed (one that
+has a familiarity model is refused). The dataset
 is re-read under the bundle's own split.csv and must have the fingerprint its manifest records, so the
 reference images are ones the model was trained on and the threshold comes from its validation
 lesions. The test split is not read.
@@ -15,9 +16,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skin_core import data, familiarity  # noqa: E402
+from skin_core import data  # noqa: E402
 from skin_core.bundle import SPLIT_FILE, BundleError, add_familiarity, load_bundle  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
+from skin_core.training import fit_familiarity  # noqa: E402
 
 
 def main():
@@ -30,18 +32,18 @@ def main():
         table = data.load_under_split(args.data, Path(args.bundle) / SPLIT_FILE, classes=predictor.classes)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    if predictor.familiarity is not None:       # before reading any image
+        raise SystemExit(f"error: {Path(args.bundle).name} already has a familiarity model; re-finish the bundle "
+                         "(scripts/refinish.py) to fit another.")
     arrays = data.read_images(table, predictor.input_size, predictor.detail_side)
     if arrays.fingerprint != predictor.bundle.manifest["dataset"]["fingerprint"]:
         raise SystemExit("error: this dataset differs from the one the bundle was trained on (fingerprint mismatch)")
-    features = {}
-    for subset in ("train", "val"):
-        pixels = arrays.pixels[(arrays.table["subset"] == subset).to_numpy()]
-        if subset == "train":           # only the images the reference keeps
-            pixels = pixels[familiarity.reference_rows(len(pixels))]
-        features[subset] = predictor.logits_and_features(pixels)[1]
-        print(f"{subset}: features of {len(pixels)} images")
-    fitted = familiarity.fit(features["train"], features["val"])
-    add_familiarity(args.bundle, fitted, fitted.description())
+    pixels = {subset: arrays.pixels[(arrays.table["subset"] == subset).to_numpy()] for subset in ("train", "val")}
+    fitted = fit_familiarity(predictor, pixels["train"], predictor.logits_and_features(pixels["val"])[1])
+    try:
+        add_familiarity(args.bundle, fitted, fitted.description())
+    except BundleError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"familiarity threshold {fitted.threshold:.4f} ({fitted.percentile:.0f}th percentile of validation) "
           f"written to {args.bundle}")
 

@@ -307,9 +307,13 @@ def dataset_reports(path) -> tuple[dict[str, dict], list[str]]:
 def add_familiarity(path, familiarity: Familiarity, description: dict) -> None:
     """Give an existing bundle its familiarity model (bundles trained before it existed): the file is
     written beside the others first and counts only once the manifest, replaced in one step, lists it
-    with its checksum."""
+    with its checksum. A bundle that has one is refused: replacing a listed file and then the manifest
+    is two steps, and a stop between them would leave a bundle that no longer loads."""
     path = Path(path)
     manifest = read_manifest(path)
+    if FAMILIARITY_FILE in manifest["files"]:
+        raise BundleError(f"{path.name} already has a familiarity model; re-finish the bundle "
+                          "(scripts/refinish.py) to fit another.")
     replace_file(path / FAMILIARITY_FILE, familiarity.save, binary=True)
     manifest["files"] = {**manifest["files"], FAMILIARITY_FILE: sha256_file(path / FAMILIARITY_FILE)}
     manifest["familiarity"] = description

@@ -293,7 +293,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
                                          thresholds=manifest["thresholds"], bootstrap_rounds=0)
     manifest["validation"] = {k: val_report[k] for k in HEADLINE + ("operating_points",)}
     log.event("familiarity", "Measuring where the training images lie in the model's feature space")
-    familiarity = fit_familiarity(predictor, prep, val_features)
+    familiarity = fit_familiarity(predictor, prep.subset("train")[0], val_features)
     manifest["familiarity"] = familiarity.description()
 
     report = None
@@ -319,10 +319,11 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     return out
 
 
-def fit_familiarity(predictor: Predictor, prep: Prepared, val_features: np.ndarray) -> familiarity_model.Familiarity:
+def fit_familiarity(predictor: Predictor, train_pixels: np.ndarray,
+                    val_features: np.ndarray) -> familiarity_model.Familiarity:
     """The familiarity model of a finished network: its sampled training images' pooled features (the
-    photos as stored, through the served test-time views) against the validation images' for the threshold."""
-    train_pixels, _ = prep.subset("train")
+    photos as stored, through the served test-time views) against the validation images' for the threshold.
+    Training and scripts/fit_familiarity.py both fit it here, so their references and thresholds agree."""
     sampled = train_pixels[familiarity_model.reference_rows(len(train_pixels))]
     return familiarity_model.fit(predictor.logits_and_features(sampled)[1], val_features)
 

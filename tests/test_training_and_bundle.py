@@ -415,3 +415,9 @@ def test_a_bundle_without_a_familiarity_model_gets_one_from_its_own_training_ima
     assert added.familiarity.threshold == pytest.approx(trained.threshold, rel=1e-2)
     assert added.manifest["familiarity"]["reference_images"] == len(trained.reference)
     assert (older / "model.keras").read_bytes() == weights_before
+    manifest_before = (older / "manifest.json").read_bytes()
+    with pytest.raises(SystemExit, match="already has a familiarity model"):
+        run_script(fit_familiarity, monkeypatch, older, "--data", SAMPLE)
+    with pytest.raises(bundles.BundleError, match="already has a familiarity model"):
+        bundles.add_familiarity(older, added.familiarity, {})
+    assert (older / "manifest.json").read_bytes() == manifest_before
