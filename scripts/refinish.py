@@ -76,12 +76,15 @@ def main():
         weights = Path(tmp) / "model.weights.h5"
         source.model.save_weights(weights)
         history = None                 # averaged weights were never trained as such: no curves of their own
-        if not args.average_with:
+        if not args.average_with and (Path(args.bundle) / HISTORY_FILE).is_file():   # a soup has none either
             history = Path(tmp) / HISTORY_FILE
             shutil.copy(Path(args.bundle) / HISTORY_FILE, history)
-        out = training.finish_from_weights(config, str(weights), str(history) if history else None, fit_info,
-                                           expected_fingerprint=source.manifest["dataset"]["fingerprint"],
-                                           split_csv=Path(args.bundle) / SPLIT_FILE)
+        try:
+            out = training.finish_from_weights(config, str(weights), str(history) if history else None, fit_info,
+                                               expected_fingerprint=source.manifest["dataset"]["fingerprint"],
+                                               split_csv=Path(args.bundle) / SPLIT_FILE)
+        except (ValueError, BundleError, OSError) as exc:   # DatasetError is a ValueError: the message says why
+            raise SystemExit(f"error: {getattr(exc, 'strerror', None) or exc}") from None
     print(f"re-finished {out}")
 
 

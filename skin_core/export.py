@@ -92,37 +92,51 @@ def _remove(path: Path) -> None:
 
 def export_bundle(bundle_path, fmt: str, out, quantize: str = "none") -> Path:
     """Export a bundle to `out` (a new folder for SavedModel, a new .tflite file) with its sidecar JSON.
-    The export is written under a temporary name first, so a failure leaves nothing behind."""
+    Both are written under temporary names first, so a failure leaves nothing behind."""
     if fmt not in ("savedmodel", "tflite"):
         raise ExportError(f"Unknown format {fmt!r}")
     if fmt == "savedmodel" and quantize != "none":
         raise ExportError("Quantisation applies to TFLite only")
     bundle_path, out = Path(bundle_path), Path(out)
     sidecar = out / "export.json" if fmt == "savedmodel" else out.with_suffix(".json")
+    if sidecar == out:
+        raise ExportError(f"{out} would be overwritten by its own sidecar file; give a name ending in .tflite")
     _refuse_target(out, sidecar)
     bundle = load_bundle(bundle_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".partial-{out.name}")
+    partial_sidecar = partial / sidecar.name if fmt == "savedmodel" else sidecar.with_name(f".partial-{sidecar.name}")
     _remove(partial)
+    _remove(partial_sidecar)
+    placed = False
     try:
         _write_export(bundle, fmt, partial, quantize)
+        partial_sidecar.write_text(_sidecar_text(bundle, bundle_path, quantize))
         partial.rename(out)
+        placed = True
+        if fmt == "tflite":
+            partial_sidecar.rename(sidecar)
     except BaseException:
         _remove(partial)
+        _remove(partial_sidecar)
+        if placed:              # an export without its sidecar cannot be used as the app uses it
+            _remove(out)
         raise
-    tta = bundle.manifest.get("test_time_augmentation", "none")
-    sidecar.write_text(json.dumps({"source_bundle": str(bundle_path), "classes": bundle.classes,
-                                   "input_size": bundle.input_size,
-                                   "preprocessing": bundle.manifest["preprocessing"],
-                                   "test_time_augmentation": tta, "views": VIEW_NAMES[tta],
-                                   "temperature": bundle.temperature, "thresholds": bundle.thresholds,
-                                   "logit_bias": [float(b) for b in bundle.logit_bias],
-                                   "quantize": quantize,
-                                   "output": "uncalibrated softmax probabilities p of one view; the app's calibrated "
-                                   "probabilities = softmax((mean over the views of log(p) + logit_bias) / temperature), "
-                                   "the views being the picture turned or flipped as named (rot90: 90 degrees "
-                                   "counter-clockwise)"}, indent=2))
     return out
+
+
+def _sidecar_text(bundle, bundle_path: Path, quantize: str) -> str:
+    """What an app serving the export needs besides the network: classes, views, calibration, thresholds."""
+    tta = bundle.manifest.get("test_time_augmentation", "none")
+    return json.dumps({"source_bundle": str(bundle_path), "classes": bundle.classes,
+                       "input_size": bundle.input_size, "preprocessing": bundle.manifest["preprocessing"],
+                       "test_time_augmentation": tta, "views": VIEW_NAMES[tta],
+                       "temperature": bundle.temperature, "thresholds": bundle.thresholds,
+                       "logit_bias": [float(b) for b in bundle.logit_bias], "quantize": quantize,
+                       "output": "uncalibrated softmax probabilities p of one view; the app's calibrated "
+                                 "probabilities = softmax((mean over the views of log(p) + logit_bias) / temperature), "
+                                 "the views being the picture turned or flipped as named (rot90: 90 degrees "
+                                 "counter-clockwise)"}, indent=2)
 
 
 def _write_export(bundle, fmt: str, out: Path, quantize: str) -> None:

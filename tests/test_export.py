@@ -52,6 +52,19 @@ def test_export_never_replaces_anything(tiny_bundle, tmp_path):
     assert not (tiny_bundle / "evaluation.tflite").exists()
     assert (tiny_bundle / "evaluation.json").read_bytes() == report
     load_bundle(tiny_bundle)   # its files still match their checksums
+    with pytest.raises(export.ExportError, match="overwritten by its own sidecar"):
+        export.export_bundle(tiny_bundle, "tflite", tmp_path / "model.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+
+
+def test_a_failed_export_leaves_neither_the_model_nor_its_sidecar(tiny_bundle, tmp_path, monkeypatch):
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(export, "_sidecar_text", fail)
+    for fmt, out in (("tflite", tmp_path / "m.tflite"), ("savedmodel", tmp_path / "saved")):
+        with pytest.raises(OSError, match="No space left"):
+            export.export_bundle(tiny_bundle, fmt, out)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_savedmodel_agrees_with_keras(tiny_bundle, real_inputs, tmp_path):

@@ -284,7 +284,11 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     assert soup.name == f"{source.name} (re-finished)" and soup.manifest["training"]["progress_file"] is None
     with pytest.raises(SystemExit, match="already exists; re-finish into a new folder"):
         run_script(refinish, monkeypatch, tiny_bundle, "--out", tiny_bundle, "--data", SAMPLE)
-    assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before
+    with pytest.raises(SystemExit, match="error: Dataset folder not found"):
+        run_script(refinish, monkeypatch, tiny_bundle, "--out", tmp_path / "x", "--data", tmp_path / "nowhere")
+    assert {p.name: p.read_bytes() for p in tiny_bundle.iterdir()} == before and not (tmp_path / "x").exists()
+    run_script(refinish, monkeypatch, out, "--out", tmp_path / "again", "--data", SAMPLE)   # a soup has no history
+    assert bundles.load_bundle(tmp_path / "again").manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
 
 
 def test_a_bundle_refinished_at_another_input_size_keeps_its_weights_and_says_where_they_were_trained(
