@@ -20,6 +20,9 @@ def baseline_name(test: dict) -> str:
 def sidebar() -> None:
     with st.sidebar:
         st.markdown("### Active model")
+        problem = registry.pointer_problem()
+        if problem:
+            st.warning(problem)
         try:
             manifest = read_manifest(registry.active_path())
         except BundleError as exc:

@@ -26,11 +26,34 @@ def models_dir() -> Path:
 
 def _read_pointer(root: Path) -> dict:
     for place in (POINTER, OLD_POINTER):
-        try:
-            return json.loads((root / place).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            continue
+        pointer = _pointer_at(root / place)
+        if pointer is not None:
+            return pointer
     return {"active": DEFAULT_NAME, "previous": []}
+
+
+def _pointer_at(path: Path) -> dict | None:
+    """The pointer in `path`, or None when it is missing or is not one (pointer_problem says which)."""
+    try:
+        pointer = json.loads(path.read_text())
+    except (OSError, ValueError):          # missing, unreadable, not UTF-8, not JSON
+        return None
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("active"), str) or not pointer["active"]:
+        return None
+    previous = pointer.get("previous")
+    return {"active": pointer["active"],
+            "previous": [p for p in previous if isinstance(p, str)] if isinstance(previous, list) else []}
+
+
+def pointer_problem(root: Path | None = None) -> str | None:
+    """Why the active-model pointer is being ignored (a damaged file: the app must say so rather than
+    quietly serve another model), or None."""
+    root = root or models_dir()
+    for place in (POINTER, OLD_POINTER):
+        if (root / place).exists() and _pointer_at(root / place) is None:
+            return (f"The active-model pointer {place} cannot be read, so {active_name(root)} is served; "
+                    "promote a model on the Retrain page to set it again.")
+    return None
 
 
 def _write_pointer(root: Path, pointer: dict) -> None:

@@ -89,6 +89,21 @@ def test_the_choice_of_model_is_kept_with_the_runs_and_an_older_pointer_still_co
     assert registry.active_name(models_dir) == "candidate"
 
 
+def test_a_damaged_pointer_is_named_and_serves_the_default_without_a_traceback(models_dir):
+    shutil.copytree(models_dir / "default", models_dir / "candidate")
+    registry.promote("candidate", models_dir)
+    pointer = models_dir / "runs" / "active.json"
+    for damaged in (b"[]", b"{}", b'{"active": 3}', b"\xff\xfe not text", b'{"active": "candi'):
+        pointer.write_bytes(damaged)
+        assert registry.active_name(models_dir) == "default"
+        assert "active.json cannot be read, so default is served" in registry.pointer_problem(models_dir)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert any("cannot be read, so default is served" in str(w.value) for w in at.sidebar.warning)
+    registry.promote("candidate", models_dir)          # promoting writes a good pointer again
+    assert registry.active_name(models_dir) == "candidate" and registry.pointer_problem(models_dir) is None
+
+
 def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
     shutil.copytree(models_dir / "default", models_dir / "candidate")
     registry.promote("candidate", models_dir)
