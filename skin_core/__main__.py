@@ -94,8 +94,12 @@ def cmd_evaluate(args) -> int:
     from . import evaluation
     from .predict import Predictor
     created = False
+    from .bundle import inside_bundle
+    from .jsonfiles import replace_json
     if args.json and Path(args.json).is_dir():
         return _fail(f"--json {args.json} is a folder; give a file name for the report.")
+    if args.json and inside_bundle(args.json):
+        return _fail(f"--json {args.json} is inside a model bundle; write the report outside it.")
     if args.json:   # an unwritable report path fails before the evaluation, not after it
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         created = not Path(args.json).exists()
@@ -108,9 +112,7 @@ def cmd_evaluate(args) -> int:
         raise
     print("\n".join(evaluation.summary_lines(report)))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as handle:
-            json.dump(report, handle)
+        replace_json(args.json, report)
     return 0
 
 

@@ -155,6 +155,12 @@ def load_bundle(path) -> Bundle:
     return Bundle(path=path, manifest=manifest, model=model, familiarity=familiarity)
 
 
+def inside_bundle(path) -> bool:
+    """Whether `path` lies in a model bundle's folder: nothing but training writes there (a file written
+    over one of its checked files would leave a bundle that no longer loads)."""
+    return any((folder / MANIFEST_FILE).is_file() for folder in Path(path).resolve().parents)
+
+
 def shares_split(first: Path, second: Path) -> bool:
     """Whether two bundle folders hold out exactly the same images (identical split.csv files): only then
     are their validation and test figures a like-for-like comparison, and their weights averageable."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .bundle import MANIFEST_FILE, load_bundle
+from .bundle import inside_bundle, load_bundle
 from .model import COLOUR_LAYER
 from .predict import softmax
 
@@ -76,7 +76,7 @@ def export_tflite(model, out: Path, quantize: str = "none", calibration_images=N
 
 def _refuse_target(out: Path, sidecar: Path) -> None:
     """An export never replaces anything: not an earlier export, and never a file of a model bundle."""
-    if any((folder / MANIFEST_FILE).is_file() for folder in out.resolve().parents):
+    if inside_bundle(out):
         raise ExportError(f"{out} is inside a model bundle; export to a path outside it")
     for path in (out, sidecar):
         if path.exists():

@@ -109,10 +109,16 @@ def test_evaluate_scores_a_dataset_of_two_classes_over_those_classes(tiny_bundle
     assert "no images of akiec, bcc, bkl, df, vasc" in out
 
 
-def test_evaluate_refuses_a_report_path_that_is_a_folder_before_evaluating(tiny_bundle, tmp_path, capsys):
+def test_evaluate_refuses_a_report_path_that_is_a_folder_or_in_a_bundle_before_evaluating(tiny_bundle, tmp_path,
+                                                                                          capsys):
     code, _, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", tmp_path / "missing",
                                   "--json", tmp_path)
     assert code == 2 and "is a folder" in err and "Traceback" not in err
+    report = (tiny_bundle / "evaluation.json").read_bytes()
+    code, _, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", SAMPLE,
+                                  "--json", tiny_bundle / "evaluation.json")
+    assert code == 2 and "inside a model bundle" in err
+    assert (tiny_bundle / "evaluation.json").read_bytes() == report
 
 
 def test_evaluate_names_a_bad_dataset(tiny_bundle, tmp_path, capsys):
