@@ -107,10 +107,11 @@ def launch_form(admin: bool) -> None:
         same_lesions = st.checkbox(
             "Hold out the active model's validation and test lesions", False,
             help="Reuse the active model's split (every image of this dataset must be listed in the active "
-                 "model's split.csv: its training dataset or part of it): the new model is then tested on the "
-                 "same lesions, so the comparison below is like-for-like, and the seed only changes the training "
-                 "randomness. Always on when starting from the active model and every image here is in its "
-                 "split, so its test lesions stay unseen")
+                 "model's split.csv: its training dataset or part of it), so no lesion it was validated or tested "
+                 "on is trained on. On the very dataset the active model was trained on, the new model is tested "
+                 "on the same lesions and the comparison below is like-for-like; on part of it, the held-out "
+                 "sets are smaller and the comparison says so. Always on when starting from the active model and "
+                 "every image here is in its split, so its test lesions stay unseen")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,

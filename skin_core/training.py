@@ -412,7 +412,6 @@ def _refuse_test_leak(init_bundle: str, table: pd.DataFrame) -> None:
 
 def _scaled(cfg: TrainConfig, replicas: int) -> TrainConfig:
     """The global batch grows with the replicas, and the learning rates with it (linear scaling)."""
-    from dataclasses import replace
     return replace(cfg, batch_size=cfg.batch_size * replicas, lr=cfg.lr * replicas, head_lr=cfg.head_lr * replicas)
 
 
@@ -424,7 +423,7 @@ def _median_short_side(table: pd.DataFrame, sample: int = 200) -> int:
         try:
             with Image.open(path) as image:
                 sides.append(min(image.size))
-        except OSError:
+        except (OSError, Image.DecompressionBombError):    # read_images names or skips these
             continue
     return int(np.median(sides)) if sides else 10_000
 

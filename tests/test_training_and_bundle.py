@@ -425,3 +425,15 @@ def test_a_bundle_without_a_familiarity_model_gets_one_from_its_own_training_ima
     with pytest.raises(bundles.BundleError, match="already has a familiarity model"):
         bundles.add_familiarity(older, added.familiarity, {})
     assert (older / "manifest.json").read_bytes() == manifest_before
+
+
+def test_the_detail_estimate_passes_over_a_decompression_bomb(tmp_path):
+    # the dataset's median photo size is read before any image is decoded; a bomb is for read_images to
+    # name (or skip with --skip-bad), not a traceback here
+    from PIL import Image
+    from skin_core.training import _median_short_side
+    Image.new("1", (15000, 15000)).save(tmp_path / "bomb.png")          # 225 megapixels, a few kB on disk
+    for n, size in enumerate(((200, 150), (300, 250), (640, 450))):
+        Image.new("RGB", size).save(tmp_path / f"{n}.jpg")
+    paths = [str(tmp_path / name) for name in ("bomb.png", "0.jpg", "1.jpg", "2.jpg")]
+    assert _median_short_side(pd.DataFrame({"path": paths})) == 250
