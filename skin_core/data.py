@@ -100,9 +100,10 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dat
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     metadata = _find_metadata(root)
-    if metadata is not None:
+    class_folders = any((root / c).is_dir() for c in classes)
+    if metadata is not None and not (class_folders and "dx" not in _columns(metadata)):
         table, layout = _read_ham10000(root, metadata), "ham10000"
-    elif any((root / c).is_dir() for c in classes):
+    elif class_folders:      # a metadata.csv without dx beside class folders is their lesion table
         table, layout = _read_class_folders(root, classes), "folders"
     elif not any(root.iterdir()):
         raise DatasetError(f"The dataset folder {root} is empty.")
@@ -169,19 +170,25 @@ def _read_class_folders(root: Path, classes) -> pd.DataFrame:
         raise DatasetError(f"{shared['image_id'].nunique()} file names appear more than once: "
                            f"{_first(shared['path'].map(lambda p: str(Path(p).relative_to(root))))}. "
                            "Give each image a name of its own.")
-    lesions = _find_metadata(root)
-    if lesions is None:
-        extra = sorted(root.glob("*.csv"))
-        lesions = extra[0] if extra else None
+    # the lesion table: the first CSV beside the folders with both columns (others, such as an
+    # attribution list, are not it); without one, each image is its own lesion
+    lesions = next((csv for csv in sorted(root.glob("*.csv")) if {"image_id", "lesion_id"} <= _columns(csv)), None)
     if lesions is not None and len(frame):
         try:
             meta = pd.read_csv(lesions, dtype=str)
         except Exception as exc:   # pandas raises several kinds for an empty, malformed or non-UTF-8 file
             raise DatasetError(f"Cannot read {lesions.name}: {exc}") from None
-        if {"image_id", "lesion_id"} <= set(meta.columns):
-            mapping = dict(zip(meta["image_id"], meta["lesion_id"]))
-            frame["lesion_id"] = frame["image_id"].map(mapping).fillna(frame["lesion_id"])
+        mapping = dict(zip(meta["image_id"], meta["lesion_id"]))
+        frame["lesion_id"] = frame["image_id"].map(mapping).fillna(frame["lesion_id"])
     return frame
+
+
+def _columns(csv: Path) -> set[str]:
+    """A CSV's column names (its header only), or a DatasetError naming the file it cannot read."""
+    try:
+        return set(pd.read_csv(csv, nrows=0).columns)
+    except Exception as exc:   # empty, malformed or non-UTF-8
+        raise DatasetError(f"Cannot read {csv.name}: {exc}") from None
 
 
 @dataclass

@@ -32,6 +32,16 @@ def test_class_folders_take_lesion_ids_from_a_csv(tmp_path, sample_meta):
     assert set(ds.table["lesion_id"]) == set(sample_meta["lesion_id"])
 
 
+def test_the_lesion_table_beside_class_folders_is_the_csv_that_has_lesions(tmp_path, sample_meta):
+    root = make_folder_dataset(tmp_path / "folders", sample_meta)
+    (root / "attribution.csv").write_text("image_id,credit\nISIC_0000000,someone\n")    # read first, not it
+    sample_meta[["image_id", "lesion_id"]].to_csv(root / "lesions.csv", index=False)
+    assert set(data.load_dataset(root).table["lesion_id"]) == set(sample_meta["lesion_id"])
+    (root / "lesions.csv").rename(root / "metadata.csv")        # a metadata name, but no dx: still the lesions
+    ds = data.load_dataset(root)
+    assert ds.layout == "folders" and set(ds.table["lesion_id"]) == set(sample_meta["lesion_id"])
+
+
 def test_empty_folder(tmp_path):
     with pytest.raises(data.DatasetError, match="empty"):
         data.load_dataset(tmp_path)
