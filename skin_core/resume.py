@@ -120,6 +120,10 @@ class Checkpoint:
         # a setting only one side knows (added or retired between versions) is not a difference
         changed = [k for k in sorted(set(self.settings) & set(settings))
                    if k not in FREE_SETTINGS and self.settings[k] != settings[k]]
+        if "data_fingerprint" in changed:
+            raise CheckpointError(f"The checkpoint in {self.folder} was trained on other images or labels than this "
+                                  "dataset now holds (a label corrected or a photo replaced since): name another "
+                                  "checkpoint folder to start over.")
         if changed:
             described = ", ".join(f"{k} {settings[k]!r} then, {self.settings[k]!r} now" for k in changed)
             raise CheckpointError(f"The checkpoint in {self.folder} is of a run with other settings ({described}): "

@@ -192,7 +192,10 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     run_cfg = cfg if replicas == 1 else _scaled(cfg, replicas)
     n_classes = len(prep.classes)
     steps = steps_per_epoch(len(prep.labels_of("train")), run_cfg)
-    checkpoint = resume.Checkpoint(cfg.checkpoint, {**asdict(cfg), "replicas": replicas, "steps_per_epoch": steps},
+    # the data's fingerprint (image ids, labels, file bytes): a label corrected or a photo replaced between
+    # attempts must not be continued on weights fitted to the old ones
+    checkpoint = resume.Checkpoint(cfg.checkpoint, {**asdict(cfg), "replicas": replicas, "steps_per_epoch": steps,
+                                                    "data_fingerprint": prep.arrays.fingerprint},
                                    data.split_digest(prep.table)) if cfg.checkpoint else None
     state = (checkpoint.load() if checkpoint else None) or resume.RunState()
     if state.epoch:      # a fresh random stream for the epochs left, not a replay of the first ones
@@ -349,8 +352,9 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | 
     """Make a bundle from weights trained elsewhere (scripts/train_gpu.py) or re-finished (scripts/refinish.py).
 
     The dataset is re-read and re-split with the same seed (or `split_csv`, a bundle's recorded split),
-    so validation and test are the same lesions the training run held out; the fingerprint in the
-    manifest proves it is the same data.
+    so validation and test are the same lesions the training run held out: weights from elsewhere are
+    checked by the split digest in `fit_info` (the same training and validation images), a re-finished
+    bundle also by `expected_fingerprint` (the very same images, labels and bytes).
     """
     log = ProgressLog(cfg.progress_file)
     started = time.time()

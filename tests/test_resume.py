@@ -1,6 +1,7 @@
 """A training run stopped after an epoch continues from there: weights, optimizer, best epoch, early stopping
 and history. (Continuing at the boundary between the head and fine-tuning phases is tested through the
 Retrain jobs.)"""
+import dataclasses
 import json
 
 import keras
@@ -41,6 +42,10 @@ def test_a_stopped_run_continues_from_its_last_finished_epoch(tmp_path, monkeypa
     other = TrainConfig(**{**config.__dict__, "head_lr": 3e-3, "progress_file": "elsewhere.jsonl"})
     with pytest.raises(resume.CheckpointError, match=r"other settings \(head_lr 0.001 then, 0.003 now\)"):
         fit(other, prep, ProgressLog(None))
+    # the same images and split, but a label corrected since (the fingerprint covers ids, labels and bytes)
+    relabelled = dataclasses.replace(prep, arrays=dataclasses.replace(prep.arrays, fingerprint="0" * 64))
+    with pytest.raises(resume.CheckpointError, match="other images or labels than this dataset now holds"):
+        fit(config, relabelled, ProgressLog(None))
 
     progress = tmp_path / "progress.jsonl"
     model, history, info = fit(config, prep, ProgressLog(str(progress)))
