@@ -164,7 +164,9 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     parts = {name: (table["subset"] == name).to_numpy() for name in ("train", "val", "test")}
     sizes = {k: int(v.sum()) for k, v in parts.items()}
     log.event("split", "Split by lesion: " + ", ".join(f"{k} {n}" for k, n in sizes.items()), sizes=sizes)
-    split_info.update(sizes=sizes, file=bundles.SPLIT_FILE)
+    # the shares obtained: whole folds of StratifiedGroupKFold, so 0.15 asked can come out as 0.16
+    split_info.update(sizes=sizes, shares={k: round(n / max(len(table), 1), 3) for k, n in sizes.items()},
+                      file=bundles.SPLIT_FILE)
     return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info)
 
 
@@ -175,7 +177,8 @@ def _split_info_of(split_csv: Path, taken_from: str | None) -> dict:
     """The recorded description of a reused split (from its bundle's manifest), and where it was taken from."""
     beside_a_bundle = (split_csv.parent / bundles.MANIFEST_FILE).is_file()
     recorded = bundles.read_manifest(split_csv.parent).get("split", {}) if beside_a_bundle else {}
-    info = {k: v for k, v in recorded.items() if k not in ("sizes", "file")} or {"method": "read from a split file"}
+    info = {k: v for k, v in recorded.items() if k not in ("sizes", "shares", "file")} or \
+        {"method": "read from a split file"}
     if taken_from:
         info.setdefault("taken_from", taken_from)
     return info

@@ -158,7 +158,8 @@ def test_starting_from_a_bundle_refuses_a_split_that_would_test_on_its_training_
     prepared = prepare(same, ProgressLog(None))          # the starting bundle's own split: accepted
     assert prepared.parts["test"].sum() > 0
     reshuffled = TrainConfig(**{**same.__dict__, "seed": 7})
-    with pytest.raises(ValueError, match=r"starting model was trained or tuned on \d+ images this run would hold out for testing"):
+    with pytest.raises(ValueError, match=r"starting model was trained or tuned on \d+ images \(or other photos of their "
+                                         r"lesions\) this run would hold out for testing"):
         prepare(reshuffled, ProgressLog(None))
 
 
@@ -186,6 +187,7 @@ def test_another_seed_trains_on_the_starting_bundles_own_split_with_split_from(t
     # the split keeps its own description: made with seed 42 by the bundle it was taken from
     assert manifest["split"]["seed"] == 42 and manifest["split"]["taken_from"] == tiny_bundle.name
     assert manifest["split"]["sizes"]["test"] == int((source["subset"] == "test").sum())
+    assert manifest["split"]["shares"]["test"] == round(manifest["split"]["sizes"]["test"] / len(source), 3)
     with pytest.raises(ValueError, match="must come from a bundle folder that holds split.csv"):
         prepare(TrainConfig(**{**config.__dict__, "split_from": str(tmp_path / "nowhere")}), ProgressLog(None))
     # and the new bundle can join the starting one in a weight soup, which checks dataset and split
