@@ -92,10 +92,10 @@ def _safe_stem(path: str) -> str:
 
 def cmd_evaluate(args) -> int:
     from . import evaluation
-    from .predict import Predictor
-    created = False
     from .bundle import inside_bundle
     from .jsonfiles import replace_json
+    from .predict import Predictor
+    created = False
     if args.json and Path(args.json).is_dir():
         return _fail(f"--json {args.json} is a folder; give a file name for the report.")
     if args.json and inside_bundle(args.json):

@@ -49,10 +49,13 @@ def pointer_problem(root: Path | None = None) -> str | None:
     """Why the active-model pointer is being ignored (a damaged file: the app must say so rather than
     quietly serve another model), or None."""
     root = root or models_dir()
-    for place in (POINTER, OLD_POINTER):
-        if (root / place).exists() and _pointer_at(root / place) is None:
-            return (f"The active-model pointer {place} cannot be read, so {active_name(root)} is served; "
-                    "promote a model on the Retrain page to set it again.")
+    for place in (POINTER, OLD_POINTER):     # the first pointer that exists is the one that counts
+        if not (root / place).exists():
+            continue
+        if _pointer_at(root / place) is not None:
+            return None
+        return (f"The active-model pointer {place} cannot be read, so {active_name(root)} is served; "
+                "promote a model on the Retrain page to set it again.")
     return None
 
 
