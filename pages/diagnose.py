@@ -65,9 +65,9 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
         square = explain.centre_square(decoded.rgb)
         overlay = explain.overlay(square, analysis.cam(explained), opacity)
         explained_p = analysis.as_dict()[explained]
-        side = min(decoded.rgb.shape[:2])
-        seen_side = min(predictor.detail_side or side, side)
-        st.image([square, overlay], caption=[f"Centre square (the model sees it at {seen_side} px)",
+        side = min(decoded.rgb.shape[:2])      # images.prepare: detail capped, then resized to the input size
+        detail = min(side, predictor.detail_side or side, predictor.input_size)
+        st.image([square, overlay], caption=[f"Centre square (the model sees {detail} px of its detail)",
                                              f"Grad-CAM for {full_name(explained)} ({explained_p:.0%})"], width=260)
         if explained != ranked[0][0]:
             st.caption(f"Each map is scaled to its own peak: this one shows where the model would look for "

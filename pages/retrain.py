@@ -110,7 +110,7 @@ def launch_form(admin: bool) -> None:
                  "model's split.csv: its training dataset or part of it), so no lesion it was validated or tested "
                  "on is trained on. On the very dataset the active model was trained on, the new model is tested "
                  "on the same lesions and the comparison below is like-for-like; on part of it, the held-out "
-                 "sets are smaller and the comparison says so. Always on when starting from the active model and "
+                 "sets are only part of the active model's. Always on when starting from the active model and "
                  "every image here is in its split, so its test lesions stay unseen")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:

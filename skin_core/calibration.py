@@ -3,8 +3,8 @@
 - Temperature scaling (Guo et al. 2017): one number that makes the softmax confidence match how often the
   model is right. It never changes the ranking.
 - The prior shift (logit adjustment, Menon et al. 2021): one scalar times the training split's log class
-  frequencies taken off the logits. It does change the top class: it is how the balance between rare
-  classes and nv is set.
+  frequencies, added to the logits (the bundle's logit_bias). It does change the top class: it pulls a
+  class-weighted model's rare classes back toward the real mix, and so sets the balance with nv.
 - The selection score (balanced accuracy + macro F1) and the paired lesion-bootstrap comparison that
   decides whether one candidate is clearly better than another."""
 from __future__ import annotations

@@ -126,6 +126,8 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dat
                 f"{len(missing)} images listed in the metadata are missing: {_first(missing['image_id'])}")
         skipped += [f"{i}: missing" for i in missing["image_id"]]
         table = table.dropna(subset=["path"])
+    if table.empty:
+        raise DatasetError(f"None of the {len(missing)} images listed in the metadata could be found below {root}.")
     empty = [c for c in classes if not (table["dx"] == c).any()]
     if empty and every_class:
         raise DatasetError(f"These classes have no images: {', '.join(empty)}.")

@@ -160,13 +160,25 @@ def _with_lock(run_id: str, root: Path | None, launch) -> str:
 
 def _clear_abandoned_lock(lock: Path) -> None:
     """Remove a lock that names no job and is older than any launch takes (a launcher killed between
-    creating the lock and writing it): otherwise it would read as "being launched" for ever."""
+    creating the lock and writing it): otherwise it would read as "being launched" for ever.
+
+    The lock is first renamed away (one launcher wins the rename) and judged under its new name, so a
+    launcher that looked at the old lock cannot remove a fresh one another launcher has just created;
+    a lock that turns out to be live is linked back (never over a newer one)."""
     try:
-        age = time.time() - lock.stat().st_mtime
+        if time.time() - lock.stat().st_mtime <= LAUNCH_SECONDS:
+            return
+        taken = lock.with_name(f"{lock.name}.abandoned-{uuid.uuid4().hex[:8]}")
+        os.rename(lock, taken)
     except OSError:
         return
-    if age > LAUNCH_SECONDS and _read_json(lock) is None:
-        lock.unlink(missing_ok=True)
+    try:
+        if time.time() - taken.stat().st_mtime <= LAUNCH_SECONDS or _read_json(taken) is not None:
+            os.link(taken, lock)                 # not abandoned after all: put it back
+    except OSError:
+        pass
+    finally:
+        taken.unlink(missing_ok=True)
 
 
 def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict | None) -> None:

@@ -55,7 +55,7 @@ def pointer_problem(root: Path | None = None) -> str | None:
         if _pointer_at(root / place) is not None:
             return None
         return (f"The active-model pointer {place} cannot be read, so {active_name(root)} is served; "
-                "promote a model on the Retrain page to set it again.")
+                "promote a model on the Retrain page (or remove the file) to set it again.")
     return None
 
 
@@ -102,8 +102,9 @@ def promote(name: str, root: Path | None = None) -> None:
     root = root or models_dir()
     read_manifest(bundle_path(name, root))     # refuse a folder that is not a bundle
     pointer = _read_pointer(root)
-    if pointer["active"] != name:
-        pointer = {"active": name, "previous": (pointer.get("previous", []) + [pointer["active"]])[-20:]}
+    if pointer["active"] != name or pointer_problem(root):      # promoting also replaces a damaged pointer
+        earlier = [pointer["active"]] if pointer["active"] != name else []
+        pointer = {"active": name, "previous": (pointer.get("previous", []) + earlier)[-20:]}
         _write_pointer(root, pointer)
 
 

@@ -70,6 +70,12 @@ def test_missing_images_are_named(tmp_path, sample_meta):
     assert len(data.load_dataset(root, skip_bad=True).table) == 69
 
 
+def test_a_dataset_whose_images_are_all_missing_is_refused_even_when_skipping_and_testing(tmp_path, sample_meta):
+    root = make_ham_dataset(tmp_path / "ham", sample_meta, images=False)
+    with pytest.raises(data.DatasetError, match="None of the 70 images listed in the metadata could be found"):
+        data.load_dataset(root, skip_bad=True, every_class=False)
+
+
 def test_unreadable_images_are_counted_and_named(tmp_path, sample_meta):
     root = make_ham_dataset(tmp_path / "ham", sample_meta)
     broken = sample_meta["image_id"][5]

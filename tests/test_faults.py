@@ -100,8 +100,11 @@ def test_a_damaged_pointer_is_named_and_serves_the_default_without_a_traceback(m
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
     assert not at.exception
     assert any("cannot be read, so default is served" in str(w.value) for w in at.sidebar.warning)
-    registry.promote("candidate", models_dir)          # promoting writes a good pointer again
-    assert registry.active_name(models_dir) == "candidate" and registry.pointer_problem(models_dir) is None
+    registry.promote("default", models_dir)            # even the model served already: a good pointer again
+    assert registry.pointer_problem(models_dir) is None
+    assert json.loads(pointer.read_text()) == {"active": "default", "previous": []}
+    registry.promote("candidate", models_dir)
+    assert registry.active_name(models_dir) == "candidate" and registry.rollback(models_dir) == "default"
 
 
 def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
