@@ -44,6 +44,7 @@ def test_diagnose_a_real_image_gives_chart_top3_and_overlay(models_dir):
     assert any(str(m.value).startswith("**Top 3:**") for m in at.markdown)
     shown = [image.caption for element in at.get("image") for image in element.proto.imgs]
     assert any(caption.startswith("Grad-CAM for") for caption in shown)          # the overlay beside the photo
+    assert "Centre square (the model sees 32 px of its detail)" in shown          # the tiny model's input size
     assert at.selectbox[0].value in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
     assert "not a medical device" in texts(at)
     # a map for a class other than the top one says it is not evidence for that class
@@ -77,11 +78,13 @@ def test_diagnose_warns_about_an_out_of_focus_photo_and_not_about_the_sharp_one(
     assert len(at.get("plotly_chart")) == 2       # the blurred photo is still analysed, with the warning
 
 
-def test_diagnose_example_gallery_gives_a_result_in_one_click(models_dir):
+def test_diagnose_example_gallery_gives_a_result_in_one_click_and_clears(models_dir):
     at = page("diagnose").run()
     at.button[0].click().run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
+    next(b for b in at.button if b.label.startswith("Clear example")).click().run()
+    assert not at.exception and len(at.get("plotly_chart")) == 0
 
 
 def test_diagnose_marks_an_untrained_tiny_model_uncertain(models_dir):
