@@ -7,7 +7,7 @@ import streamlit as st
 
 from skin_core import registry
 from skin_core.bundle import BundleError, read_manifest
-from pages.common import NOTICE
+from pages.common import NOTICE, files_problem
 
 st.set_page_config(page_title="Skin lesion classifier (research demo)", page_icon="🔬", layout="wide")
 
@@ -23,12 +23,17 @@ def sidebar() -> None:
         problem = registry.pointer_problem()
         if problem:
             st.warning(problem)
+        path, default = registry.active_path(), registry.models_dir() / registry.DEFAULT_NAME
+        damaged = files_problem(path) if path != default else None
+        if damaged:        # as the pages do: the committed default is served instead
+            st.warning(f"The active model cannot be used ({damaged}); the default model is served instead.")
+            path = default
         try:
-            manifest = read_manifest(registry.active_path())
+            manifest = read_manifest(path)
         except BundleError as exc:
             st.error(f"No usable active model: {exc}")
         else:
-            st.markdown(f"**{manifest.get('name', registry.active_name())}**")
+            st.markdown(f"**{manifest.get('name', path.name)}**")
             st.caption(f"Trained {manifest.get('created', '?')[:10]} · MobileNet V1 α={manifest.get('alpha')} · "
                        f"{manifest['input_size']} px")
             test = manifest.get("test")

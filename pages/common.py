@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import streamlit as st
 
 from skin_core import access, registry
-from skin_core.bundle import BundleError, read_manifest
+from skin_core.bundle import BundleError, read_manifest, verify_files
 
 NOTICE = ("Research demo, not a medical device. It must not be used to diagnose, treat or reassure; "
           "any lesion of concern needs a clinician.")
@@ -24,6 +25,26 @@ def predictor(path):
     re-finished in place is loaded again, not served from the cache as it was."""
     manifest = read_manifest(path)
     return _predictor(str(path), json.dumps(manifest, sort_keys=True))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _files_problem(path: str, stamp: tuple) -> str | None:
+    try:
+        verify_files(Path(path), read_manifest(path))
+    except (BundleError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def files_problem(path) -> str | None:
+    """Why a bundle's files do not match their manifest checksums (None if they do): what makes the app
+    serve the default instead. Hashed once per version of the files (names, sizes, modification times)."""
+    try:
+        stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(path).iterdir())
+                      if f.is_file())
+    except OSError as exc:
+        return f"{Path(path).name} cannot be read ({exc.strerror or exc})"
+    return _files_problem(str(path), stamp)
 
 
 def active_predictor():

@@ -112,9 +112,18 @@ def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
     registry.promote("candidate", models_dir)
     manifest = json.loads((models_dir / "candidate" / "manifest.json").read_text())
     manifest["files"]["model.keras"] = "0" * 64
+    manifest["name"] = "Tampered candidate"
     (models_dir / "candidate" / "manifest.json").write_text(json.dumps(manifest))
     at = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=120).run()
     assert not at.exception
     assert any("serving the default model" in str(w.value) for w in at.warning)
+    # the sidebar says so too, and shows the figures of the model served, not of the broken one
+    shell = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not shell.exception
+    assert any("model.keras does not match its manifest checksum" in str(w.value) and "default model is served"
+               in str(w.value) for w in shell.sidebar.warning)
+    default_name = json.loads((models_dir / "default" / "manifest.json").read_text())["name"]
+    assert any(str(m.value) == f"**{default_name}**" for m in shell.sidebar.markdown)
+    assert not any("Tampered candidate" in str(m.value) for m in shell.sidebar.markdown)
     at.button[0].click().run()          # an example still gets a prediction
     assert len(at.get("plotly_chart")) == 1
