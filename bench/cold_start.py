@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import write  # noqa: E402
+from bench.common import run_main, write  # noqa: E402
 
 CHILD = """
 import os, sys
@@ -28,6 +28,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
+    from skin_core.bundle import read_manifest
+    read_manifest(root / args.model)         # a wrong path is one line here, not a traceback in each child
     image = next((root / "sample_data" / "HAM10000_images_part_1").glob("*.jpg"))
     code = CHILD.format(root=str(root), model=str(root / args.model), image=str(image))
     seconds = []
@@ -40,4 +42,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -59,3 +59,13 @@ def write(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return path
+
+
+def run_main(main) -> None:
+    """Run a benchmark's main(): a wrong bundle or dataset path is a one-line error, not a traceback."""
+    from skin_core.bundle import BundleError
+    from skin_core.data import DatasetError
+    try:
+        main()
+    except (BundleError, DatasetError, OSError) as exc:
+        raise SystemExit(f"error: {getattr(exc, 'strerror', None) or exc}") from None

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from bench.common import bare_over_views, stats_ms, timed, timed_together, write
+from bench.common import bare_over_views, run_main, stats_ms, timed, timed_together, write
 from skin_core import explain, images
 from skin_core.model import LAST_CONV_LAYER
 from skin_core.options import TTA_VIEWS
@@ -131,4 +131,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

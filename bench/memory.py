@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from bench.common import write
+from bench.common import run_main, write
 from bench.latency import jpeg_600x450
 from skin_core import explain
 from skin_core.predict import Predictor
@@ -43,4 +43,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from bench.common import write
+from bench.common import run_main, write
 from skin_core import calibration, evaluation
 from skin_core.bundle import SPLIT_FILE
 
@@ -71,4 +71,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

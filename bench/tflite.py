@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import tensorflow as tf
 
-from bench.common import stats_ms, timed, write
+from bench.common import run_main, stats_ms, timed, write
 from skin_core import data, export
 from skin_core.bundle import load_bundle
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
@@ -74,4 +74,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,6 +1,6 @@
 """Evaluation and training throughput against the bare model, so the pipeline is never the bottleneck.
 
-    python bench/throughput.py [--model models/default] [--batch 32] [--steps 40]
+    python bench/throughput.py [--model models/default] [--batch 32] [--steps 12] [--rounds 5]
 
 Evaluation: Predictor.probabilities over prepared images versus the bare model on one tensor
 already in memory, same batch size, both over the bundle's test-time views (and, for scale, the
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import tensorflow as tf
 
-from bench.common import bare_over_views, write
+from bench.common import bare_over_views, run_main, write
 import keras
 
 from skin_core import data, recipe
@@ -76,7 +76,7 @@ def main():
     camera_pipeline, _ = training_dataset(pixels, labels, 7, TrainConfig(**{**config.__dict__, "photometric": True,
                                                                            "compression": True}))
     set_trainable_from(model, 0.7)
-    compile_model(model, 1e-5, 1e-4, 0.1)
+    compile_model(model, 1e-5, 1e-4, recipe.training_loss(labels, 7, "weights", 0.1))
     x0, y0 = next(iter(pipeline))
     memory = tf.data.Dataset.from_tensors((x0, y0)).repeat()
     model.fit(memory, steps_per_epoch=3, verbose=0)
@@ -115,4 +115,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

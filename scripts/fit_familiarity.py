@@ -30,12 +30,12 @@ def main():
     try:
         predictor = Predictor(load_bundle(args.bundle))
         table = data.load_under_split(args.data, Path(args.bundle) / SPLIT_FILE, classes=predictor.classes)
+        if predictor.familiarity is not None:       # before reading any image
+            raise BundleError(f"{Path(args.bundle).name} already has a familiarity model; re-finish the bundle "
+                              "(scripts/refinish.py) to fit another.")
+        arrays = data.read_images(table, predictor.input_size, predictor.detail_side)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    if predictor.familiarity is not None:       # before reading any image
-        raise SystemExit(f"error: {Path(args.bundle).name} already has a familiarity model; re-finish the bundle "
-                         "(scripts/refinish.py) to fit another.")
-    arrays = data.read_images(table, predictor.input_size, predictor.detail_side)
     if arrays.fingerprint != predictor.bundle.manifest["dataset"]["fingerprint"]:
         raise SystemExit("error: this dataset differs from the one the bundle was trained on (fingerprint mismatch)")
     pixels = {subset: arrays.pixels[(arrays.table["subset"] == subset).to_numpy()] for subset in ("train", "val")}

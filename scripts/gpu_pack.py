@@ -39,10 +39,14 @@ def main():
     parser.add_argument("--weights", default=None, help="ImageNet MobileNet .h5 weights to take along")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.weights and not Path(args.weights).is_file():      # before any image is copied
+        raise SystemExit(f"error: weights file not found: {args.weights}")
     try:
         print(f"pack written to {make_pack(args.data, args.split, args.out, args.weights)}")
     except data.DatasetError as exc:
         raise SystemExit(f"error: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"error: {exc.filename or args.out}: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

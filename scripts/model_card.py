@@ -103,6 +103,14 @@ def familiarity_text(m: dict) -> str:
             "of the validation photos' distances.")
 
 
+def fitted_on(t: dict) -> str:
+    """The machine the manifest records; bundles from before it did were fitted on this project's 2-core
+    CPU (TensorFlow) or a GPU (train_gpu.py's other backends)."""
+    if t.get("machine"):
+        return t["machine"]
+    return "a 2-core CPU" if t.get("backend", "tensorflow") == "tensorflow" else "a GPU"
+
+
 def card(bundle: Path, command: str, experiments: str) -> str:
     m = json.loads((bundle / "manifest.json").read_text())
     r = json.loads((bundle / "evaluation.json").read_text())
@@ -146,7 +154,7 @@ warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']}
 (patience {t['patience']}{patience_start(t)}) on validation macro F1; the best validation epoch ({t['best_epoch']})
 was kept. Class balancing: `{t['balance']}`; label smoothing {t['label_smoothing']};
 augmentation: {augmentation(t)}. Wall time
-{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on a 2-core CPU{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
+{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on {fitted_on(t)}{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
 Test-time augmentation: {TTA_TEXT[m.get('test_time_augmentation', 'none')]}, {tta_origin(t)}; evaluation
 and the app use the same path.
 
@@ -206,6 +214,10 @@ def main():
     parser.add_argument("--experiments", required=True, help="a markdown file with the experiment log")
     args = parser.parse_args()
     bundle = Path(args.bundle)
+    for needed in (bundle / "manifest.json", bundle / "evaluation.json", Path(args.experiments)):
+        if not needed.is_file():
+            raise SystemExit(f"error: {needed} not found (the card needs a bundle with its evaluation, and the "
+                             "experiment log)")
     (bundle / "MODEL_CARD.md").write_text(card(bundle, args.command, Path(args.experiments).read_text()))
 
 

@@ -5,12 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+if [ ! -x .venv/bin/python ]; then
+  # Debian's own python3 ships venv without ensurepip until python3-venv is installed
+  "$PYTHON" -c "import ensurepip" 2>/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null; }
+  "$PYTHON" -m venv .venv
+fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install -q -r requirements-dev.txt
   if [ ! -x /usr/bin/chromium ]; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
   fi
 else

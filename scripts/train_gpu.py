@@ -42,7 +42,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import data  # noqa: E402
 from skin_core.classes import CLASS_CODES  # noqa: E402
-from skin_core.model import build_model, set_trainable_from  # noqa: E402
+from skin_core.model import WeightsError, build_model, resolve_weights, set_trainable_from  # noqa: E402
 from skin_core.recipe import (BestWeights, JpegResavedBatches, augmenter, class_weights,  # noqa: E402
                              compile_model, phase_learning_rate, phases, training_loss)
 
@@ -56,7 +56,9 @@ BALANCE_HERE = ("weights", "sqrt_weights", "logit_adjusted", "none")
 def parse_run(text: str) -> tuple[str, dict]:
     """'name:key=value,...' into the run's settings; an unknown key or a setting this script cannot
     honour stops it before any image is read, instead of training something else than asked."""
-    name, _, rest = text.partition(":")
+    name, _, rest = text.partition(":")       # a bare name trains the defaults
+    if not name or "=" in name:
+        raise SystemExit(f"error: --run {text} must be NAME:key=value,... (a name, a colon, then the settings)")
     settings = dict(DEFAULTS)
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
@@ -182,7 +184,7 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
         log.history().to_csv(out_dir / f"{name}.history.csv")
         summary = {"name": name, "settings": {**s, "img_size": args.img_size, "detail_side": args.detail_side},
                    "best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "backend": keras.backend.backend(),
-                   "replicas": 1, "split_digest": digest, "seconds": round(time.time() - started, 1), **extra}
+                   "replicas": 1, "machine": _machine(), "split_digest": digest, "seconds": round(time.time() - started, 1), **extra}
         (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -202,6 +204,15 @@ def fit_one(name, s, table, x, digest, out_dir: Path, args, deadline: float):
     print(json.dumps(summary), flush=True)
 
 
+def _machine() -> str:
+    """What the fitting ran on, for the model card's wall time."""
+    if keras.backend.backend() == "torch":
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    return f"{os.cpu_count()} CPU cores"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (all images, or the training and validation ones)")
@@ -218,6 +229,10 @@ def main():
     p.add_argument("--run", action="append", required=True, help="name:key=value,... (repeatable)")
     args = p.parse_args()
     runs = [parse_run(spec) for spec in args.run]
+    try:                        # a mistyped path stops here, before any image is read or timed
+        resolve_weights(args.weights)
+    except WeightsError as exc:
+        raise SystemExit(f"error: {exc}") from None
     started = time.time()
     deadline = started + args.time_budget_s if args.time_budget_s else float("inf")
     out_dir = Path(args.out_dir)

@@ -9,6 +9,7 @@ are fitted on the validation split -> the untouched test split is evaluated -> b
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
@@ -247,7 +248,13 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     return model, state.history_frame(), {
         "best_epoch": best.best_epoch, "best_val_macro_f1": best.best, "replicas": replicas,
         "global_batch_size": run_cfg.batch_size, "global_lr": run_cfg.lr, "backend": keras.backend.backend(),
-        **({"resumed_at_epochs": state.resumed_at} if state.resumed_at else {})}
+        "machine": machine(), **({"resumed_at_epochs": state.resumed_at} if state.resumed_at else {})}
+
+
+def machine() -> str:
+    """What the fitting ran on, for the model card's wall time: the CPU cores, and GPUs if TensorFlow sees any."""
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return f"{os.cpu_count()} CPU cores" + (f" and {gpus} GPU{'s' if gpus > 1 else ''}" if gpus else "")
 
 
 def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.DataFrame, fit_info: dict,

@@ -110,6 +110,23 @@ def test_the_model_card_says_when_weights_are_served_at_another_size_than_they_w
         "176x176 RGB input (the weights were trained at 160x160)")
 
 
+def test_the_model_card_says_what_the_fitting_ran_on():
+    from model_card import fitted_on
+    assert fitted_on({"machine": "NVIDIA H200", "backend": "torch"}) == "NVIDIA H200"
+    assert fitted_on({"backend": "torch"}) == "a GPU"                   # older manifests record no machine
+    assert fitted_on({"backend": "tensorflow"}) == fitted_on({}) == "a 2-core CPU"
+
+
+def test_a_gpu_run_without_a_name_is_refused_before_anything_is_read(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")    # the script asks for torch; later jobs must not inherit it
+    from train_gpu import parse_run
+    assert parse_run("long:epochs=60,lr=6e-4")[1]["epochs"] == 60
+    assert parse_run("baseline") == ("baseline", parse_run("baseline:")[1])     # a bare name: the defaults
+    for nameless in ("epochs=60,lr=6e-4", ":epochs=60"):
+        with pytest.raises(SystemExit, match="must be NAME:key=value"):
+            parse_run(nameless)
+
+
 def test_the_model_card_says_when_a_prior_shift_moves_the_top_class():
     from model_card import prior_shift_text
     assert "0.25 x log(training-split class prior)" in prior_shift_text({"calibration": {"prior_shift": 0.25}})
