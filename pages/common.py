@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from stat import S_ISREG
 
 import streamlit as st
 
@@ -39,12 +40,15 @@ def _files_problem(path: str, stamp: tuple) -> str | None:
 def files_problem(path) -> str | None:
     """Why a bundle's files do not match their manifest checksums (None if they do): what makes the app
     serve the default instead. Hashed once per version of the files (names, sizes, modification times)."""
+    stamp = []
     try:
-        stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(path).iterdir())
-                      if f.is_file())
+        for entry in sorted(Path(path).iterdir()):       # one stat each: this runs on every page view
+            info = entry.stat()
+            if S_ISREG(info.st_mode):
+                stamp.append((entry.name, info.st_size, info.st_mtime_ns))
     except OSError as exc:
         return f"{Path(path).name} cannot be read ({exc.strerror or exc})"
-    return _files_problem(str(path), stamp)
+    return _files_problem(str(path), tuple(stamp))
 
 
 def active_predictor():
