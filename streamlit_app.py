@@ -7,7 +7,7 @@ import streamlit as st
 
 from skin_core import registry
 from skin_core.bundle import BundleError, read_manifest
-from pages.common import NOTICE, files_problem
+from pages.common import NOTICE, served_path
 
 st.set_page_config(page_title="Skin lesion classifier (research demo)", page_icon="🔬", layout="wide")
 
@@ -23,11 +23,9 @@ def sidebar() -> None:
         problem = registry.pointer_problem()
         if problem:
             st.warning(problem)
-        path, default = registry.active_path(), registry.models_dir() / registry.DEFAULT_NAME
-        damaged = files_problem(path) if path != default else None
-        if damaged:        # as the pages do: the committed default is served instead
+        path, damaged = served_path()
+        if damaged:
             st.warning(f"The active model cannot be used ({damaged}); the default model is served instead.")
-            path = default
         try:
             manifest = read_manifest(path)
         except BundleError as exc:

@@ -1,14 +1,13 @@
 """About: the model card, the data credit, licences and how to cite."""
 import streamlit as st
 
-from pages.common import notice
-from skin_core import registry
+from pages.common import default_path, notice, served_path
 from skin_core.bundle import CARD_FILE, BundleError, read_manifest
 
 st.title("ℹ️ About")
 notice()
-active = registry.active_path()
-default_card = registry.models_dir() / registry.DEFAULT_NAME / CARD_FILE
+active, _ = served_path()          # the model Diagnose serves (the sidebar says when that is not the active one)
+default_card = default_path() / CARD_FILE
 if (active / CARD_FILE).is_file():
     st.markdown((active / CARD_FILE).read_text())
 else:   # a run trained in the app has no card: say so, rather than show another model's as its own

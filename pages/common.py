@@ -51,13 +51,29 @@ def files_problem(path) -> str | None:
     return _files_problem(str(path), tuple(stamp))
 
 
+def default_path() -> Path:
+    return registry.models_dir() / registry.DEFAULT_NAME
+
+
+def served_path() -> tuple[Path, str | None]:
+    """The bundle the app serves and, when it is not the active one, why: one rule for the sidebar and the
+    pages. A bundle whose files no longer match their checksums gives way to the committed default; this
+    check is cheap enough for every page view (loading Keras is not, so a load failure is found by
+    active_predictor alone)."""
+    path, default = registry.active_path(), default_path()
+    problem = files_problem(path) if path != default else None
+    return (default, problem) if problem else (path, None)
+
+
 def active_predictor():
-    """The active bundle's predictor; if it cannot be loaded, the committed default with a warning."""
-    path = registry.active_path()
+    """The served bundle's predictor; if it cannot be loaded, the committed default with a warning."""
+    path, problem = served_path()
+    if problem:
+        st.warning(f"The active model could not be loaded ({problem}); serving the default model instead.")
     try:
         return predictor(path)
     except (BundleError, OSError) as exc:
-        fallback = registry.models_dir() / registry.DEFAULT_NAME
+        fallback = default_path()
         if path != fallback:
             st.warning(f"The active model could not be loaded ({exc}); serving the default model instead.")
             try:

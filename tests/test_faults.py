@@ -127,3 +127,9 @@ def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
     assert not any("Tampered candidate" in str(m.value) for m in shell.sidebar.markdown)
     at.button[0].click().run()          # an example still gets a prediction
     assert len(at.get("plotly_chart")) == 1
+    # About shows the card of the model served, not the broken one's
+    (models_dir / "candidate" / "MODEL_CARD.md").write_text("# Tampered candidate's card\n")
+    about = AppTest.from_file(str(ROOT / "pages" / "about.py"), default_timeout=120).run()
+    assert not about.exception
+    shown = " ".join(str(m.value) for m in about.markdown)
+    assert "Tampered candidate's card" not in shown and f"# {default_name}" in shown
