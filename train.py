@@ -71,7 +71,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="mix pairs of training images and their labels (MixUp or CutMix)")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
     p.add_argument("--photometric", action="store_true",
-                   help="also vary light, colour saturation and sharpness (differences between cameras)")
+                   help="widen brightness/contrast changes to ±20%% and also vary colour saturation and sharpness "
+                        "(differences between cameras)")
     p.add_argument("--colour-constancy", action="store_true",
                    help="bring each photo's white balance and exposure to a fixed reference inside the model")
     p.add_argument("--compression", action="store_true",

@@ -97,7 +97,7 @@ def is_admin(key: str = "admin_password") -> bool:
     if not required:
         return True
     given = st.text_input("Admin password", type="password", key=key,
-                          help="Launching, cancelling, promoting, rolling back and deleting models, and saving "
+                          help="Launching, continuing, cancelling, promoting, rolling back and deleting models, and saving "
                                "evaluations beside them, need it on this server.")
     if given and not access.allowed(given, required):
         st.error("Wrong password.")

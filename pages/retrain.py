@@ -92,11 +92,12 @@ def launch_form(admin: bool) -> None:
                                  help="How the rare classes are made to count: loss weights (or their square root), "
                                       "batches drawn equally from every class, a logit-adjusted loss (a rare class "
                                       "must win by a margin), or nothing")
-        augment = middle.checkbox("Augmentation (rotation, flips, zoom)", True)
+        augment = middle.checkbox("Augmentation (rotation, flips, zoom, ±10% light)", True)
         mix = right.selectbox("Label mixing", options.MIX_CHOICES,
                               help="Blend pairs of training images and their labels: a regulariser for small classes")
         photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
-                                      help="Also vary brightness, contrast, colour saturation and sharpness while training")
+                                      help="Widen the brightness and contrast changes (±10% to ±20%) and also vary colour saturation "
+                                           "and sharpness while training")
         compression = left.checkbox("JPEG re-saving (phone and web copies)", False,
                                     help="Re-save half the training photos as JPEG at a random quality (30-95), "
                                          "so compression blocks and ringing do not sway the model")

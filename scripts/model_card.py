@@ -154,7 +154,7 @@ warm-up epoch peaking at {t['lr']}, batch {t['batch_size']}, up to {t['epochs']}
 (patience {t['patience']}{patience_start(t)}) on validation macro F1; the best validation epoch ({t['best_epoch']})
 was kept. Class balancing: `{t['balance']}`; label smoothing {t['label_smoothing']};
 augmentation: {augmentation(t)}. Wall time
-{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min of fitting on {fitted_on(t)}{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
+{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min {'of fitting' if t.get('fit_seconds') else 'for the whole run (reading, fitting, finishing)'} on {fitted_on(t)}{' for this stage' if t.get('init_bundle') else ''}. Backend: {t.get('backend', 'tensorflow')}.
 Test-time augmentation: {TTA_TEXT[m.get('test_time_augmentation', 'none')]}, {tta_origin(t)}; evaluation
 and the app use the same path.
 

@@ -1,4 +1,4 @@
-"""The admin password that guards launching, cancelling, promoting and deleting models."""
+"""The admin password that guards launching, continuing, cancelling, promoting, rolling back and deleting models."""
 from __future__ import annotations
 
 import hmac

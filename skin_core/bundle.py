@@ -156,8 +156,9 @@ def load_bundle(path) -> Bundle:
 
 
 def inside_bundle(path) -> bool:
-    """Whether `path` lies in a model bundle's folder: nothing but training writes there (a file written
-    over one of its checked files would leave a bundle that no longer loads)."""
+    """Whether `path` lies in a model bundle's folder: only training and the bundle's own report writers
+    (robustness, familiarity, saved evaluations) write there (a file written over one of its checked files
+    would leave a bundle that no longer loads)."""
     return any((folder / MANIFEST_FILE).is_file() for folder in Path(path).resolve().parents)
 
 

@@ -67,7 +67,7 @@ def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
     """One shipped sample image per class for the app's one-click examples, as (dx, path, subset): the subset
     ("train", "val", "test") the image has in the split.csv of the model being shown, None if unknown. An
     image of that model's test split is preferred, so an example shows how it does on a lesion it never saw;
-    the samples belong to the development data, so some classes may have none. None if not shipped."""
+    the samples belong to the development data, so some classes may have none. Empty if not shipped."""
     try:
         table = load_dataset(SAMPLE_DIR).table
     except DatasetError:

@@ -3,8 +3,8 @@ and the heat-map overlay a user sees.
 
 Grad-CAM weights each channel of the last convolutional block by the mean gradient of a class
 logit with respect to it. Between that block and the logits there is only pooling and a dense
-layer, so the backward pass is tiny and we compute the maps of all classes at once: the page can
-switch the explained class without another forward pass.
+layer, so that gradient is the dense kernel itself and the maps of all classes come without a
+backward pass, in the same call: the page can switch the explained class without another pass.
 """
 from __future__ import annotations
 

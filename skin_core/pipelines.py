@@ -49,7 +49,8 @@ def compress_some(images: tf.Tensor, seed: int, share: float = 0.5, qualities: t
 
     Photos reach the app as phone, web and e-mail copies with JPEG blocking and ringing, which the
     robustness report shows the models lose most to (quality 40); HAM10000's copies are all one quality.
-    Applied last, after the geometric and colour changes, as a real re-save would be.
+    Applied after the geometric and colour changes, as a real re-save would be (label mixing, if any,
+    comes after it).
     """
     batch = tf.shape(images)[0]
     quality = tf.random.uniform([batch], qualities[0], qualities[1] + 1, dtype=tf.int32, seed=seed)
