@@ -49,13 +49,13 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            raise ImageError("This is not an image file we can read (JPEG, PNG, BMP, TIFF or WebP expected).") from None
+            raise ImageError("This is not an image file we can read (JPEG, PNG, BMP, TIFF, WebP or GIF expected).") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"The image declares too many pixels; the limit is {max_pixels / 1e6:.0f} megapixels.") from None
         except Exception as exc:  # Pillow raises a zoo of errors for malformed headers
             raise ImageError(f"The image header is damaged ({type(exc).__name__}).") from None
         if image.format not in ALLOWED_FORMATS:
-            raise ImageError(f"{image.format} images are not accepted; use JPEG, PNG, BMP, TIFF or WebP.")
+            raise ImageError(f"{image.format} images are not accepted; use JPEG, PNG, BMP, TIFF, WebP or GIF.")
         width, height = image.size
         if width * height > max_pixels:
             raise ImageError(f"The image is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
