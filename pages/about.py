@@ -6,18 +6,18 @@ from skin_core.bundle import CARD_FILE, BundleError, read_manifest
 
 st.title("ℹ️ About")
 notice()
-active, _ = served_path()          # the model Diagnose serves (the sidebar says when that is not the active one)
+served, _ = served_path()          # the model Diagnose serves (the sidebar says when that is not the active one)
 default_card = default_path() / CARD_FILE
-if (active / CARD_FILE).is_file():
-    st.markdown((active / CARD_FILE).read_text())
+if (served / CARD_FILE).is_file():
+    st.markdown((served / CARD_FILE).read_text())
 else:   # a run trained in the app has no card: say so, rather than show another model's as its own
     try:
-        manifest = read_manifest(active)
+        manifest = read_manifest(served)
     except BundleError as exc:
-        st.error(f"The active model cannot be read: {exc}")
+        st.error(f"The model served cannot be read: {exc}")
     else:
-        st.markdown(f"# {manifest.get('name', active.name)}")
-        st.info("The active model has no model card (models trained from the Retrain page have none). Its held-out "
+        st.markdown(f"# {manifest.get('name', served.name)}")
+        st.info("The model served has no model card (models trained from the Retrain page have none). Its held-out "
                 "figures are on the Evaluation page; the committed default model's card follows for reference.")
     if default_card.is_file():
         with st.expander("Model card of the committed default model"):

@@ -97,8 +97,8 @@ def is_admin(key: str = "admin_password") -> bool:
     if not required:
         return True
     given = st.text_input("Admin password", type="password", key=key,
-                          help="Launching, continuing, cancelling, promoting, rolling back and deleting models, and saving "
-                               "evaluations beside them, need it on this server.")
+                          help="Launching, continuing, cancelling, promoting, rolling back and deleting models, and "
+                               "saving evaluations beside them, need it on this server.")
     if given and not access.allowed(given, required):
         st.error("Wrong password.")
     return access.allowed(given, required)

@@ -96,8 +96,8 @@ def launch_form(admin: bool) -> None:
         mix = right.selectbox("Label mixing", options.MIX_CHOICES,
                               help="Blend pairs of training images and their labels: a regulariser for small classes")
         photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
-                                      help="Widen the brightness and contrast changes (±10% to ±20%) and also vary colour saturation "
-                                           "and sharpness while training")
+                                      help="Widen the brightness and contrast changes (±10% to ±20%) and also "
+                                           "vary colour saturation and sharpness while training")
         compression = left.checkbox("JPEG re-saving (phone and web copies)", False,
                                     help="Re-save half the training photos as JPEG at a random quality (30-95), "
                                          "so compression blocks and ringing do not sway the model")
