@@ -10,7 +10,8 @@ after '@' (none, half_turn, quarter_turns, flips). Candidates joined by ',' are 
 mean of their probabilities. An ensemble is several models, so the app cannot serve it; it is here to
 measure how much averaging predictions could give (the ceiling for a soup or a distilled model).
 
-Every candidate is scored as it would be served: at its own input size, with the views after '@', else
+A candidate must hold out the first's validation images: the same split (`train.py --split-from` the first),
+or that split on a share of its training images (a learning curve). Every candidate is scored as it would be served: at its own input size, with the views after '@', else
 those of --views, else the (first) bundle's own; the prior shift fitted on validation; argmax. The score
 is validation balanced accuracy + macro F1, and the difference to the first candidate is resampled by
 lesion (paired bootstrap), because on 1,282 images with 15 dermatofibromas a difference of 0.01 is noise.
@@ -24,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from scipy.special import softmax  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
@@ -64,10 +66,24 @@ def _ensemble_logits(spec: str, images: ImagesAtSize, views: str | None, known: 
     return np.log(np.mean(members, axis=0))
 
 
+def holds_out_the_same(first: Path, candidate: Path) -> bool:
+    """Whether the candidate validated on exactly the first's validation images and trained on none of its
+    held-out ones: the same split, or that split on a share of its training images (a learning curve)."""
+    if shares_split(first, candidate):
+        return True
+    try:
+        mine, theirs = (pd.read_csv(Path(folder) / SPLIT_FILE, dtype=str).set_index("image_id")["subset"]
+                        for folder in (first, candidate))
+    except (OSError, ValueError, KeyError):
+        return False
+    same_subsets = theirs.index.isin(mine.index).all() and (theirs == mine.reindex(theirs.index)).all()
+    return bool(same_subsets and set(theirs.index[theirs == "val"]) == set(mine.index[mine == "val"]))
+
+
 def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndarray:
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
-    if not shares_split(images.split_from, bundles[0].path):   # it may have trained on these validation images
+    if not holds_out_the_same(images.split_from, bundles[0].path):   # it may have trained on these validation images
         raise BundleError(f"{bundles[0].path} was not split like {images.split_from}, so the validation images "
                           "may be ones it trained on; compare only bundles trained with --split-from the first")
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")

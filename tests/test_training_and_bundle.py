@@ -262,6 +262,25 @@ def test_validation_comparison_refuses_a_bundle_split_another_way(tiny_bundle, t
         compare([str(tiny_bundle), str(other)], SAMPLE, rounds=10)
 
 
+def test_validation_comparison_accepts_a_bundle_trained_on_a_share_of_the_same_training_images(tiny_bundle,
+                                                                                              tmp_path):
+    from compare_on_validation import compare
+    fewer = copy_of(tiny_bundle, tmp_path)          # a learning-curve run: the same split, some training rows gone
+    split = pd.read_csv(fewer / bundles.SPLIT_FILE)
+    split = split.drop(split.index[split["subset"] == "train"][:5])
+    split.to_csv(fewer / bundles.SPLIT_FILE, index=False)
+    edit_manifest(fewer, files={**bundles.read_manifest(fewer)["files"],
+                                bundles.SPLIT_FILE: bundles.sha256_file(fewer / bundles.SPLIT_FILE)})
+    own, other = compare([str(tiny_bundle), str(fewer)], SAMPLE, rounds=10)
+    assert other["n"] == own["n"] and other["score"] == pytest.approx(own["score"])     # the same weights
+    split.loc[split.index[split["subset"] == "val"][0], "subset"] = "test"     # validated on fewer images: refused
+    split.to_csv(fewer / bundles.SPLIT_FILE, index=False)
+    edit_manifest(fewer, files={**bundles.read_manifest(fewer)["files"],
+                                bundles.SPLIT_FILE: bundles.sha256_file(fewer / bundles.SPLIT_FILE)})
+    with pytest.raises(bundles.BundleError, match="was not split like"):
+        compare([str(tiny_bundle), str(fewer)], SAMPLE, rounds=10)
+
+
 def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path,
                                                                                    monkeypatch):
     import refinish
