@@ -281,6 +281,28 @@ def test_validation_comparison_accepts_a_bundle_trained_on_a_share_of_the_same_t
         compare([str(tiny_bundle), str(fewer)], SAMPLE, rounds=10)
 
 
+def test_a_learning_curve_dataset_keeps_the_bundles_held_out_lesions_and_a_share_of_its_training_ones(
+        tiny_bundle, tmp_path, monkeypatch):
+    import learning_curve_data
+    from skin_core import data
+    out = tmp_path / "half"
+    run_script(learning_curve_data, monkeypatch, "--data", SAMPLE, "--split-from", tiny_bundle, "--keep-one-in", 2,
+               "--out", out)
+    split = pd.read_csv(tiny_bundle / bundles.SPLIT_FILE, dtype=str)
+    table = data.load_dataset(out).table                           # a dataset train.py can read
+    table["subset"] = data.subsets_from_file(table, tiny_bundle / bundles.SPLIT_FILE)   # and --split-from accepts
+    for subset in ("val", "test"):
+        assert set(table.loc[table["subset"] == subset, "image_id"]) == set(split.loc[split["subset"] == subset, "image_id"])
+    trained, before = table[table["subset"] == "train"], split[split["subset"] == "train"]
+    assert 0.3 < len(trained) / len(before) < 0.7
+    # whole lesions: every photo of a kept training lesion is kept
+    kept = before[before["lesion_id"].isin(trained["lesion_id"])]
+    assert set(kept["image_id"]) == set(trained["image_id"])
+    with pytest.raises(SystemExit):                                # never over an existing folder
+        run_script(learning_curve_data, monkeypatch, "--data", SAMPLE, "--split-from", tiny_bundle,
+                   "--keep-one-in", 2, "--out", out)
+
+
 def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path,
                                                                                    monkeypatch):
     import refinish
