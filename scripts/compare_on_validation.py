@@ -11,8 +11,9 @@ mean of their probabilities. An ensemble is several models, so the app cannot se
 measure how much averaging predictions could give (the ceiling for a soup or a distilled model).
 
 A candidate must hold out the first's validation images: the same split (`train.py --split-from` the first),
-or that split on a share of its training images (a learning curve). Every candidate is scored as it would be served: at its own input size, with the views after '@', else
-those of --views, else the (first) bundle's own; the prior shift fitted on validation; argmax. The score
+or that split on a share of its training images (a learning curve, `scripts/learning_curve_data.py`). Every
+candidate is scored as it would be served: at its own input size, with the views after '@', else those of
+--views, else the (first) bundle's own; the prior shift fitted on validation; argmax. The score
 is validation balanced accuracy + macro F1, and the difference to the first candidate is resampled by
 lesion (paired bootstrap), because on 1,282 images with 15 dermatofibromas a difference of 0.01 is noise.
 """
