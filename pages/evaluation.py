@@ -10,7 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import is_admin, notice, predictor
+from pages.common import is_admin, notice, predictor, served_path
 from skin_core import evaluation, registry
 from skin_core.robustness import ROBUSTNESS_FILE
 from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_report_file, dataset_reports,
@@ -258,7 +258,7 @@ names = registry.list_bundles()
 if not names:
     st.error("No model bundles found in models/.")
     st.stop()
-active = registry.active_name()
+active = served_path()[0].name         # the model Diagnose serves is shown first
 compare = st.toggle("Compare two models side by side")
 if compare and len(names) > 1:
     first, second = st.columns(2)

@@ -133,3 +133,5 @@ def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
     assert not about.exception
     shown = " ".join(str(m.value) for m in about.markdown)
     assert "Tampered candidate's card" not in shown and f"# {default_name}" in shown
+    evaluation = AppTest.from_file(str(ROOT / "pages" / "evaluation.py"), default_timeout=120).run()
+    assert not evaluation.exception and evaluation.selectbox[0].value == "default"   # the model served comes first
