@@ -13,9 +13,6 @@ README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-NAMES = ("latency", "cold_start", "throughput", "memory", "tflite", "report")
-
-
 def load(name: str) -> dict:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -100,7 +97,7 @@ def rows() -> list[str]:
         k = tfl["keras_test_single_pass"]
         out.append(f"| Keras, same one-view pass on the {k['test_images']} test images | test accuracy "
                    f"{k['test_accuracy']:.3f}, balanced {k['test_balanced_accuracy']:.3f} | | |")
-    times = sorted(result["time"] for result in map(load, NAMES) if result.get("time"))
+    times = sorted(result["time"] for result in (lat, cold, thr, rep, mem, tfl) if result.get("time"))
     stamp = times[0] if len(times) < 2 or times[0] == times[-1] else f"between {times[0]} and {times[-1]}"
     out.append("")
     out.append(f"Model `{lat.get('model', 'models/default')}`, {lat.get('machine', '')}, measured {stamp} "

@@ -26,7 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from scipy.special import softmax  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
@@ -67,24 +66,11 @@ def _ensemble_logits(spec: str, images: ImagesAtSize, views: str | None, known: 
     return np.log(np.mean(members, axis=0))
 
 
-def holds_out_the_same(first: Path, candidate: Path) -> bool:
-    """Whether the candidate validated on exactly the first's validation images and trained on none of its
-    held-out ones: the same split, or that split on a share of its training images (a learning curve)."""
-    if shares_split(first, candidate):
-        return True
-    try:
-        mine, theirs = (pd.read_csv(Path(folder) / SPLIT_FILE, dtype=str).set_index("image_id")["subset"]
-                        for folder in (first, candidate))
-    except (OSError, ValueError, KeyError):
-        return False
-    same_subsets = theirs.index.isin(mine.index).all() and (theirs == mine.reindex(theirs.index)).all()
-    return bool(same_subsets and set(theirs.index[theirs == "val"]) == set(mine.index[mine == "val"]))
-
-
 def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndarray:
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
-    if not holds_out_the_same(images.split_from, bundles[0].path):   # it may have trained on these validation images
+    if not (shares_split(images.split_from, bundles[0].path) or   # else it may have trained on these images
+            data.holds_out_the_same(images.split_from / SPLIT_FILE, bundles[0].path / SPLIT_FILE)):
         raise BundleError(f"{bundles[0].path} was not split like {images.split_from}, so the validation images "
                           "may be ones it trained on; compare only bundles trained with --split-from the first")
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")

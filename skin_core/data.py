@@ -302,6 +302,18 @@ def split_problem(table: pd.DataFrame, split_csv) -> str | None:
     return None
 
 
+def holds_out_the_same(first_split_csv, candidate_split_csv) -> bool:
+    """Whether the candidate's split validates on exactly the first's validation images and gives every image
+    it lists the first's subset: the same split, or that split on a share of its training images (a learning
+    curve). Only then are scores on the first's validation images fair to both."""
+    try:
+        mine, theirs = (_read_split(f).set_index("image_id")["subset"] for f in (first_split_csv, candidate_split_csv))
+    except DatasetError:
+        return False
+    same_subsets = theirs.index.isin(mine.index).all() and (theirs == mine.reindex(theirs.index)).all()
+    return bool(same_subsets and set(theirs.index[theirs == "val"]) == set(mine.index[mine == "val"]))
+
+
 def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
     """Why a run starting from the bundle whose split is `starting_split_csv` would test on images that bundle
     was fitted or tuned on, given the new run's "subset" column (None if it would not). Training refuses
