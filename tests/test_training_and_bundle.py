@@ -303,6 +303,35 @@ def test_a_learning_curve_dataset_keeps_the_bundles_held_out_lesions_and_a_share
                    "--keep-one-in", 2, "--out", out)
 
 
+def test_metadata_gain_fits_on_the_training_images_the_model_never_saw_and_scores_on_validation(tiny_bundle,
+                                                                                                tmp_path):
+    from metadata_gain import measure
+    from skin_core import data
+    fewer = copy_of(tiny_bundle, tmp_path)          # a learning-curve run: every other training row gone
+    split = pd.read_csv(fewer / bundles.SPLIT_FILE, dtype=str)
+    dropped = split.index[split["subset"] == "train"][::2]
+    unseen = set(split.loc[dropped, "lesion_id"])
+    split.drop(dropped).to_csv(fewer / bundles.SPLIT_FILE, index=False)
+    edit_manifest(fewer, files={**bundles.read_manifest(fewer)["files"],
+                                bundles.SPLIT_FILE: bundles.sha256_file(fewer / bundles.SPLIT_FILE)})
+    result = measure(fewer, tiny_bundle, SAMPLE, rounds=10)
+    assert result["fit_lesions"] == len(unseen) and result["fit_images"] == len(dropped)
+    assert result["val_images"] == int((split["subset"] == "val").sum())
+    heads = result["heads"]
+    assert set(heads) == {"logits", "with age, sex and site"}
+    assert all(0 <= h["balanced_accuracy"] <= 1 and h["score"] == pytest.approx(h["balanced_accuracy"] + h["macro_f1"])
+               for h in heads.values())
+    assert result["gain"] == pytest.approx(heads["with age, sex and site"]["score"] - heads["logits"]["score"])
+    with pytest.raises(data.DatasetError, match="nothing left to fit on"):     # it trained on all of them
+        measure(tiny_bundle, tiny_bundle, SAMPLE, rounds=10)
+    no_age = tmp_path / "no_age"                     # a dataset without the patient's age
+    shutil.copytree(SAMPLE / "HAM10000_images_part_1", no_age / "HAM10000_images_part_1")
+    pd.read_csv(SAMPLE / "HAM10000_metadata.csv").drop(columns="age").to_csv(no_age / "HAM10000_metadata.csv",
+                                                                             index=False)
+    with pytest.raises(data.DatasetError, match="lacks the columns age"):
+        measure(fewer, tiny_bundle, no_age, rounds=10)
+
+
 def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alone(tiny_bundle, tmp_path,
                                                                                    monkeypatch):
     import refinish
