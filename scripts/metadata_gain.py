@@ -95,12 +95,12 @@ def measure(model_path, fit_from, data_root, rounds: int = 500) -> dict:
     predictions = {}
     for name, (x_fit, x_val) in inputs.items():
         head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(x_fit, y_fit)
-        predictions[name] = head.classes_[head.predict_proba(x_val).argmax(axis=1)]   # classes absent from
-        # the fit images have no column
+        predictions[name] = head.predict(x_val)     # class codes, also when a class is absent from the fit images
         result["heads"][name] = {"balanced_accuracy": balanced_accuracy_score(y_val, predictions[name]),
                                  "macro_f1": f1_score(y_val, predictions[name], average="macro"),
                                  "score": calibration.selection_score(y_val, predictions[name])}
-    diffs = calibration.paired_score_differences(y_val, val["lesion_id"].to_numpy(), predictions["with age, sex and site"],
+    with_patient = predictions["with age, sex and site"]
+    diffs = calibration.paired_score_differences(y_val, val["lesion_id"].to_numpy(), with_patient,
                                                  predictions["logits"], rounds)
     result.update(gain=result["heads"]["with age, sex and site"]["score"] - result["heads"]["logits"]["score"],
                   gain_sd=float(diffs.std()), ahead_share=float((diffs > 0).mean()))
