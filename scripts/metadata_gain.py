@@ -52,18 +52,20 @@ def patient_features(patients: pd.DataFrame, image_ids, age_mean: float, age_sd:
     age = pd.to_numeric(rows["age"], errors="coerce")
     missing = age.isna().to_numpy(float)
     scaled = ((age.fillna(age_mean) - age_mean) / age_sd).to_numpy()
-    labels = ("sex=" + rows["sex"].fillna("unknown").astype(str)).to_numpy(), \
-        ("site=" + rows["localization"].fillna("unknown").astype(str)).to_numpy()
-    onehot = np.column_stack([(labels[0] == c) | (labels[1] == c) for c in categories]).astype(float)
+    values = np.column_stack([("sex=" + rows["sex"].fillna("unknown").astype(str)).to_numpy(),
+                              ("site=" + rows["localization"].fillna("unknown").astype(str)).to_numpy()])
+    onehot = np.column_stack([(values == c).any(axis=1) for c in categories]).astype(float)
     return np.column_stack([scaled, missing, onehot])
 
 
 def served_logits(predictor: Predictor, table: pd.DataFrame) -> np.ndarray:
+    """The logits the app turns into probabilities: the bundle's views, logit bias and temperature."""
     pixels = data.read_images(table, predictor.input_size, predictor.detail_side).pixels
     return (predictor.logits(pixels) + predictor.logit_bias) / predictor.temperature
 
 
 def measure(model_path, fit_from, data_root, rounds: int = 500) -> dict:
+    """Both heads' validation figures and the paired gain of the one with age, sex and site."""
     model_path, fit_from = Path(model_path), Path(fit_from)
     patients = patient_columns(data_root)          # before any image is read: a dataset without them is refused
     bundle = load_bundle(model_path)
