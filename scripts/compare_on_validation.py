@@ -30,7 +30,7 @@ from scipy.special import softmax  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import calibration, data  # noqa: E402
-from skin_core.bundle import (SPLIT_FILE, BundleError, load_bundle, read_manifest, shares_split,  # noqa: E402
+from skin_core.bundle import (SPLIT_FILE, BundleError, load_bundle, read_manifest,  # noqa: E402
                               weight_soup)
 from skin_core.options import TTA_VIEWS  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
@@ -69,8 +69,8 @@ def _ensemble_logits(spec: str, images: ImagesAtSize, views: str | None, known: 
 def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndarray:
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
-    if not (shares_split(images.split_from, bundles[0].path) or   # else it may have trained on these images
-            data.holds_out_the_same(images.split_from / SPLIT_FILE, bundles[0].path / SPLIT_FILE)):
+    # the same split, or it on a share of the training images; else it may have trained on these images
+    if not data.holds_out_the_same(images.split_from / SPLIT_FILE, bundles[0].path / SPLIT_FILE):
         raise BundleError(f"{bundles[0].path} was not split like {images.split_from}, so the validation images "
                           "may be ones it trained on; compare only bundles trained with --split-from the first")
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")

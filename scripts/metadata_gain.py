@@ -34,14 +34,20 @@ PATIENT_COLUMNS = ("age", "sex", "localization")
 def patient_columns(data_root) -> pd.DataFrame:
     """Age, sex and body site by image_id, from the dataset's metadata file."""
     root = Path(data_root)
-    found = [root / name for name in data.METADATA_NAMES if (root / name).is_file()]
-    if not found:
+    found = data.find_metadata(root)
+    if found is None:
         raise data.DatasetError(f"{root} has no {' or '.join(data.METADATA_NAMES)}, so no age, sex or body site.")
-    frame = pd.read_csv(found[0], dtype={"image_id": str})
+    frame = pd.read_csv(found, dtype={"image_id": str})
     absent = [c for c in PATIENT_COLUMNS if c not in frame.columns]
     if absent:
-        raise data.DatasetError(f"{found[0].name} lacks the columns {', '.join(absent)}.")
+        raise data.DatasetError(f"{found.name} lacks the columns {', '.join(absent)}.")
     return frame.set_index("image_id")[list(PATIENT_COLUMNS)]
+
+
+def sex_and_site(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's "sex=..." and "site=..." labels ("unknown" where blank): the one-hot columns' names."""
+    return np.column_stack([("sex=" + rows["sex"].fillna("unknown").astype(str)).to_numpy(),
+                            ("site=" + rows["localization"].fillna("unknown").astype(str)).to_numpy()])
 
 
 def patient_features(patients: pd.DataFrame, image_ids, age_mean: float, age_sd: float,
@@ -52,8 +58,7 @@ def patient_features(patients: pd.DataFrame, image_ids, age_mean: float, age_sd:
     age = pd.to_numeric(rows["age"], errors="coerce")
     missing = age.isna().to_numpy(float)
     scaled = ((age.fillna(age_mean) - age_mean) / age_sd).to_numpy()
-    values = np.column_stack([("sex=" + rows["sex"].fillna("unknown").astype(str)).to_numpy(),
-                              ("site=" + rows["localization"].fillna("unknown").astype(str)).to_numpy()])
+    values = sex_and_site(rows)
     onehot = np.column_stack([(values == c).any(axis=1) for c in categories]).astype(float)
     return np.column_stack([scaled, missing, onehot])
 
@@ -61,7 +66,7 @@ def patient_features(patients: pd.DataFrame, image_ids, age_mean: float, age_sd:
 def served_logits(predictor: Predictor, table: pd.DataFrame) -> np.ndarray:
     """The logits the app turns into probabilities: the bundle's views, logit bias and temperature."""
     pixels = data.read_images(table, predictor.input_size, predictor.detail_side).pixels
-    return (predictor.logits(pixels) + predictor.logit_bias) / predictor.temperature
+    return predictor.calibrated_logits(predictor.logits(pixels))
 
 
 def measure(model_path, fit_from, data_root, rounds: int = 500) -> dict:
@@ -85,8 +90,7 @@ def measure(model_path, fit_from, data_root, rounds: int = 500) -> dict:
 
     fit_rows = patients.loc[fit["image_id"]]
     ages = pd.to_numeric(fit_rows["age"], errors="coerce")
-    categories = sorted({f"sex={v}" for v in fit_rows["sex"].fillna("unknown").astype(str)} |
-                        {f"site={v}" for v in fit_rows["localization"].fillna("unknown").astype(str)})
+    categories = sorted(set(sex_and_site(fit_rows).ravel()))
     scale = (float(ages.mean()), float(ages.std()) or 1.0, categories)
     inputs = {"logits": (logits_fit, logits_val),
               "with age, sex and site": (

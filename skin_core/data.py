@@ -47,7 +47,7 @@ def _first(items, n=SHOW) -> str:
     return ", ".join(str(i) for i in items[:n]) + more
 
 
-def _find_metadata(root: Path) -> Path | None:
+def find_metadata(root: Path) -> Path | None:
     for name in METADATA_NAMES:
         if (root / name).is_file():
             return root / name
@@ -99,7 +99,7 @@ def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES, every_cla
 def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
-    metadata = _find_metadata(root)
+    metadata = find_metadata(root)
     class_folders = any((root / c).is_dir() for c in classes)
     if metadata is not None and not (class_folders and "dx" not in _columns(metadata)):
         table, layout = _read_ham10000(root, metadata), "ham10000"

@@ -78,8 +78,12 @@ class Predictor:
         """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
         return self.calibrated(self.logits(pixels, batch_size))
 
+    def calibrated_logits(self, logits: np.ndarray) -> np.ndarray:
+        """The logits the calibrated probabilities are the softmax of: logit bias added, temperature applied."""
+        return (logits + self.logit_bias) / self.temperature
+
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        return softmax((logits + self.logit_bias) / self.temperature)
+        return softmax(self.calibrated_logits(logits))
 
     def probabilities_and_distances(self, pixels: np.ndarray, batch_size: int = 64):
         """Calibrated probabilities and each picture's distance from the training images in feature space

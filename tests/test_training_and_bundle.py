@@ -65,6 +65,13 @@ def edit_manifest(path, **changes):
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
+def write_split(bundle, split):
+    """Give a bundle copy another split.csv, its checksum recorded so that the bundle still loads."""
+    split.to_csv(bundle / bundles.SPLIT_FILE, index=False)
+    edit_manifest(bundle, files={**bundles.read_manifest(bundle)["files"],
+                                 bundles.SPLIT_FILE: bundles.sha256_file(bundle / bundles.SPLIT_FILE)})
+
+
 def test_changed_model_bytes_are_refused(tiny_bundle, tmp_path):
     path = copy_of(tiny_bundle, tmp_path)
     with open(path / "model.keras", "r+b") as handle:
@@ -255,9 +262,7 @@ def test_validation_comparison_refuses_a_bundle_split_another_way(tiny_bundle, t
     split = pd.read_csv(other / bundles.SPLIT_FILE)
     trained, held = split.index[split["subset"] == "train"][0], split.index[split["subset"] == "val"][0]
     split.loc[[trained, held], "subset"] = ["val", "train"]   # it trained on one of the first's validation images
-    split.to_csv(other / bundles.SPLIT_FILE, index=False)
-    edit_manifest(other, files={**bundles.read_manifest(other)["files"],
-                                bundles.SPLIT_FILE: bundles.sha256_file(other / bundles.SPLIT_FILE)})
+    write_split(other, split)
     with pytest.raises(bundles.BundleError, match="was not split like"):
         compare([str(tiny_bundle), str(other)], SAMPLE, rounds=10)
 
@@ -268,15 +273,11 @@ def test_validation_comparison_accepts_a_bundle_trained_on_a_share_of_the_same_t
     fewer = copy_of(tiny_bundle, tmp_path)          # a learning-curve run: the same split, some training rows gone
     split = pd.read_csv(fewer / bundles.SPLIT_FILE)
     split = split.drop(split.index[split["subset"] == "train"][:5])
-    split.to_csv(fewer / bundles.SPLIT_FILE, index=False)
-    edit_manifest(fewer, files={**bundles.read_manifest(fewer)["files"],
-                                bundles.SPLIT_FILE: bundles.sha256_file(fewer / bundles.SPLIT_FILE)})
+    write_split(fewer, split)
     own, other = compare([str(tiny_bundle), str(fewer)], SAMPLE, rounds=10)
     assert other["n"] == own["n"] and other["score"] == pytest.approx(own["score"])     # the same weights
     split.loc[split.index[split["subset"] == "val"][0], "subset"] = "test"     # validated on fewer images: refused
-    split.to_csv(fewer / bundles.SPLIT_FILE, index=False)
-    edit_manifest(fewer, files={**bundles.read_manifest(fewer)["files"],
-                                bundles.SPLIT_FILE: bundles.sha256_file(fewer / bundles.SPLIT_FILE)})
+    write_split(fewer, split)
     with pytest.raises(bundles.BundleError, match="was not split like"):
         compare([str(tiny_bundle), str(fewer)], SAMPLE, rounds=10)
 
@@ -311,9 +312,7 @@ def test_metadata_gain_fits_on_the_training_images_the_model_never_saw_and_score
     split = pd.read_csv(fewer / bundles.SPLIT_FILE, dtype=str)
     dropped = split.index[split["subset"] == "train"][::2]
     unseen = set(split.loc[dropped, "lesion_id"])
-    split.drop(dropped).to_csv(fewer / bundles.SPLIT_FILE, index=False)
-    edit_manifest(fewer, files={**bundles.read_manifest(fewer)["files"],
-                                bundles.SPLIT_FILE: bundles.sha256_file(fewer / bundles.SPLIT_FILE)})
+    write_split(fewer, split.drop(dropped))
     result = measure(fewer, tiny_bundle, SAMPLE, rounds=10)
     assert result["fit_lesions"] == len(unseen) and result["fit_images"] == len(dropped)
     assert result["val_images"] == int((split["subset"] == "val").sum())
