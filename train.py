@@ -78,6 +78,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", action="store_true",
                    help="re-save half the training photos as JPEG at a random quality (30-95), as phone and web "
                         "copies are")
+    p.add_argument("--patients", action="store_true",
+                   help="also learn from the patient's age, sex and body site (the age, sex and localization "
+                        "columns of a HAM10000 metadata CSV); the model still answers a photo without them")
+    p.add_argument("--patient-dropout", type=fraction(zero=True), default=0.25,
+                   help="share of training photos whose age, sex or body site is hidden, each field on its own, "
+                        "so that the model learns to answer without it")
     p.add_argument("--label-smoothing", type=fraction(zero=True), default=0.1)
     p.add_argument("--dropout", type=fraction(zero=True), default=0.3)
     p.add_argument("--patience", type=whole_number(1), default=8, help="early-stopping patience in epochs")

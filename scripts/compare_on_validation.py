@@ -16,6 +16,9 @@ candidate is scored as it would be served: at its own input size, with the views
 --views, else the (first) bundle's own; the prior shift fitted on validation; argmax. The score
 is validation balanced accuracy + macro F1, and the difference to the first candidate is resampled by
 lesion (paired bootstrap), because on 1,282 images with 15 dermatofibromas a difference of 0.01 is noise.
+A model that reads the patient's age, sex and body site (`train.py --patients`) is given each validation
+image's details from the dataset's metadata, as finishing gives them, or none with --without-patients (what
+it answers when a user enters nothing); a photo-only model ignores them.
 """
 import argparse
 import os
@@ -29,7 +32,7 @@ import numpy as np  # noqa: E402
 from scipy.special import softmax  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
-from skin_core import calibration, data  # noqa: E402
+from skin_core import calibration, data, patients  # noqa: E402
 from skin_core.bundle import (SPLIT_FILE, BundleError, load_bundle, read_manifest,  # noqa: E402
                               weight_soup)
 from skin_core.options import TTA_VIEWS  # noqa: E402
@@ -37,10 +40,11 @@ from skin_core.predict import Predictor  # noqa: E402
 
 
 class ImagesAtSize:
-    """The validation photos prepared for each input size a candidate asks for, each read once."""
+    """The validation photos prepared for each input size a candidate asks for, each read once, and their
+    patients' details (None: given to no model)."""
 
-    def __init__(self, table, split_from: Path):
-        self.table, self.split_from, self._prepared = table, split_from, {}
+    def __init__(self, table, split_from: Path, patient_rows=None):
+        self.table, self.split_from, self.patient_rows, self._prepared = table, split_from, patient_rows, {}
 
     def __call__(self, input_size: int, detail_side: int | None) -> np.ndarray:
         key = (input_size, detail_side)
@@ -76,12 +80,16 @@ def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndar
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
     if views not in TTA_VIEWS:
         raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(TTA_VIEWS)})")
+    if len(bundles) > 1 and any(bundle.patient_head is not None for bundle in bundles):
+        raise BundleError(f"{spec}: bundles that read the patient's details cannot be averaged")
     weight_soup(bundles)
     bundles[0].manifest["test_time_augmentation"] = views
-    return Predictor(bundles[0]).logits(images(bundles[0].input_size, bundles[0].detail_side))
+    return Predictor(bundles[0]).logits(images(bundles[0].input_size, bundles[0].detail_side),
+                                        patients=images.patient_rows)
 
 
-def compare(candidates: list[str], data_root, views: str | None = None, rounds: int = 500) -> list[dict]:
+def compare(candidates: list[str], data_root, views: str | None = None, rounds: int = 500,
+            with_patients: bool = True) -> list[dict]:
     """Validation scores of each candidate and its paired-bootstrap difference to the first."""
     first = Path(candidates[0].split(",")[0].partition("@")[0].split("+")[0])   # its model loads once, below
     table = data.load_under_split(data_root, first / SPLIT_FILE)
@@ -89,7 +97,7 @@ def compare(candidates: list[str], data_root, views: str | None = None, rounds: 
     code = {c: i for i, c in enumerate(read_manifest(first)["classes"])}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
     log_prior = calibration.log_prior(table.loc[table["subset"] == "train", "dx"].map(code).to_numpy(), len(code))
-    images = ImagesAtSize(val, first)
+    images = ImagesAtSize(val, first, patients.read(data_root, val["image_id"]) if with_patients else None)
     results, reference, known = [], None, {}
     for spec in candidates:
         logits = candidate_logits(spec, images, views, known)
@@ -112,9 +120,11 @@ def main():
     parser.add_argument("--data", required=True, help="the dataset the bundles were trained on")
     parser.add_argument("--views", default=None, choices=list(TTA_VIEWS),
                         help="test-time views of candidates without their own '@views' (default: each bundle's own)")
+    parser.add_argument("--without-patients", action="store_true",
+                        help="give models that read age, sex and body site none of them (the photo alone)")
     args = parser.parse_args()
     try:
-        results = compare(args.candidates, args.data, args.views)
+        results = compare(args.candidates, args.data, args.views, with_patients=not args.without_patients)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"validation: {results[0]['n']} images, {results[0]['lesions']} lesions; "

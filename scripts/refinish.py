@@ -50,7 +50,11 @@ def main():
         raise SystemExit(f"error: {args.out} already exists; re-finish into a new folder")
     try:
         source = load_bundle(args.bundle)
-        weight_soup([source] + [load_bundle(path) for path in args.average_with])
+        others = [load_bundle(path) for path in args.average_with]
+        if others and any(bundle.patient_head is not None for bundle in [source] + others):
+            raise BundleError("bundles that read the patient's age, sex and body site cannot be averaged "
+                              "(each network learnt its own share of what those details tell)")
+        weight_soup([source] + others)
     except BundleError as exc:
         raise SystemExit(f"error: {exc}") from None
     recorded = source.manifest["training"]
@@ -82,7 +86,8 @@ def main():
         try:
             out = training.finish_from_weights(config, str(weights), str(history) if history else None, fit_info,
                                                expected_fingerprint=source.manifest["dataset"]["fingerprint"],
-                                               split_csv=Path(args.bundle) / SPLIT_FILE)
+                                               split_csv=Path(args.bundle) / SPLIT_FILE,
+                                               patient_head=source.patient_head)
         except (ValueError, BundleError, OSError) as exc:   # DatasetError is a ValueError: the message says why
             raise SystemExit(f"error: {getattr(exc, 'strerror', None) or exc}") from None
     print(f"re-finished {out}")

@@ -20,6 +20,7 @@ from . import model as _model  # registers the custom layers a saved model may h
 from .familiarity import FAMILIARITY_FILE, Familiarity
 from .jsonfiles import replace_file, replace_json, sync_to_disk
 from .options import TTA_VIEWS
+from .patients import PATIENT_FILE, PatientHead
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -28,7 +29,7 @@ HISTORY_FILE = "history.csv"
 EVALUATION_FILE = "evaluation.json"
 SPLIT_FILE = "split.csv"
 CARD_FILE = "MODEL_CARD.md"
-CHECKED_FILES = (MODEL_FILE, HISTORY_FILE, EVALUATION_FILE, SPLIT_FILE, FAMILIARITY_FILE)
+CHECKED_FILES = (MODEL_FILE, HISTORY_FILE, EVALUATION_FILE, SPLIT_FILE, FAMILIARITY_FILE, PATIENT_FILE)
 
 
 class BundleError(ValueError):
@@ -49,6 +50,7 @@ class Bundle:
     manifest: dict
     model: keras.Model
     familiarity: Familiarity | None = None    # how unlike the training images a photo is (None: not fitted)
+    patient_head: PatientHead | None = None   # what age, sex and body site add (None: the photo alone)
 
     @property
     def classes(self) -> list[str]:
@@ -152,7 +154,15 @@ def load_bundle(path) -> Bundle:
             familiarity = Familiarity.load(path / FAMILIARITY_FILE)
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"{path.name}: {FAMILIARITY_FILE} cannot be read ({exc}).") from None
-    return Bundle(path=path, manifest=manifest, model=model, familiarity=familiarity)
+    patient_head = None
+    if PATIENT_FILE in manifest["files"]:
+        try:
+            patient_head = PatientHead.load(path / PATIENT_FILE)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{path.name}: {PATIENT_FILE} cannot be read ({exc}).") from None
+        if patient_head.classes != list(manifest["classes"]):
+            raise BundleError(f"{path.name}: {PATIENT_FILE} lists other classes than the manifest.")
+    return Bundle(path=path, manifest=manifest, model=model, familiarity=familiarity, patient_head=patient_head)
 
 
 def inside_bundle(path) -> bool:
@@ -197,7 +207,8 @@ def inference_copy(model: keras.Model) -> keras.Model:
 
 
 def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, evaluation=None,
-                 split=None, card: str | None = None, familiarity: Familiarity | None = None) -> Path:
+                 split=None, card: str | None = None, familiarity: Familiarity | None = None,
+                 patient_head: PatientHead | None = None) -> Path:
     """Write a complete bundle into a temporary folder beside `target`, then move it into place.
 
     A crash at any point leaves either no bundle or the previous one, never half of one.
@@ -220,6 +231,8 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
             split.to_csv(staging / SPLIT_FILE, index=False)
         if familiarity is not None:
             familiarity.save(staging / FAMILIARITY_FILE)
+        if patient_head is not None:
+            patient_head.save(staging / PATIENT_FILE)
         files = {name: sha256_file(staging / name) for name in CHECKED_FILES if (staging / name).is_file()}
         manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
         with open(staging / MANIFEST_FILE, "w") as handle:

@@ -15,6 +15,7 @@ LOGITS_LAYER = "logits"
 POOL_LAYER = "pool"
 DROPOUT_LAYER = "head_dropout"
 COLOUR_LAYER = "colour_constancy"
+PATIENT_LOGITS_LAYER = "patient_logits"
 # HAM10000's typical illuminant (R, G, B): the median shades-of-grey estimate (p=6) over the centre squares of
 # 201 development photos. The pinkish skin around a lesion, not a grey card, is the reference.
 REFERENCE_ILLUMINANT = (202.0, 150.0, 161.0)
@@ -94,6 +95,21 @@ def build_model(num_classes: int = 7, input_size: int = 224, alpha: float = 1.0,
     logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(x)
     probabilities = keras.layers.Activation("softmax", name="probabilities", dtype="float32")(logits)
     return keras.Model(inputs, probabilities, name=f"mobilenet_v1_{alpha}_{input_size}")
+
+
+def with_patient_head(model: keras.Model, n_features: int) -> keras.Model:
+    """The model training fits when age, sex and body site are known: the photo model's logits plus a linear
+    push from the patient's one-hot details (skin_core.patients), both fed as a dict {"image", "patient"}.
+
+    It shares its layers with `model`, which stays the photo model the bundle stores; the push starts at
+    zero, so a model started from a trained bundle starts by answering exactly as that bundle.
+    """
+    patient = keras.Input((n_features,), name="patient")
+    push = keras.layers.Dense(model.output.shape[-1], use_bias=False, kernel_initializer="zeros",
+                              name=PATIENT_LOGITS_LAYER)(patient)
+    logits = keras.layers.Add(name="logits_with_patient")([model.get_layer(LOGITS_LAYER).output, push])
+    probabilities = keras.layers.Activation("softmax", name="probabilities_with_patient", dtype="float32")(logits)
+    return keras.Model({"image": model.inputs[0], "patient": patient}, probabilities, name=model.name + "_patient")
 
 
 def body_layers(model: keras.Model) -> list[keras.layers.Layer]:

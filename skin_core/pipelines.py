@@ -18,30 +18,67 @@ def steps_per_epoch(n_images: int, cfg: TrainConfig) -> int:
     return max(1, n_images // cfg.batch_size)
 
 
-def training_dataset(pixels, labels, n_classes, cfg: TrainConfig) -> tuple[tf.data.Dataset, int]:
-    """Shuffled (or class-balanced) batches with augmentation, prefetched."""
+def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None) -> tuple[tf.data.Dataset, int]:
+    """Shuffled (or class-balanced) batches with augmentation, prefetched.
+
+    With `patients` (one-hot rows, skin_core.patients), each batch's input is {"image", "patient"} and a
+    share cfg.patient_dropout of each field is hidden as "unknown", so the model learns to answer without it.
+    """
     onehot = np.eye(n_classes, dtype=np.float32)[labels]
+    inputs = pixels if patients is None else {"image": pixels, "patient": patients}
     if cfg.balance == "sampling":
-        per_class = [tf.data.Dataset.from_tensor_slices((pixels[labels == c], onehot[labels == c]))
+        per_class = [tf.data.Dataset.from_tensor_slices((_rows(inputs, labels == c), onehot[labels == c]))
                      .shuffle(4096, seed=cfg.seed + c).repeat() for c in range(n_classes) if (labels == c).any()]
         ds = tf.data.Dataset.sample_from_datasets(per_class, seed=cfg.seed)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((pixels, onehot)).shuffle(len(labels), seed=cfg.seed).repeat()
+        ds = tf.data.Dataset.from_tensor_slices((inputs, onehot)).shuffle(len(labels), seed=cfg.seed).repeat()
     steps = steps_per_epoch(len(labels), cfg)
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_on_images(lambda x: tf.cast(x, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.augment:
         augment = augmenter(cfg.seed, cfg.photometric)
-        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(_on_images(lambda x: augment(x, training=True)), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.compression:
-        ds = ds.map(lambda x, y: (compress_some(x, cfg.seed + 8), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(_on_images(lambda x: compress_some(x, cfg.seed + 8)), num_parallel_calls=tf.data.AUTOTUNE)
+    if patients is not None:
+        share = cfg.patient_dropout
+        ds = ds.map(lambda x, y: ({**x, "patient": hide_some(x["patient"], cfg.seed + 9, share)}, y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     mixing = mixer(cfg.mix, cfg.seed + 7)
     if mixing is not None:
+        if patients is not None:
+            raise ValueError("Label mixing blends two photos into one; it cannot blend two patients' details.")
+
         def mix(x, y):
             mixed = mixing({"images": x, "labels": y}, training=True)
             return mixed["images"], mixed["labels"]
         ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+def _rows(inputs, chosen):
+    return {k: v[chosen] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[chosen]
+
+
+def _on_images(change):
+    """A map over (inputs, labels) batches that changes only the photos, with or without patient details."""
+    def apply(x, y):
+        return ({**x, "image": change(x["image"])} if isinstance(x, dict) else change(x)), y
+    return apply
+
+
+def hide_some(patients: tf.Tensor, seed: int, share: float) -> tf.Tensor:
+    """Set each field (age, sex, body site) of a random `share` of the rows to its "unknown" column."""
+    if share <= 0:
+        return patients
+    from .patients import GROUPS
+    parts = []
+    for i, (start, stop) in enumerate(GROUPS.values()):
+        group = patients[:, start:stop]
+        hidden = tf.random.uniform([tf.shape(patients)[0], 1], seed=seed + i) < share
+        unknown = tf.one_hot(stop - start - 1, stop - start, dtype=patients.dtype)[None]
+        parts.append(tf.where(hidden, unknown, group))
+    return tf.concat(parts, axis=1)
 
 
 def compress_some(images: tf.Tensor, seed: int, share: float = 0.5, qualities: tuple[int, int] = (30, 95)) -> tf.Tensor:
@@ -65,7 +102,8 @@ def compress_some(images: tf.Tensor, seed: int, share: float = 0.5, qualities: t
                      (images, quality, chosen), fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
 
 
-def eval_dataset(pixels, labels, n_classes, batch_size) -> tf.data.Dataset:
+def eval_dataset(pixels, labels, n_classes, batch_size, patients=None) -> tf.data.Dataset:
     onehot = np.eye(n_classes, dtype=np.float32)[labels]
-    return (tf.data.Dataset.from_tensor_slices((pixels, onehot)).batch(batch_size)
-            .map(lambda x, y: (tf.cast(x, tf.float32), y)).cache().prefetch(tf.data.AUTOTUNE))
+    inputs = pixels if patients is None else {"image": pixels, "patient": patients}
+    return (tf.data.Dataset.from_tensor_slices((inputs, onehot)).batch(batch_size)
+            .map(_on_images(lambda x: tf.cast(x, tf.float32))).cache().prefetch(tf.data.AUTOTUNE))

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
-from . import explain, images
+from . import explain, images, patients as patient_details
 from .bundle import Bundle, load_bundle
 from .model import POOL_LAYER
 
@@ -48,6 +49,7 @@ class Predictor:
         self.logit_bias = bundle.logit_bias
         self.tta = bundle.manifest.get("test_time_augmentation", "none")
         self.familiarity = bundle.familiarity
+        self.patient_head = bundle.patient_head   # None: the model reads the photo alone
         self._feature_width = int(bundle.model.get_layer(POOL_LAYER).output.shape[-1])
         self._logits, self._with_cams = explain.make_forward(bundle.model, self.temperature, self.logit_bias,
                                                              self.tta)
@@ -61,12 +63,23 @@ class Predictor:
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         return images.prepare(rgb, self.input_size, self.detail_side)
 
-    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Uncalibrated logits for prepared uint8 pictures (n, size, size, 3)."""
-        return self.logits_and_features(pixels, batch_size)[0]
+    def logits(self, pixels: np.ndarray, batch_size: int = 64, *, patients=None) -> np.ndarray:
+        """Uncalibrated logits for prepared uint8 pictures (n, size, size, 3); see logits_and_features."""
+        return self.logits_and_features(pixels, batch_size, patients=patients)[0]
 
-    def logits_and_features(self, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """Uncalibrated logits and the pooled features the head reads, for prepared uint8 pictures."""
+    def logits_and_features(self, pixels: np.ndarray, batch_size: int = 64, *,
+                            patients=None) -> tuple[np.ndarray, np.ndarray]:
+        """Uncalibrated logits and the pooled features the head reads, for prepared uint8 pictures.
+
+        `patients`: a table of age, sex and localization, one row per picture (None: nothing known); a model
+        with a patient head adds their push to the logits, a photo-only model ignores them.
+        """
+        logits, features = self.photo_logits_and_features(pixels, batch_size)
+        return self.with_patients(logits, patients), features
+
+    def photo_logits_and_features(self, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """The network's own logits (no patient push) and pooled features: one pass that with_patients can
+        then complete with and without the patients' details."""
         batches = [self._logits(tf.convert_to_tensor(pixels[i:i + batch_size], tf.float32))
                    for i in range(0, len(pixels), batch_size)]
         if not batches:
@@ -74,9 +87,15 @@ class Predictor:
         return (np.concatenate([logits.numpy() for logits, _ in batches]),
                 np.concatenate([pooled.numpy() for _, pooled in batches]))
 
-    def probabilities(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def with_patients(self, photo_logits: np.ndarray, patients=None) -> np.ndarray:
+        """The photo's logits plus the patient head's push (unchanged for a photo-only model)."""
+        if self.patient_head is None:
+            return photo_logits
+        return photo_logits + self.patient_head.logits(patients, len(photo_logits))
+
+    def probabilities(self, pixels: np.ndarray, batch_size: int = 64, *, patients=None) -> np.ndarray:
         """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
-        return self.calibrated(self.logits(pixels, batch_size))
+        return self.calibrated(self.logits(pixels, batch_size, patients=patients))
 
     def calibrated_logits(self, logits: np.ndarray) -> np.ndarray:
         """The logits the calibrated probabilities are the softmax of: logit bias added, temperature applied."""
@@ -85,10 +104,10 @@ class Predictor:
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
         return softmax(self.calibrated_logits(logits))
 
-    def probabilities_and_distances(self, pixels: np.ndarray, batch_size: int = 64):
+    def probabilities_and_distances(self, pixels: np.ndarray, batch_size: int = 64, *, patients=None):
         """Calibrated probabilities and each picture's distance from the training images in feature space
         (None without a familiarity model), in one pass."""
-        logits, features = self.logits_and_features(pixels, batch_size)
+        logits, features = self.logits_and_features(pixels, batch_size, patients=patients)
         distances = self.familiarity.distance(features) if self.familiarity is not None else None
         return self.calibrated(logits), distances
 
@@ -115,7 +134,8 @@ class Predictor:
         arrays = data.read_images(table, self.input_size, self.detail_side, skip_bad=skip_bad,
                                   on_progress=on_progress)
         labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
-        report = evaluation.build_report(labels, self.probabilities(arrays.pixels), self.classes,
+        rows = patient_details.read(dataset_root, arrays.table["image_id"]) if self.patient_head else None
+        report = evaluation.build_report(labels, self.probabilities(arrays.pixels, patients=rows), self.classes,
                                          groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
                                          thresholds=self.bundle.thresholds)
         report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable,
@@ -123,17 +143,21 @@ class Predictor:
                       lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()))
         return report
 
-    def analyse(self, decoded: images.DecodedImage) -> Analysis:
+    def analyse(self, decoded: images.DecodedImage, patient: dict | None = None) -> Analysis:
+        """One photo's answer; `patient` is patients.check's row (age, sex, localization), or None."""
         model_input = self.prepare(decoded.rgb)
-        probs, _, cams, pooled = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
+        probs, logits, cams, pooled = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
+        if self.patient_head is not None:     # the maps stay the photo's: the push does not depend on it
+            rows = None if patient is None else pd.DataFrame([patient])
+            probs = self.calibrated(self.with_patients(logits.numpy(), rows))
         distance = limit = None
         if self.familiarity is not None:
             distance, limit = float(self.familiarity.distance(pooled.numpy())[0]), self.familiarity.threshold
-        return Analysis(self.classes, probs.numpy()[0].astype(np.float64), cams.numpy()[0], model_input, decoded,
+        return Analysis(self.classes, np.asarray(probs)[0].astype(np.float64), cams.numpy()[0], model_input, decoded,
                         distance, limit)
 
-    def analyse_bytes(self, data: bytes) -> Analysis:
-        return self.analyse(images.decode(data))
+    def analyse_bytes(self, data: bytes, patient: dict | None = None) -> Analysis:
+        return self.analyse(images.decode(data), patient)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -23,8 +23,9 @@ import tensorflow as tf
 
 from . import __version__, bundle as bundles, calibration, data, evaluation, resume
 from . import familiarity as familiarity_model
+from . import patients as patient_details
 from .classes import CLASS_CODES
-from .model import build_model, set_trainable_from
+from .model import LOGITS_LAYER, PATIENT_LOGITS_LAYER, build_model, set_trainable_from, with_patient_head
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .progress import ProgressCallback, ProgressLog
 from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
@@ -71,6 +72,8 @@ class TrainConfig:
     strategy: str = "default"
     workers: int = 4
     checkpoint: str | None = None    # folder for the run's state after every epoch, to continue a stopped run
+    patients: bool = False           # also learn from the patient's age, sex and body site (skin_core.patients)
+    patient_dropout: float = 0.25    # share of each of those fields hidden in training, so it answers without them
 
 
 PATH_SETTINGS = ("data", "out", "weights", "init_bundle", "split_from", "progress_file", "checkpoint")
@@ -114,6 +117,7 @@ class Prepared:
     detail_side: int | None
     classes: list[str]
     split_info: dict                  # how the split was made, for the manifest
+    patient_rows: pd.DataFrame | None = None   # age, sex, localization per row of the table (cfg.patients)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -125,6 +129,16 @@ class Prepared:
     def labels_of(self, name: str) -> np.ndarray:
         """The labels alone: subset() copies the pixels too (hundreds of MB for the training split)."""
         return self.labels[self.parts[name]]
+
+    def patients_of(self, name: str) -> pd.DataFrame | None:
+        """The subset's age, sex and localization rows (None when the run does not read them)."""
+        if self.patient_rows is None:
+            return None
+        return self.patient_rows[self.parts[name]].reset_index(drop=True)
+
+    def encoded_patients_of(self, name: str) -> np.ndarray | None:
+        rows = self.patients_of(name)
+        return None if rows is None else patient_details.encode(rows)
 
 
 def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = None) -> Prepared:
@@ -168,7 +182,16 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     # the shares obtained: whole folds of StratifiedGroupKFold, so 0.15 asked can come out as 0.16
     split_info.update(sizes=sizes, shares={k: round(n / max(len(table), 1), 3) for k, n in sizes.items()},
                       file=bundles.SPLIT_FILE)
-    return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info)
+    patient_rows = None
+    if cfg.patients:
+        patient_rows = patient_details.read(cfg.data, table["image_id"])
+        known = patient_details.coverage(patient_rows)
+        if not any(known.values()):
+            raise ValueError(f"--patients needs the age, sex or body site of the photos, but {Path(cfg.data).name} "
+                             "records none (HAM10000's metadata CSV has age, sex and localization columns).")
+        log.event("patients", "Patient details known: " + ", ".join(f"{k} {v:.0%}" for k, v in known.items()),
+                  known=known)
+    return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info, patient_rows)
 
 
 SPLIT_METHOD = "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold)"
@@ -205,13 +228,15 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     if state.epoch:      # a fresh random stream for the epochs left, not a replay of the first ones
         run_cfg = replace(run_cfg, seed=cfg.seed + 1000 * state.epoch)
         keras.utils.set_random_seed(run_cfg.seed)
-    train_ds, _ = training_dataset(*prep.subset("train"), n_classes, run_cfg)
-    val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size)
+    train_ds, _ = training_dataset(*prep.subset("train"), n_classes, run_cfg, prep.encoded_patients_of("train"))
+    val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size, prep.encoded_patients_of("val"))
     train_labels = prep.labels_of("train")
     weights = class_weights(train_labels, n_classes, cfg.balance)
     loss = training_loss(train_labels, n_classes, cfg.balance, cfg.label_smoothing)
     with strategy.scope():
-        model = _initial_model(cfg, n_classes)
+        photo_model = _initial_model(cfg, n_classes)
+        # with patient details, the fitted model adds their push; it shares every layer with the photo model
+        model = with_patient_head(photo_model, len(patient_details.FEATURES)) if cfg.patients else photo_model
     best = BestWeights("val_macro_f1")
     if state.epoch:
         with strategy.scope():
@@ -226,7 +251,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
         if state.finished or last <= state.epoch:
             continue
         with strategy.scope():
-            set_trainable_from(model, fraction)
+            set_trainable_from(photo_model, fraction)
             compile_model(model, phase_learning_rate(phase, lr, steps, last - first), cfg.weight_decay, loss)
             if state.epoch > first:          # stopped inside this phase: its optimizer goes on too
                 checkpoint.restore_optimizer(model)
@@ -258,9 +283,17 @@ def machine() -> str:
 
 
 def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.DataFrame, fit_info: dict,
-           log: ProgressLog, started: float) -> Path:
-    """Calibrate and set the melanoma threshold on validation, evaluate on test, write the bundle."""
+           log: ProgressLog, started: float, patient_head: patient_details.PatientHead | None = None) -> Path:
+    """Calibrate and set the melanoma threshold on validation, evaluate on test, write the bundle.
+
+    A model fitted with a patient head is split here into the photo model and the head (or `patient_head`
+    comes with weights finished again); every figure is then computed with the patients' details.
+    """
     classes, table, parts = prep.classes, prep.table, prep.parts
+    model, fitted_head = split_patient_head(model, classes)
+    patient_head = patient_head or fitted_head
+    if patient_head is not None and prep.patient_rows is None:
+        raise ValueError("This model reads the patient's age, sex and body site; finish it with --patients.")
     settings = recorded_settings(cfg)
     manifest = {
         "name": cfg.name or Path(cfg.out).name,
@@ -284,27 +317,37 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         "versions": _versions(),
     }
     log.event("calibrate", "Fitting temperature and melanoma threshold on the validation split")
-    staged = bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": {"temperature": 1.0}}, model=model)
+    staged = bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": {"temperature": 1.0}}, model=model,
+                            patient_head=patient_head)
     val_pixels, val_labels = prep.subset("val")
+    val_patients = prep.patients_of("val")
     val_groups = prep.table["lesion_id"].to_numpy()[prep.parts["val"]]
-    manifest["test_time_augmentation"] = _choose_tta(cfg, staged, val_pixels, val_labels, val_groups, log)
+    manifest["test_time_augmentation"] = _choose_tta(cfg, staged, val_pixels, val_labels, val_groups, log, val_patients)
     staged.manifest["test_time_augmentation"] = manifest["test_time_augmentation"]
     predictor = Predictor(staged)
     log_prior = calibration.log_prior(prep.labels_of("train"), len(classes))
-    val_logits, val_features = predictor.logits_and_features(val_pixels)
+    val_photo_logits, val_features = predictor.photo_logits_and_features(val_pixels)
+    val_logits = predictor.with_patients(val_photo_logits, val_patients)
     shift = calibration.fit_prior_shift(val_logits, val_labels, log_prior) if cfg.balance != "none" else \
         {"prior_shift": 0.0, "log_prior": log_prior.tolist()}
     bias = shift["prior_shift"] * log_prior     # the logit bias the bundle's predictor applies
     calib = {**calibration.fit_temperature(val_logits + bias, val_labels), **shift}
     # from here on, every probability comes from the predictor the app will use, calibration included
-    predictor = Predictor(bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": calib}, model=model))
-    val_probs = predictor.probabilities(val_pixels)
+    predictor = Predictor(bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": calib}, model=model,
+                                         patient_head=patient_head))
+    val_probs = predictor.calibrated(val_logits)
     threshold = evaluation.threshold_for_sensitivity(val_labels, val_probs, classes.index("mel"), cfg.mel_sensitivity)
     manifest["calibration"] = calib
     manifest["thresholds"] = {"mel": threshold}
     val_report = evaluation.build_report(val_labels, val_probs, classes, groups=table.loc[parts["val"], "lesion_id"],
                                          thresholds=manifest["thresholds"], bootstrap_rounds=0)
     manifest["validation"] = {k: val_report[k] for k in HEADLINE + ("operating_points",)}
+    if patient_head is not None:    # the same model and calibration when nothing about the patient is given
+        photo_only = evaluation.build_report(val_labels, predictor.calibrated(predictor.with_patients(val_photo_logits)),
+                                             classes, thresholds=manifest["thresholds"], bootstrap_rounds=0)
+        manifest["patients"] = {"features": patient_details.FEATURES, "dropout": cfg.patient_dropout,
+                                "known_in_training": patient_details.coverage(prep.patients_of("train")),
+                                "validation_photo_only": {k: photo_only[k] for k in HEADLINE}}
     log.event("familiarity", "Measuring where the training images lie in the model's feature space")
     familiarity = fit_familiarity(predictor, prep.subset("train")[0], val_features)
     manifest["familiarity"] = familiarity.description()
@@ -314,7 +357,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         log.event("evaluate", "Evaluating the held-out test split")
         test_pixels, test_labels = prep.subset("test")
         test = table[parts["test"]]
-        test_probs = predictor.probabilities(test_pixels)
+        test_probs = predictor.probabilities(test_pixels, patients=prep.patients_of("test"))
         report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"], image_ids=test["image_id"],
                                          thresholds=manifest["thresholds"])
         report["dataset"] = "held-out test split of " + Path(cfg.data).name
@@ -325,11 +368,23 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     split = table[["image_id", "lesion_id", "dx", "subset"]]
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
-                               familiarity=familiarity)
+                               familiarity=familiarity, patient_head=patient_head)
     if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
         resume.discard(cfg.checkpoint)
     log.event("done", f"Bundle written to {out} ({manifest['training']['seconds'] / 60:.1f} min)", bundle=str(out))
     return out
+
+
+def split_patient_head(model: keras.Model, classes: list[str]) -> tuple[keras.Model, patient_details.PatientHead | None]:
+    """The photo model inside a model fitted with a patient head (model.with_patient_head), and that head's
+    weights; a photo-only model comes back as it is, with None."""
+    if PATIENT_LOGITS_LAYER not in {layer.name for layer in model.layers}:
+        return model, None
+    # the photo model's own softmax lies outside the fitted graph; it has no weights, so a new one is the same
+    probabilities = keras.layers.Activation("softmax", name="probabilities", dtype="float32")(
+        model.get_layer(LOGITS_LAYER).output)
+    photo = keras.Model(model.get_layer("image").output, probabilities, name=model.name.removesuffix("_patient"))
+    return photo, patient_details.PatientHead(model.get_layer(PATIENT_LOGITS_LAYER).get_weights()[0], list(classes))
 
 
 def fit_familiarity(predictor: Predictor, train_pixels: np.ndarray,
@@ -349,6 +404,11 @@ def train(cfg: TrainConfig) -> Path:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.balance not in BALANCE_CHOICES:
         raise ValueError(f"balance must be one of {BALANCE_CHOICES}")
+    if cfg.patients and cfg.mix != "none":
+        raise ValueError("Label mixing blends two photos into one; it cannot blend two patients' details, "
+                         "so --patients needs --mix none.")
+    if not 0 <= cfg.patient_dropout < 1:
+        raise ValueError(f"patient_dropout is a share of the training rows, in [0, 1), got {cfg.patient_dropout}.")
     log = ProgressLog(cfg.progress_file)
     started = time.time()
     log.event("start", f"Training {cfg.name or Path(cfg.out).name} on {cfg.data}", config=asdict(cfg))
@@ -358,7 +418,8 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | None, fit_info: dict,
-                        expected_fingerprint: str | None = None, split_csv: str | Path | None = None) -> Path:
+                        expected_fingerprint: str | None = None, split_csv: str | Path | None = None,
+                        patient_head: patient_details.PatientHead | None = None) -> Path:
     """Make a bundle from weights trained elsewhere (scripts/train_gpu.py) or re-finished (scripts/refinish.py).
 
     The dataset is re-read and re-split with the same seed (or `split_csv`, a bundle's recorded split),
@@ -379,10 +440,11 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | 
                         colour_constancy=cfg.colour_constancy)
     model.load_weights(weights_file)
     history = pd.read_csv(history_csv, index_col="epoch") if history_csv else None   # a soup has none of its own
-    return finish(cfg, prep, model, history, fit_info, log, started)
+    return finish(cfg, prep, model, history, fit_info, log, started, patient_head)
 
 
-def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, groups, log: ProgressLog) -> str:
+def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, groups, log: ProgressLog,
+                patients=None) -> str:
     """The test-time views, chosen on validation (balanced accuracy + macro F1).
 
     The half turn (2 views) is kept when it scores higher than one view. The four quarter turns cost
@@ -394,7 +456,7 @@ def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, groups
     predictions, scores = {}, {}
     for mode in ("none", "half_turn", "quarter_turns"):
         staged.manifest["test_time_augmentation"] = mode
-        predictions[mode] = Predictor(staged).logits(pixels).argmax(1)
+        predictions[mode] = Predictor(staged).logits(pixels, patients=patients).argmax(1)
         scores[mode] = calibration.selection_score(labels, predictions[mode])
     chosen = "half_turn" if scores["half_turn"] > scores["none"] else "none"
     if calibration.clearly_better(labels, groups, predictions["quarter_turns"], predictions[chosen]):

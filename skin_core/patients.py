@@ -1,0 +1,137 @@
+"""The patient's age, sex and body site: read from a dataset, encoded for the model, and the head that
+turns them into a per-class push on the photo's logits.
+
+A dermatologist reads a lesion knowing whose skin it is on and where: a pink scaly patch on an
+80-year-old's face is more likely actinic than on a child's leg. HAM10000 records age, sex and body
+site for nearly every photo, and in the project's measurements (docs/experiments.md, runs 39-41) they
+add to what the photo alone tells. Every field is optional: a missing one is encoded as "unknown",
+which the model also learns (training hides each field at random), so a photo without them is
+answered by the same model.
+
+The head is additive: logits = photo logits + patient one-hot @ weights. It is trained jointly with the
+network (training.py) and stored beside it in the bundle (`patients.json`), so the network file, its
+Grad-CAM, export and feature space stay those of the photo alone.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PATIENT_FILE = "patients.json"
+COLUMNS = ("age", "sex", "localization")
+UNKNOWN = "unknown"
+AGE_BANDS = ((0, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 80), (80, 130))
+SEXES = ("male", "female")
+SITES = ("abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", "hand", "lower extremity",
+         "neck", "scalp", "trunk", "upper extremity")
+"""HAM10000's body sites (its `localization` values, "unknown" aside)."""
+
+
+def _age_name(band: tuple[int, int]) -> str:
+    low, high = band
+    return f"age={low}+" if high > 120 else f"age={low}-{high - 1}"
+
+
+FEATURES = ([_age_name(b) for b in AGE_BANDS] + [f"age={UNKNOWN}"] + [f"sex={s}" for s in SEXES + (UNKNOWN,)]
+            + [f"site={s}" for s in SITES + (UNKNOWN,)])
+"""The one-hot columns, in order: each of the three groups ends with its "unknown" column."""
+GROUPS = {"age": (0, len(AGE_BANDS) + 1),
+          "sex": (len(AGE_BANDS) + 1, len(AGE_BANDS) + len(SEXES) + 2),
+          "localization": (len(AGE_BANDS) + len(SEXES) + 2, len(FEATURES))}
+"""Each field's [start, stop) columns in FEATURES."""
+
+
+class PatientError(ValueError):
+    """Patient details that cannot be used, with a message naming the field."""
+
+
+def check(age=None, sex=None, site=None) -> dict:
+    """One patient's details as given by a person (any of them None), checked; returns the row to encode."""
+    if age is not None and age != "":
+        try:
+            age = float(age)
+        except (TypeError, ValueError):
+            raise PatientError(f"Age must be a number of years, got {age!r}.") from None
+        if not 0 <= age <= 120:
+            raise PatientError(f"Age must be between 0 and 120 years, got {age:g}.")
+    else:
+        age = None
+    if sex not in (None, "", UNKNOWN) and sex not in SEXES:
+        raise PatientError(f"Sex must be one of {', '.join(SEXES)} (or left out), got {sex!r}.")
+    if site not in (None, "", UNKNOWN) and site not in SITES:
+        raise PatientError(f"Body site must be one of {', '.join(SITES)} (or left out), got {site!r}.")
+    return {"age": age, "sex": sex or None, "localization": site or None}
+
+
+def encode(rows: pd.DataFrame) -> np.ndarray:
+    """One-hot rows (n, len(FEATURES)) from age, sex and localization columns; a blank, missing or
+    unrecognised value is "unknown" (a dataset's own site names beyond HAM10000's are not guessed at)."""
+    n = len(rows)
+    out = np.zeros((n, len(FEATURES)), np.float32)
+    age = pd.to_numeric(rows["age"], errors="coerce").to_numpy(float) if "age" in rows else np.full(n, np.nan)
+    band = np.full(n, len(AGE_BANDS))
+    for i, (low, high) in enumerate(AGE_BANDS):
+        band[(age >= low) & (age < high)] = i
+    out[np.arange(n), GROUPS["age"][0] + band] = 1
+    for field, names in (("sex", SEXES), ("localization", SITES)):
+        values = rows[field].to_numpy(object) if field in rows else np.full(n, None, object)
+        index = np.array([names.index(v) if v in names else len(names) for v in values])
+        out[np.arange(n), GROUPS[field][0] + index] = 1
+    return out
+
+
+def unknown(n: int) -> np.ndarray:
+    """n rows with every field unknown: what a photo without patient details is answered with."""
+    return encode(pd.DataFrame({c: [None] * n for c in COLUMNS}))
+
+
+def read(data_root, image_ids) -> pd.DataFrame:
+    """Age, sex and localization for `image_ids`, in their order, from the dataset's metadata file; rows or
+    columns it lacks (or a dataset without one, e.g. class folders) come back blank, i.e. unknown."""
+    from .data import find_metadata
+    blank = pd.DataFrame({c: [None] * len(image_ids) for c in COLUMNS})
+    found = find_metadata(Path(data_root))
+    if found is None:
+        return blank
+    frame = pd.read_csv(found, dtype={"image_id": str}).drop_duplicates("image_id").set_index("image_id")
+    rows = frame.reindex(list(image_ids))
+    for column in COLUMNS:
+        blank[column] = rows[column].to_numpy(object) if column in rows else None
+    return blank.where(pd.notna(blank), None)
+
+
+def coverage(rows: pd.DataFrame) -> dict[str, float]:
+    """The share of rows with each field known: a dataset without them teaches the head nothing."""
+    encoded = encode(rows)
+    return {field: float(1 - encoded[:, stop - 1].mean()) if len(rows) else 0.0
+            for field, (_, stop) in GROUPS.items()}
+
+
+@dataclass
+class PatientHead:
+    """The trained per-class weight of every one-hot column: (len(FEATURES), classes)."""
+    weights: np.ndarray
+    classes: list[str]
+
+    def logits(self, rows: pd.DataFrame | None, n: int) -> np.ndarray:
+        """The push on the photo logits for n photos (rows None: nothing known about any of them)."""
+        encoded = unknown(n) if rows is None else encode(rows)
+        if len(encoded) != n:
+            raise PatientError(f"{len(encoded)} patient rows for {n} photos.")
+        return encoded @ self.weights
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps({"features": FEATURES, "classes": self.classes,
+                                          "weights": np.round(self.weights, 6).tolist()}, indent=1))
+
+    @classmethod
+    def load(cls, path) -> "PatientHead":
+        stored = json.loads(Path(path).read_text())
+        weights = np.asarray(stored["weights"], np.float32)
+        if stored.get("features") != FEATURES or weights.shape != (len(FEATURES), len(stored["classes"])):
+            raise PatientError(f"{Path(path).name} was written for other patient columns than this version reads.")
+        return cls(weights, list(stored["classes"]))
