@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages.common import active_predictor, notice
-from skin_core import explain, images, report
+from skin_core import explain, images, patients, report
 from skin_core.bundle import SPLIT_FILE
 from skin_core.data import sample_examples
 from skin_core.classes import BY_CODE, full_name
@@ -46,14 +46,46 @@ def probability_chart(ranked: list[tuple[str, float]]) -> go.Figure:
     return figure
 
 
-def show_result(index: int, label: str, data: bytes, predictor) -> None:
+NOT_GIVEN = "not given"
+
+
+def patient_form(predictor) -> dict | None:
+    """The patient's age, sex and body site, all optional, for a model trained to read them (None: nothing
+    entered). They apply to every photo on the page: one patient at a time."""
+    if predictor.patient_head is None:
+        return None
+    with st.expander("Patient details (optional): age, sex and body site", expanded=True):
+        st.caption("This model also reads the patient's age, sex and where the lesion is, as a dermatologist would. "
+                   "Leave any of them out and it answers without it. In HAM10000 they are tied to the clinics "
+                   "that took the photos, so their weight may differ in another population.")
+        age_column, sex_column, site_column = st.columns(3)
+        age = age_column.number_input("Age (years)", min_value=0, max_value=120, value=None, step=1,
+                                      placeholder=NOT_GIVEN, key="patient-age")
+        sex = sex_column.selectbox("Sex", (NOT_GIVEN,) + patients.SEXES, key="patient-sex")
+        site = site_column.selectbox("Body site", (NOT_GIVEN,) + patients.SITES, key="patient-site")
+    patient = patients.check(age, None if sex == NOT_GIVEN else sex, None if site == NOT_GIVEN else site)
+    return patient if any(value is not None for value in patient.values()) else None
+
+
+def answered_from(analysis, predictor) -> str | None:
+    """One line on what the answer used, for a model that can read the patient's details."""
+    if predictor.patient_head is None:
+        return None
+    if analysis.patient is None:
+        return "Answered from the photo alone (no patient details entered above)."
+    given = [f"age {analysis.patient['age']:g}" if analysis.patient["age"] is not None else None,
+             analysis.patient["sex"], analysis.patient["localization"]]
+    return "Answered from the photo and " + ", ".join(g for g in given if g) + "."
+
+
+def show_result(index: int, label: str, data: bytes, predictor, patient: dict | None = None) -> None:
     st.subheader(label)
     try:
         decoded = images.decode(data)
     except images.ImageError as exc:
         st.error(f"Cannot use this file: {exc}", icon="🚫")
         return
-    analysis = predictor.analyse(decoded)
+    analysis = predictor.analyse(decoded, patient)
     ranked = analysis.ranked()
     model_findings, photo_findings = report.findings(analysis, predictor.bundle.thresholds)
     key = f"{index}-{hashlib.sha1(data).hexdigest()[:10]}"
@@ -81,6 +113,9 @@ def show_result(index: int, label: str, data: bytes, predictor) -> None:
         st.markdown(f"**Most likely: {full_name(top_code)}** ({top_p:.0%}) — {BY_CODE[top_code].description}")
         st.plotly_chart(probability_chart(ranked), key=f"chart-{key}")
         st.markdown("**Top 3:** " + " · ".join(f"{i}. {full_name(c)} {p:.0%}" for i, (c, p) in enumerate(ranked[:3], 1)))
+        used = answered_from(analysis, predictor)
+        if used:
+            st.caption(used)
         for finding in model_findings:
             getattr(st, SEVERITY.get(finding.code, "info"))(finding.message)
         if photo_findings:
@@ -104,6 +139,7 @@ st.caption("The confidence of the top answer is calibrated on held-out lesions. 
               "Evaluation → Calibration shows how each class's probabilities match what the lesions were; ")
            + "all of them reflect HAM10000's mix of lesions, not a clinic's.")
 
+patient = patient_form(predictor)
 upload_tab, camera_tab, example_tab = st.tabs(["Upload", "Camera", "Examples"])
 inputs: list[tuple[str, bytes]] = []
 with upload_tab:
@@ -136,4 +172,4 @@ if not inputs:
     st.info("Choose a photo to begin, or try one of the examples.")
 for index, (label, data) in enumerate(inputs):
     st.divider()
-    show_result(index, label, data, predictor)
+    show_result(index, label, data, predictor, patient)

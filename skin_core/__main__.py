@@ -1,6 +1,7 @@
 """Command line: predict, evaluate and export with a model bundle.
 
     python -m skin_core predict  --model models/default photo.jpg [more.jpg ...] [--gradcam OUTDIR]
+                                 [--age YEARS] [--sex male|female] [--site "lower extremity"]
     python -m skin_core evaluate --model models/default --data DATASET --json report.json
     python -m skin_core export   --model models/default --format tflite|savedmodel --out PATH
 """
@@ -23,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="models/default", help="bundle folder")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--gradcam", metavar="OUTDIR", help="also write a Grad-CAM overlay PNG per image here")
+    predict.add_argument("--age", help="the patient's age in years (for a model trained with --patients)")
+    predict.add_argument("--sex", help="the patient's sex: male or female")
+    predict.add_argument("--site", help="the lesion's body site, one of HAM10000's (e.g. back, face, "
+                                        "'lower extremity')")
     evaluate = commands.add_parser("evaluate", help="evaluate a bundle on a labelled dataset")
     evaluate.add_argument("--model", default="models/default")
     evaluate.add_argument("--data", required=True, help="dataset folder in either layout")
@@ -59,16 +64,23 @@ def _fail(message: str) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import explain, images, report
+    from . import explain, images, patients, report
     from .predict import Predictor
+    try:
+        patient = patients.check(args.age, args.sex, args.site)   # before the model loads
+    except patients.PatientError as exc:
+        return _fail(str(exc))
+    given = any(value is not None for value in patient.values())
     predictor = Predictor.from_path(args.model)
+    if given and predictor.patient_head is None:
+        print("note: this model reads the photo alone; --age, --sex and --site are not used", file=sys.stderr)
     if args.gradcam:
         Path(args.gradcam).mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in args.images:
         shown = ascii(path)[1:-1]
         try:
-            analysis = predictor.analyse(images.load_file(path))
+            analysis = predictor.analyse(images.load_file(path), patient if given else None)
         except (images.ImageError, OSError) as exc:
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             print(f"error: {shown}: {message}", file=sys.stderr)

@@ -91,17 +91,12 @@ def unknown(n: int) -> np.ndarray:
 
 def read(data_root, image_ids) -> pd.DataFrame:
     """Age, sex and localization for `image_ids`, in their order, from the dataset's metadata file; rows or
-    columns it lacks (or a dataset without one, e.g. class folders) come back blank, i.e. unknown."""
+    columns it lacks (or a dataset without one, e.g. class folders) come back blank (NaN), i.e. unknown."""
     from .data import find_metadata
-    blank = pd.DataFrame({c: [None] * len(image_ids) for c in COLUMNS})
     found = find_metadata(Path(data_root))
-    if found is None:
-        return blank
-    frame = pd.read_csv(found, dtype={"image_id": str}).drop_duplicates("image_id").set_index("image_id")
-    rows = frame.reindex(list(image_ids))
-    for column in COLUMNS:
-        blank[column] = rows[column].to_numpy(object) if column in rows else None
-    return blank.where(pd.notna(blank), None)
+    frame = pd.DataFrame(columns=["image_id"]) if found is None else pd.read_csv(found, dtype={"image_id": str})
+    rows = frame.drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
+    return rows.reindex(columns=list(COLUMNS)).reset_index(drop=True)
 
 
 def coverage(rows: pd.DataFrame) -> dict[str, float]:

@@ -27,6 +27,7 @@ class Analysis:
     decoded: images.DecodedImage
     distance: float | None = None    # from the training images in feature space (None: the bundle has no
     distance_limit: float | None = None   # familiarity model); above the limit the photo is unlike them
+    patient: dict | None = None      # the age, sex and body site the answer used (None: the photo alone)
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(self.probabilities)[::-1]
@@ -153,8 +154,9 @@ class Predictor:
         distance = limit = None
         if self.familiarity is not None:
             distance, limit = float(self.familiarity.distance(pooled.numpy())[0]), self.familiarity.threshold
+        used = patient if self.patient_head is not None and patient is not None else None
         return Analysis(self.classes, np.asarray(probs)[0].astype(np.float64), cams.numpy()[0], model_input, decoded,
-                        distance, limit)
+                        distance, limit, used)
 
     def analyse_bytes(self, data: bytes, patient: dict | None = None) -> Analysis:
         return self.analyse(images.decode(data), patient)

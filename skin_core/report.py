@@ -36,6 +36,8 @@ def lesion_report(label: str, analysis: Analysis, bundle: Bundle) -> dict:
         "thresholds": bundle.thresholds,
         "at_or_above_threshold": {code: probabilities[code] >= limit for code, limit in bundle.thresholds.items()
                                   if code in probabilities},
+        "patient": analysis.patient,          # None: answered from the photo alone
+        "model_reads_patient": bundle.patient_head is not None,
         "findings": [{"about": "answer", "code": f.code, "message": f.message} for f in answer]
         + [{"about": "photo", "code": f.code, "message": f.message} for f in photo],
         "notice": NOTICE,

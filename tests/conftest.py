@@ -62,6 +62,17 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_patient_bundle(tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny run again on tiny_bundle's split, also reading the patients' age, sex and body site."""
+    from skin_core.training import TrainConfig, train
+    out = tmp_path_factory.mktemp("bundles") / "tiny_patients"
+    config = TrainConfig(data=str(SAMPLE), out=str(out), epochs=2, head_epochs=1, img_size=32, alpha=0.25,
+                         weights=None, batch_size=8, split_from=str(tiny_bundle), workers=2, patients=True,
+                         head_lr=0.05)
+    return train(config)
+
+
+@pytest.fixture(scope="session")
 def default_bundle() -> Path:
     if not (DEFAULT_BUNDLE / "manifest.json").is_file():
         pytest.skip("models/default has not been trained yet")

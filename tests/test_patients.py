@@ -1,0 +1,168 @@
+"""Age, sex and body site: their encoding, the head trained with the network, and every place that serves it
+(the predictor, finishing, the command line, the validation comparison and the Diagnose page)."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from conftest import SAMPLE, make_folder_dataset
+from skin_core import bundle as bundles, images, patients
+from skin_core.pipelines import hide_some
+from skin_core.predict import Predictor, softmax
+
+
+def one_hot_names(row: np.ndarray) -> list[str]:
+    return [patients.FEATURES[i] for i in np.flatnonzero(row)]
+
+
+def test_each_field_lands_in_its_column_and_anything_blank_or_foreign_is_unknown():
+    rows = pd.DataFrame({"age": [29, 30, 85.0, None, "n/a"],
+                         "sex": ["female", "male", None, "unknown", "other"],
+                         "localization": ["face", "lower extremity", "unknown", None, "moon"]})
+    encoded = patients.encode(rows)
+    assert encoded.shape == (5, len(patients.FEATURES)) and encoded.sum(axis=1).tolist() == [3] * 5
+    assert one_hot_names(encoded[0]) == ["age=0-29", "sex=female", "site=face"]
+    assert one_hot_names(encoded[1]) == ["age=30-39", "sex=male", "site=lower extremity"]
+    assert one_hot_names(encoded[2]) == ["age=80+", "sex=unknown", "site=unknown"]
+    assert one_hot_names(encoded[3]) == one_hot_names(encoded[4]) == ["age=unknown", "sex=unknown", "site=unknown"]
+    np.testing.assert_array_equal(patients.unknown(2), encoded[[3, 4]])
+
+
+def test_details_typed_by_a_person_are_checked_with_a_message_naming_the_field():
+    assert patients.check("42", "male", "back") == {"age": 42.0, "sex": "male", "localization": "back"}
+    assert patients.check(None, "", None) == {"age": None, "sex": None, "localization": None}
+    for bad, field in (({"age": "forty"}, "Age"), ({"age": -1}, "Age"), ({"age": 130}, "Age"),
+                       ({"sex": "m"}, "Sex"), ({"site": "elbow"}, "Body site")):
+        with pytest.raises(patients.PatientError, match=field):
+            patients.check(**bad)
+
+
+def test_details_are_read_by_image_id_and_a_dataset_without_them_reads_as_unknown(tmp_path, sample_meta):
+    meta = pd.read_csv(SAMPLE / "HAM10000_metadata.csv")
+    ids = list(meta["image_id"][[5, 0, 3]]) + ["ISIC_not_listed"]
+    rows = patients.read(SAMPLE, ids)
+    assert list(rows["localization"][:3]) == list(meta.set_index("image_id").loc[ids[:3], "localization"])
+    assert rows.iloc[3].isna().all()
+    folders = make_folder_dataset(tmp_path / "folders", sample_meta.head(3))
+    assert patients.coverage(patients.read(folders, ids[:3])) == {"age": 0.0, "sex": 0.0, "localization": 0.0}
+
+
+def test_hiding_sets_whole_fields_to_unknown_and_nothing_else():
+    rows = patients.encode(pd.DataFrame({"age": [45] * 400, "sex": ["female"] * 400, "localization": ["back"] * 400}))
+    assert np.array_equal(hide_some(tf.constant(rows), 1, 0.0).numpy(), rows)
+    assert np.array_equal(hide_some(tf.constant(rows), 1, 0.9999).numpy(), patients.unknown(400))
+    half = hide_some(tf.constant(rows), 1, 0.5).numpy()
+    for field, (start, stop) in patients.GROUPS.items():
+        assert (half[:, start:stop].sum(axis=1) == 1).all()           # still one value per field
+        hidden = half[:, stop - 1].mean()
+        assert 0.4 < hidden < 0.6, field                                # each field hidden on its own draw
+    sex, site = patients.GROUPS["sex"], patients.GROUPS["localization"]
+    assert not np.array_equal(half[:, sex[1] - 1], half[:, site[1] - 1])
+
+
+def test_a_patient_run_writes_its_head_in_the_bundle_and_the_predictor_adds_its_push(tiny_patient_bundle):
+    bundle = bundles.load_bundle(tiny_patient_bundle)
+    manifest = bundle.manifest
+    assert patients.PATIENT_FILE in manifest["files"] and manifest["training"]["patients"] is True
+    head = bundle.patient_head
+    assert head.weights.shape == (len(patients.FEATURES), 7) and np.abs(head.weights).max() > 0.01   # it learnt
+    assert set(manifest["patients"]["validation_photo_only"]) >= {"balanced_accuracy", "macro_f1", "ece"}
+    assert manifest["patients"]["known_in_training"]["localization"] > 0.9
+    assert [layer.name for layer in bundle.model.layers][-2:] == ["logits", "probabilities"]   # the photo model
+
+    predictor = Predictor(bundle)
+    decoded = images.load_file(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg")))
+    pixels = predictor.prepare(decoded.rgb)[None]
+    photo_logits, _ = predictor.photo_logits_and_features(pixels)
+    old_face = patients.check(80, "male", "face")
+    alone, with_details = predictor.analyse(decoded), predictor.analyse(decoded, old_face)
+    # exactly the calibrated softmax of the photo's logits plus the head's push ("unknown" when nothing is given)
+    np.testing.assert_allclose(with_details.probabilities, softmax(predictor.calibrated_logits(
+        photo_logits + patients.encode(pd.DataFrame([old_face])) @ head.weights))[0], atol=1e-5)
+    np.testing.assert_allclose(alone.probabilities, softmax(predictor.calibrated_logits(
+        photo_logits + patients.unknown(1) @ head.weights))[0], atol=1e-5)
+    assert np.abs(with_details.probabilities - alone.probabilities).max() > 1e-3
+    np.testing.assert_array_equal(with_details.cams, alone.cams)      # the maps explain the photo
+    assert with_details.patient == old_face and alone.patient is None
+
+
+def test_finishing_scores_the_test_split_with_each_patients_details(tiny_patient_bundle):
+    predictor = Predictor.from_path(tiny_patient_bundle)
+    stored = json.loads((tiny_patient_bundle / bundles.EVALUATION_FILE).read_text())
+    again = predictor.evaluate(SAMPLE)        # the held-out test images, details from the metadata file
+    assert again["predictions"]["image_id"] == stored["predictions"]["image_id"]
+    assert again["balanced_accuracy"] == pytest.approx(stored["balanced_accuracy"])
+    np.testing.assert_allclose(np.array(again["predictions"]["probs"]),
+                               np.array(stored["predictions"]["probs"]), atol=1e-4)
+
+
+def test_a_changed_head_file_is_refused(tiny_patient_bundle, tmp_path):
+    copy = shutil.copytree(tiny_patient_bundle, tmp_path / "copy")
+    stored = json.loads((copy / patients.PATIENT_FILE).read_text())
+    stored["weights"][0][0] += 1.0
+    (copy / patients.PATIENT_FILE).write_text(json.dumps(stored))
+    with pytest.raises(bundles.BundleError, match="patients.json does not match its manifest checksum"):
+        bundles.load_bundle(copy)
+
+
+def test_a_patient_run_is_refused_on_data_without_details_or_with_label_mixing(tmp_path, sample_meta):
+    from skin_core.training import TrainConfig, train
+    folders = make_folder_dataset(tmp_path / "folders", sample_meta)
+    tiny = dict(epochs=1, head_epochs=1, img_size=32, alpha=0.25, weights=None, batch_size=8, workers=2,
+                patients=True)
+    with pytest.raises(ValueError, match="records none"):
+        train(TrainConfig(data=str(folders), out=str(tmp_path / "a"), **tiny))
+    with pytest.raises(ValueError, match="--mix none"):
+        train(TrainConfig(data=str(SAMPLE), out=str(tmp_path / "b"), mix="mixup", **tiny))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_predict_on_the_command_line_takes_the_details_and_names_a_bad_one(tiny_patient_bundle, tiny_bundle, capsys):
+    from skin_core.__main__ import main
+    photo = next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))
+    assert main(["predict", "--model", str(tiny_patient_bundle), str(photo), "--age", "70", "--sex", "female",
+                 "--site", "face"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["patient"] == {"age": 70.0, "sex": "female", "localization": "face"}
+    assert record["model_reads_patient"] is True
+    assert main(["predict", "--model", str(tiny_patient_bundle), str(photo), "--age", "old"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == "error: Age must be a number of years, got 'old'." and not captured.out
+    assert main(["predict", "--model", str(tiny_bundle), str(photo), "--site", "back"]) == 0
+    captured = capsys.readouterr()
+    assert "reads the photo alone" in captured.err and json.loads(captured.out)["patient"] is None
+
+
+def test_the_validation_comparison_gives_a_patient_model_its_details_unless_told_not_to(tiny_patient_bundle):
+    from compare_on_validation import compare
+    manifest = json.loads((tiny_patient_bundle / "manifest.json").read_text())
+    (with_details,) = compare([str(tiny_patient_bundle)], SAMPLE, rounds=10)
+    (photo_only,) = compare([str(tiny_patient_bundle)], SAMPLE, rounds=10, with_patients=False)
+    # the first reproduces finishing, which used the details; the second is the same model given none
+    assert with_details["balanced_accuracy"] == pytest.approx(manifest["validation"]["balanced_accuracy"])
+    assert with_details["prior_shift"] == manifest["calibration"]["prior_shift"]
+    assert photo_only["n"] == with_details["n"]
+    with pytest.raises(bundles.BundleError, match="cannot be averaged"):
+        compare([f"{tiny_patient_bundle}+{tiny_patient_bundle}"], SAMPLE, rounds=10)
+
+
+def test_the_diagnose_page_asks_for_the_details_and_says_what_the_answer_used(tiny_patient_bundle, tmp_path,
+                                                                              monkeypatch):
+    from test_app import page, real_image
+    root = tmp_path / "models"
+    shutil.copytree(tiny_patient_bundle, root / "default")
+    monkeypatch.setenv("SKIN_MODELS_DIR", str(root))
+    at = page("diagnose").run()
+    assert not at.exception
+    assert [box.label for box in at.selectbox] == ["Sex", "Body site"] and at.number_input[0].value is None
+    at.file_uploader[0].set_value(("lesion.jpg", real_image(), "image/jpeg")).run()
+    assert any(str(c.value) == "Answered from the photo alone (no patient details entered above)." for c in at.caption)
+    chart_alone = at.get("plotly_chart")[0].proto.spec
+    at.number_input[0].set_value(80).run()
+    at.selectbox[1].set_value("face").run()
+    assert not at.exception
+    assert any(str(c.value) == "Answered from the photo and age 80, face." for c in at.caption)
+    assert at.get("plotly_chart")[0].proto.spec != chart_alone          # the probabilities moved
