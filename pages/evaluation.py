@@ -180,6 +180,18 @@ def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:
                         key=f"hist-{metric}-{key}")
 
 
+def patients_note(manifest: dict) -> None:
+    """For a model that reads age, sex and body site: its figures used them, and what it scores without them."""
+    recorded = manifest.get("patients")
+    if not recorded:
+        return
+    alone, val = recorded["validation_photo_only"], manifest["validation"]
+    st.info("This model also reads the patient's age, sex and body site, and these figures used each image's "
+            "recorded details. Given the photo alone it scores, on the validation split, balanced accuracy "
+            f"{alone['balanced_accuracy']:.3f} and macro F1 {alone['macro_f1']:.3f} (with the details: "
+            f"{val['balanced_accuracy']:.3f} and {val['macro_f1']:.3f}).")
+
+
 def show(name: str, key: str) -> None:
     try:
         path, manifest, report, history = load(name)
@@ -192,6 +204,7 @@ def show(name: str, key: str) -> None:
         curves(history, manifest, key)
         return
     headline(report, key)
+    patients_note(manifest)
     tabs = st.tabs(["Confusion matrix", "Per class", "ROC & threshold", "Calibration", "Training curves",
                     "Robustness", "Download"])
     with tabs[0]:

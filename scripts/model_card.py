@@ -103,12 +103,32 @@ def familiarity_text(m: dict) -> str:
             "of the validation photos' distances.")
 
 
+def patients_text(m: dict) -> str:
+    """What the patient head reads and how the model does without it, for a bundle trained with --patients."""
+    p = m.get("patients")
+    if not p:
+        return ""
+    alone, val = p["validation_photo_only"], m["validation"]
+    return (f"\nIt also reads the patient's age (in bands), sex and body site when they are given: each one-hot with "
+            f"an \"unknown\" column, through a dense layer whose seven outputs are added to the photo's logits "
+            f"(`patients.json`), trained with the network, each field hidden in {p['dropout']:.0%} of training photos so "
+            f"that a photo alone is answered too. Every figure below was computed with each image's recorded details; "
+            f"given none, the same model scores balanced accuracy {pct(alone['balanced_accuracy'])}, macro F1 "
+            f"{pct(alone['macro_f1'])} and ECE {pct(alone['ece'])} on validation (with them: "
+            f"{pct(val['balanced_accuracy'])}, {pct(val['macro_f1'])}, {pct(val['ece'])}).")
+
+
 def fitted_on(t: dict) -> str:
     """The machine the manifest records; bundles from before it did were fitted on this project's 2-core
     CPU (TensorFlow) or a GPU (train_gpu.py's other backends)."""
     if t.get("machine"):
         return t["machine"]
     return "a 2-core CPU" if t.get("backend", "tensorflow") == "tensorflow" else "a GPU"
+
+
+PATIENT_LIMIT = ("- Age, sex and body site are weighed as HAM10000's two clinics recorded them; there, site and age are "
+                 "tied to the clinic and its referral pattern,\n  so their weight may not carry over to another "
+                 "population. The Diagnose page lets them be left out.\n")
 
 
 def card(bundle: Path, command: str, experiments: str) -> str:
@@ -133,7 +153,7 @@ resolution of the training copies, so sharper uploads are seen at the detail the
 bilinear resize, {'shades-of-grey colour constancy to a fixed reference illuminant and ' if m['preprocessing'].get('colour_constancy') else ''}scaling to [-1, 1] inside the model. {prior_shift_text(m)}Probabilities are calibrated by temperature scaling
 (T = {m['calibration']['temperature']:.3f}, fitted on the validation split). Melanoma decision threshold
 {m['thresholds']['mel']:.3f}, chosen on the validation split to reach melanoma sensitivity {t['mel_sensitivity']:.2f} there.
-{familiarity_text(m)}
+{familiarity_text(m)}{patients_text(m)}
 
 ## Data and licence
 {m['dataset']['n_images']} HAM10000 dermatoscopic images of {m['dataset']['n_lesions']} lesions ({counts}), as 200x150
@@ -202,7 +222,7 @@ and melanoma F1 0.511 on an nv-heavy validation set.
 - The top answer's confidence is calibrated (the ECE above), the per-class probabilities less so: training
   weighs the rarer classes up, so their probabilities run high (the Evaluation page's Calibration tab shows
   each class's), and all of them reflect HAM10000's mix of lesions, not a clinic's.
-- Rare classes (df, vasc, akiec) have few test lesions, so their figures carry wide uncertainty.
+{PATIENT_LIMIT if m.get("patients") else ""}- Rare classes (df, vasc, akiec) have few test lesions, so their figures carry wide uncertainty.
 - Not for clinical use.
 """
 

@@ -15,17 +15,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skin_core import data, images, robustness  # noqa: E402
+from skin_core import data, images, patients, robustness  # noqa: E402
 from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, update_report  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
 
 
 def held_out(bundle, data_root, subset: str):
-    """Decoded pictures and labels of one subset of the bundle's own split."""
+    """Decoded pictures, labels and patients' details of one subset of the bundle's own split."""
     table = data.load_under_split(data_root, bundle.path / SPLIT_FILE, classes=bundle.classes)
     rows = table[table["subset"] == subset].reset_index(drop=True)
     pictures = [images.load_file(path).rgb for path in rows["path"]]
-    return pictures, rows["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
+    details = patients.read(data_root, rows["image_id"]) if bundle.patient_head is not None else None
+    return pictures, rows["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy(), details
 
 
 def main():
@@ -36,10 +37,10 @@ def main():
     args = parser.parse_args()
     try:
         bundle = load_bundle(args.bundle)
-        pictures, y_true = held_out(bundle, args.data, args.subset)
+        pictures, y_true, details = held_out(bundle, args.data, args.subset)
     except (BundleError, data.DatasetError, images.ImageError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    rows = robustness.report(Predictor(bundle), pictures, y_true)
+    rows = robustness.report(Predictor(bundle), pictures, y_true, patient_rows=details)
     if args.subset == "test":   # the described model's report; validation figures are for choosing only
         update_report(bundle.path, robustness.ROBUSTNESS_FILE, {"subset": args.subset, "conditions": rows})
     print("\n".join(robustness.markdown_table(rows)))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from . import patients
 from .bundle import inside_bundle, load_bundle
 from .model import COLOUR_LAYER
 from .predict import softmax
@@ -42,13 +43,18 @@ _VIEW_OPERATIONS = {"identity": lambda x: x, "rot90": lambda x: np.rot90(x, 1, a
                     "flip_left_right": lambda x: x[:, :, ::-1], "flip_up_down": lambda x: x[:, ::-1]}
 
 
-def calibrated_probabilities(run, pixels: np.ndarray, sidecar: dict) -> np.ndarray:
+def calibrated_probabilities(run, pixels: np.ndarray, sidecar: dict, patient_rows=None) -> np.ndarray:
     """What the app shows, from an exported model: `run` maps pictures to the export's probabilities;
     the log-probabilities of the sidecar's views are averaged (as the app averages logits: the same up to
-    a constant), shifted by the logit bias and divided by the temperature."""
+    a constant), shifted by the logit bias (and the patient push, for a model that reads age, sex and body
+    site: `patient_rows` one per picture, None for nothing known) and divided by the temperature."""
     log_p = [np.log(np.maximum(run(np.ascontiguousarray(_VIEW_OPERATIONS[name](pixels))), 1e-12))
              for name in sidecar["views"]]
-    return softmax((np.mean(log_p, axis=0) + np.asarray(sidecar["logit_bias"])) / sidecar["temperature"])
+    shift = np.asarray(sidecar["logit_bias"])
+    if "patient_push" in sidecar:
+        onehot = patients.unknown(len(pixels)) if patient_rows is None else patients.encode(patient_rows)
+        shift = shift + onehot @ np.asarray(sidecar["patient_push"]["weights"])
+    return softmax((np.mean(log_p, axis=0) + shift) / sidecar["temperature"])
 
 
 def export_savedmodel(model, out: Path) -> Path:
@@ -128,15 +134,21 @@ def export_bundle(bundle_path, fmt: str, out, quantize: str = "none") -> Path:
 def _sidecar_text(bundle, bundle_path: Path, quantize: str) -> str:
     """What an app serving the export needs besides the network: classes, views, calibration, thresholds."""
     tta = bundle.manifest.get("test_time_augmentation", "none")
+    head = bundle.patient_head
     return json.dumps({"source_bundle": str(bundle_path), "classes": bundle.classes,
                        "input_size": bundle.input_size, "preprocessing": bundle.manifest["preprocessing"],
                        "test_time_augmentation": tta, "views": VIEW_NAMES[tta],
                        "temperature": bundle.temperature, "thresholds": bundle.thresholds,
                        "logit_bias": [float(b) for b in bundle.logit_bias], "quantize": quantize,
                        "output": "uncalibrated softmax probabilities p of one view; the app's calibrated "
-                                 "probabilities = softmax((mean over the views of log(p) + logit_bias) / temperature), "
+                                 "probabilities = softmax((mean over the views of log(p) + logit_bias"
+                                 + (" + patient_push" if head else "") + ") / temperature), "
                                  "the views being the picture turned or flipped as named (rot90: 90 degrees "
-                                 "counter-clockwise)"}, indent=2)
+                                 "counter-clockwise)",
+                       **({"patient_push": {"features": patients.FEATURES, "weights": head.weights.tolist(),
+                                            "rule": "one-hot age band, sex and body site (each its 'unknown' "
+                                                    "column when not given) @ weights, one value per class"}}
+                          if head else {})}, indent=2)
 
 
 def _write_export(bundle, fmt: str, out: Path, quantize: str) -> None:

@@ -61,11 +61,13 @@ def prepared(pictures: list[np.ndarray], condition: Condition, input_size: int, 
                                     input_size, detail_side) for rgb in pictures])
 
 
-def report(predictor, pictures: list[np.ndarray], y_true: np.ndarray, conditions=CONDITIONS) -> list[dict]:
+def report(predictor, pictures: list[np.ndarray], y_true: np.ndarray, conditions=CONDITIONS,
+           patient_rows=None) -> list[dict]:
     """One row per condition: accuracy, balanced accuracy, macro F1, melanoma recall at the bundle's
     threshold, and the share of photographs whose top diagnosis differs from the first condition's
     (the unaltered photographs, in CONDITIONS), and the share the familiarity check flags as unlike the
-    training images (when the bundle has one)."""
+    training images (when the bundle has one). `patient_rows`: the patients' details, for a model that reads
+    them (only the photos are altered)."""
     y_true = np.asarray(y_true, dtype=int)
     labels = list(range(len(predictor.classes)))
     mel = predictor.classes.index("mel") if "mel" in predictor.classes else None
@@ -73,7 +75,7 @@ def report(predictor, pictures: list[np.ndarray], y_true: np.ndarray, conditions
     rows, reference = [], None
     for condition in conditions:
         probs, distances = predictor.probabilities_and_distances(
-            prepared(pictures, condition, predictor.input_size, predictor.detail_side))
+            prepared(pictures, condition, predictor.input_size, predictor.detail_side), patients=patient_rows)
         pred = probs.argmax(axis=1)
         reference = pred if reference is None else reference
         row = {"condition": condition.name, "description": condition.description, "n": int(len(y_true)),

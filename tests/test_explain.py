@@ -35,7 +35,7 @@ def disc_predictor():
             layer.momentum = 0.8
     x, y, _ = synthetic(np.random.default_rng(0), 320)
     model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, batch_size=32, epochs=5, verbose=0)
+    model.fit(x, y, batch_size=32, epochs=8, verbose=0)
     manifest = {"classes": ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], "input_size": SIZE,
                 "preprocessing": {"detail_side": None}, "files": {}}
     return Predictor(Bundle(path=SAMPLE, manifest=manifest, model=model))

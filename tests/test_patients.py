@@ -166,3 +166,42 @@ def test_the_diagnose_page_asks_for_the_details_and_says_what_the_answer_used(ti
     assert not at.exception
     assert any(str(c.value) == "Answered from the photo and age 80, face." for c in at.caption)
     assert at.get("plotly_chart")[0].proto.spec != chart_alone          # the probabilities moved
+
+
+def test_an_export_carries_the_patient_push_and_its_recipe_gives_what_the_app_shows(tiny_patient_bundle, tmp_path):
+    from skin_core import data, export
+    bundle = bundles.load_bundle(tiny_patient_bundle)
+    table = data.load_dataset(SAMPLE).table.head(12)
+    pixels = data.read_images(table, bundle.input_size, bundle.detail_side).pixels
+    rows = patients.read(SAMPLE, table["image_id"])
+    path = export.export_bundle(tiny_patient_bundle, "tflite", tmp_path / "model.tflite")
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["patient_push"]["features"] == patients.FEATURES and "patient_push" in sidecar["output"]
+    runner, predictor = export.TFLiteRunner(path), Predictor(bundle)
+    for given in (rows, None):
+        np.testing.assert_allclose(export.calibrated_probabilities(runner, pixels.astype(np.float32), sidecar, given),
+                                   predictor.probabilities(pixels, patients=given), atol=1e-4)
+
+
+def test_the_model_card_says_what_the_head_reads_and_how_the_model_does_without_it(tiny_patient_bundle, tiny_bundle):
+    from model_card import card
+    text = card(tiny_patient_bundle, "python train.py ... --patients", "(none)")
+    alone = json.loads((tiny_patient_bundle / "manifest.json").read_text())["patients"]["validation_photo_only"]
+    assert "reads the patient's age (in bands), sex and body site" in text
+    assert f"balanced accuracy {alone['balanced_accuracy']:.3f}" in text and "tied to the clinic" in text
+    photo_only_card = card(tiny_bundle, "python train.py ...", "(none)")
+    assert "sex and body site" not in photo_only_card and "tied to the clinic" not in photo_only_card
+
+
+def test_the_evaluation_page_says_its_figures_used_the_details_and_what_the_photo_alone_scores(
+        tiny_patient_bundle, tiny_bundle, tmp_path, monkeypatch):
+    from test_app import page
+    root = tmp_path / "models"
+    shutil.copytree(tiny_patient_bundle, root / "default")
+    shutil.copytree(tiny_bundle, root / "photo_only")
+    monkeypatch.setenv("SKIN_MODELS_DIR", str(root))
+    at = page("evaluation").run()
+    assert not at.exception
+    alone = json.loads((root / "default" / "manifest.json").read_text())["patients"]["validation_photo_only"]
+    notes = [str(i.value) for i in at.info if "reads the patient's age" in str(i.value)]
+    assert len(notes) == 1 and f"balanced accuracy {alone['balanced_accuracy']:.3f}" in notes[0]
