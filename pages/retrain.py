@@ -105,6 +105,11 @@ def launch_form(admin: bool) -> None:
             "Even out white balance and exposure", False,
             help="The model first brings each photo's light and colour cast to HAM10000's typical one "
                  "(shades-of-grey colour constancy), so photos from other cameras look more alike to it")
+        with_patients = st.checkbox(
+            "Also learn from age, sex and body site", False,
+            help="The patient's age, sex and the lesion's body site from the dataset's metadata CSV (HAM10000 "
+                 "records them) go into a small head added to the photo's answer; each is hidden at random in "
+                 "training, so the model still answers a photo without them")
         same_lesions = st.checkbox(
             "Hold out the active model's validation and test lesions", False,
             help="Reuse the active model's split (every image of this dataset must be listed in the active "
@@ -119,7 +124,7 @@ def launch_form(admin: bool) -> None:
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "no_augment": not augment, "photometric": photometric, "mix": mix,
                   "colour_constancy": colour_constancy, "compression": compression,
-                  "patience_from": int(epochs) // 2}
+                  "patience_from": int(epochs) // 2, "patients": with_patients}
         try:   # the split and the starting weights come from one reading of the active model
             config, notes = launch.plan_run(config, dataset.table, start_from=start_from,
                                             same_lesions=same_lesions, active=registry.active_path())

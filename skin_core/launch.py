@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import patients
 from .bundle import SPLIT_FILE, BundleError, read_manifest
 from .data import split_problem, split_when_starting_from
 
@@ -30,6 +31,8 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
         raise LaunchError(f"Unknown starting point {start_from!r}; expected one of {', '.join(START_FROM)}.")
     config, notes = dict(settings), []
     active = Path(active)
+    if config.get("patients"):
+        _check_patient_run(config, table)
     if same_lesions:
         problem = split_problem(table, active / SPLIT_FILE)
         if problem:
@@ -57,3 +60,14 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
                      "its weights are continued at their own shape.")
     config.update(init_bundle=str(active), **shape)
     return config, notes
+
+
+def _check_patient_run(config: dict, table: pd.DataFrame) -> None:
+    """A run that learns from age, sex and body site needs a dataset that records them and no label mixing."""
+    if config.get("mix", "none") != "none":
+        raise LaunchError("Label mixing blends two photos into one and cannot blend two patients' details: "
+                          "set it to none to learn from age, sex and body site.")
+    known = patients.coverage(patients.read(config["data"], table["image_id"]))
+    if not any(known.values()):
+        raise LaunchError("This dataset records no age, sex or body site (a HAM10000 metadata CSV with age, sex "
+                          "and localization columns does), so there is nothing to learn from them.")

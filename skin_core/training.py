@@ -234,9 +234,11 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     weights = class_weights(train_labels, n_classes, cfg.balance)
     loss = training_loss(train_labels, n_classes, cfg.balance, cfg.label_smoothing)
     with strategy.scope():
-        photo_model = _initial_model(cfg, n_classes)
+        photo_model, start_head = _initial_model(cfg, n_classes)
         # with patient details, the fitted model adds their push; it shares every layer with the photo model
         model = with_patient_head(photo_model, len(patient_details.FEATURES)) if cfg.patients else photo_model
+        if cfg.patients and start_head is not None:      # a starting bundle's head goes on from where it was
+            model.get_layer(PATIENT_LOGITS_LAYER).set_weights([start_head.weights])
     best = BestWeights("val_macro_f1")
     if state.epoch:
         with strategy.scope():
@@ -466,7 +468,8 @@ def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, groups
     return chosen
 
 
-def _initial_model(cfg: TrainConfig, n_classes: int) -> keras.Model:
+def _initial_model(cfg: TrainConfig, n_classes: int) -> tuple[keras.Model, patient_details.PatientHead | None]:
+    """The photo model to fit, from the starting weights or bundle, and that bundle's patient head (if any)."""
     model = build_model(n_classes, cfg.img_size, cfg.alpha, weights=None if cfg.init_bundle else cfg.weights,
                         dropout=cfg.dropout, colour_constancy=cfg.colour_constancy)
     if cfg.init_bundle:
@@ -475,7 +478,8 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> keras.Model:
             raise ValueError(f"The starting bundle is alpha {source.manifest.get('alpha')} at "
                              f"{source.input_size}px; set --alpha and --img-size to match.")
         model.set_weights(source.model.get_weights())
-    return model
+        return model, source.patient_head
+    return model, None
 
 
 def _refuse_test_leak(init_bundle: str, table: pd.DataFrame) -> None:

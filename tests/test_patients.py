@@ -205,3 +205,32 @@ def test_the_evaluation_page_says_its_figures_used_the_details_and_what_the_phot
     alone = json.loads((root / "default" / "manifest.json").read_text())["patients"]["validation_photo_only"]
     notes = [str(i.value) for i in at.info if "reads the patient's age" in str(i.value)]
     assert len(notes) == 1 and f"balanced accuracy {alone['balanced_accuracy']:.3f}" in notes[0]
+
+
+def test_a_retrain_run_learning_from_the_details_needs_them_in_the_dataset_and_no_label_mixing(tiny_bundle, tmp_path,
+                                                                                               sample_meta):
+    from skin_core import data, launch
+    form = {"data": str(SAMPLE), "epochs": 3, "img_size": 32, "alpha": 0.25, "seed": 42, "patients": True}
+    config, _ = launch.plan_run(form, data.load_dataset(SAMPLE).table, start_from="imagenet", same_lesions=False,
+                                active=tiny_bundle)
+    assert config["patients"] is True
+    with pytest.raises(launch.LaunchError, match="Label mixing"):
+        launch.plan_run({**form, "mix": "cutmix"}, data.load_dataset(SAMPLE).table, start_from="imagenet",
+                        same_lesions=False, active=tiny_bundle)
+    folders = make_folder_dataset(tmp_path / "folders", sample_meta)
+    with pytest.raises(launch.LaunchError, match="records no age, sex or body site"):
+        launch.plan_run({**form, "data": str(folders)}, data.load_dataset(folders).table, start_from="imagenet",
+                        same_lesions=False, active=tiny_bundle)
+
+
+def test_a_run_started_from_a_patient_bundle_starts_from_its_head_too(tiny_patient_bundle):
+    from skin_core.training import TrainConfig, _initial_model
+    from skin_core.model import PATIENT_LOGITS_LAYER, with_patient_head
+    config = TrainConfig(data=str(SAMPLE), out="unused", img_size=32, alpha=0.25, init_bundle=str(tiny_patient_bundle))
+    photo_model, head = _initial_model(config, 7)
+    source = bundles.load_bundle(tiny_patient_bundle)
+    np.testing.assert_array_equal(head.weights, source.patient_head.weights)
+    for mine, theirs in zip(photo_model.get_weights(), source.model.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert with_patient_head(photo_model, len(patients.FEATURES)).get_layer(PATIENT_LOGITS_LAYER).kernel.shape == \
+        head.weights.shape
