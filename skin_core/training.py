@@ -25,7 +25,7 @@ from . import __version__, bundle as bundles, calibration, data, evaluation, res
 from . import familiarity as familiarity_model
 from . import patients as patient_details
 from .classes import CLASS_CODES
-from .model import LOGITS_LAYER, PATIENT_LOGITS_LAYER, build_model, set_trainable_from, with_patient_head
+from .model import LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model, set_trainable_from, with_patient_head
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .progress import ProgressCallback, ProgressLog
 from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
@@ -238,7 +238,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
         # with patient details, the fitted model adds their push; it shares every layer with the photo model
         model = with_patient_head(photo_model, len(patient_details.FEATURES)) if cfg.patients else photo_model
         if cfg.patients and start_head is not None:      # a starting bundle's head goes on from where it was
-            model.get_layer(PATIENT_LOGITS_LAYER).set_weights([start_head.weights])
+            model.get_layer(PATIENT_LOGITS_LAYER).set_weights([start_head.weights / PATIENT_GAIN])
     best = BestWeights("val_macro_f1")
     if state.epoch:
         with strategy.scope():
@@ -386,7 +386,8 @@ def split_patient_head(model: keras.Model, classes: list[str]) -> tuple[keras.Mo
     probabilities = keras.layers.Activation("softmax", name="probabilities", dtype="float32")(
         model.get_layer(LOGITS_LAYER).output)
     photo = keras.Model(model.get_layer("image").output, probabilities, name=model.name.removesuffix("_patient"))
-    return photo, patient_details.PatientHead(model.get_layer(PATIENT_LOGITS_LAYER).get_weights()[0], list(classes))
+    kernel = model.get_layer(PATIENT_LOGITS_LAYER).get_weights()[0]
+    return photo, patient_details.PatientHead(kernel * PATIENT_GAIN, list(classes))
 
 
 def fit_familiarity(predictor: Predictor, train_pixels: np.ndarray,

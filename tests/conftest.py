@@ -68,7 +68,7 @@ def tiny_patient_bundle(tiny_bundle, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny_patients"
     config = TrainConfig(data=str(SAMPLE), out=str(out), epochs=2, head_epochs=1, img_size=32, alpha=0.25,
                          weights=None, batch_size=8, split_from=str(tiny_bundle), workers=2, patients=True,
-                         head_lr=0.05)
+                         head_lr=0.01)
     return train(config)
 
 

@@ -225,12 +225,20 @@ def test_a_retrain_run_learning_from_the_details_needs_them_in_the_dataset_and_n
 
 def test_a_run_started_from_a_patient_bundle_starts_from_its_head_too(tiny_patient_bundle):
     from skin_core.training import TrainConfig, _initial_model
-    from skin_core.model import PATIENT_LOGITS_LAYER, with_patient_head
+    import keras
+    from skin_core.model import PATIENT_GAIN, PATIENT_LOGITS_LAYER, with_patient_head
     config = TrainConfig(data=str(SAMPLE), out="unused", img_size=32, alpha=0.25, init_bundle=str(tiny_patient_bundle))
     photo_model, head = _initial_model(config, 7)
     source = bundles.load_bundle(tiny_patient_bundle)
     np.testing.assert_array_equal(head.weights, source.patient_head.weights)
     for mine, theirs in zip(photo_model.get_weights(), source.model.get_weights()):
         np.testing.assert_array_equal(mine, theirs)
-    assert with_patient_head(photo_model, len(patients.FEATURES)).get_layer(PATIENT_LOGITS_LAYER).kernel.shape == \
-        head.weights.shape
+    model = with_patient_head(photo_model, len(patients.FEATURES))
+    model.get_layer(PATIENT_LOGITS_LAYER).set_weights([head.weights / PATIENT_GAIN])    # as fit() starts it
+    rows = patients.read(SAMPLE, pd.read_csv(SAMPLE / "HAM10000_metadata.csv")["image_id"][:4])
+    pixels = np.zeros((4, 32, 32, 3), np.float32)
+    logits = keras.Model(model.inputs, model.get_layer("logits_with_patient").output)(
+        {"image": pixels, "patient": patients.encode(rows)}).numpy()
+    # the fitted model's logits are the photo's plus the stored push: the gain is undone where it is stored
+    np.testing.assert_allclose(logits, keras.Model(photo_model.inputs, photo_model.get_layer("logits").output)(
+        pixels).numpy() + patients.encode(rows) @ head.weights, atol=1e-5)
