@@ -64,7 +64,8 @@ def check(age=None, sex=None, site=None) -> dict:
         raise PatientError(f"Sex must be one of {', '.join(SEXES)} (or left out), got {sex!r}.")
     if site not in (None, "", UNKNOWN) and site not in SITES:
         raise PatientError(f"Body site must be one of {', '.join(SITES)} (or left out), got {site!r}.")
-    return {"age": age, "sex": sex or None, "localization": site or None}
+    given = lambda value: None if value in (None, "", UNKNOWN) else value   # noqa: E731
+    return {"age": age, "sex": given(sex), "localization": given(site)}
 
 
 def encode(rows: pd.DataFrame) -> np.ndarray:

@@ -33,7 +33,7 @@ def test_each_field_lands_in_its_column_and_anything_blank_or_foreign_is_unknown
 
 def test_details_typed_by_a_person_are_checked_with_a_message_naming_the_field():
     assert patients.check("42", "male", "back") == {"age": 42.0, "sex": "male", "localization": "back"}
-    assert patients.check(None, "", None) == {"age": None, "sex": None, "localization": None}
+    assert patients.check(None, "", "unknown") == {"age": None, "sex": None, "localization": None}
     for bad, field in (({"age": "forty"}, "Age"), ({"age": -1}, "Age"), ({"age": 130}, "Age"),
                        ({"sex": "m"}, "Sex"), ({"site": "elbow"}, "Body site")):
         with pytest.raises(patients.PatientError, match=field):
@@ -242,3 +242,20 @@ def test_a_run_started_from_a_patient_bundle_starts_from_its_head_too(tiny_patie
     # the fitted model's logits are the photo's plus the stored push: the gain is undone where it is stored
     np.testing.assert_allclose(logits, keras.Model(photo_model.inputs, photo_model.get_layer("logits").output)(
         pixels).numpy() + patients.encode(rows) @ head.weights, atol=1e-5)
+
+
+def test_refinishing_a_patient_bundle_keeps_its_head_and_its_validation_figures(tiny_patient_bundle, tmp_path,
+                                                                                monkeypatch):
+    import refinish
+    from conftest import run_script
+    out = tmp_path / "again"
+    run_script(refinish, monkeypatch, tiny_patient_bundle, "--out", out, "--data", SAMPLE)
+    again, source = bundles.load_bundle(out), bundles.load_bundle(tiny_patient_bundle)
+    np.testing.assert_allclose(again.patient_head.weights, source.patient_head.weights, atol=1e-6)
+    assert again.manifest["validation"]["balanced_accuracy"] == pytest.approx(
+        source.manifest["validation"]["balanced_accuracy"])
+    assert again.manifest["patients"]["validation_photo_only"] == pytest.approx(
+        source.manifest["patients"]["validation_photo_only"])
+    with pytest.raises(SystemExit, match="cannot be averaged"):
+        run_script(refinish, monkeypatch, tiny_patient_bundle, "--average-with", tiny_patient_bundle,
+                   "--out", tmp_path / "soup", "--data", SAMPLE)
