@@ -3,8 +3,8 @@ turns them into a per-class push on the photo's logits.
 
 A dermatologist reads a lesion knowing whose skin it is on and where: a pink scaly patch on an
 80-year-old's face is more likely actinic than on a child's leg. HAM10000 records age, sex and body
-site for nearly every photo, and in the project's measurements (docs/experiments.md, runs 39-41) they
-add to what the photo alone tells. Every field is optional: a missing one is encoded as "unknown",
+site for nearly every photo; what they add to this project's models is measured in docs/experiments.md
+(runs 39-42). Every field is optional: a missing one is encoded as "unknown",
 which the model also learns (training hides each field at random), so a photo without them is
 answered by the same model.
 
