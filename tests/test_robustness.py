@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skin_core import images, robustness
+from skin_core import images, patients, robustness
 from skin_core.bundle import load_bundle
 from skin_core.predict import Predictor
 
@@ -21,7 +21,8 @@ def test_report_agrees_with_evaluation_and_a_half_turn_changes_no_served_answer(
     pictures = [images.load_file(path).rgb for path in sample_meta["path"]]
     y_true = sample_meta["dx"].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
     conditions = (robustness.CONDITIONS[0], HALF_TURN, robustness.CONDITIONS[1])
-    as_stored, half_turn, sharper = robustness.report(predictor, pictures, y_true, conditions)
+    details = patients.read(SAMPLE, sample_meta["image_id"])    # as evaluate reads them (a photo-only model ignores them)
+    as_stored, half_turn, sharper = robustness.report(predictor, pictures, y_true, conditions, patient_rows=details)
 
     evaluation = predictor.evaluate(SAMPLE, leave_out_seen=False)   # the same 70 pictures: a check of the code
     assert as_stored["accuracy"] == evaluation["accuracy"]
@@ -31,11 +32,12 @@ def test_report_agrees_with_evaluation_and_a_half_turn_changes_no_served_answer(
     assert half_turn["top_diagnosis_changed"] == 0.0
     assert half_turn["accuracy"] == as_stored["accuracy"]
     # the sharper crops' row, against the app's own path (one photo at a time, as an upload is analysed)
-    def served(picture: np.ndarray, condition) -> np.ndarray:
+    def served(picture: np.ndarray, condition, patient: dict) -> np.ndarray:
         altered = np.asarray(condition.alter(Image.fromarray(picture)).convert("RGB"))
-        return predictor.analyse(images.DecodedImage(altered, "PNG", "RGB")).probabilities
-    stored = np.array([served(p, robustness.CONDITIONS[0]) for p in pictures])
-    sharpened = np.array([served(p, robustness.CONDITIONS[1]) for p in pictures])
+        return predictor.analyse(images.DecodedImage(altered, "PNG", "RGB"), patient).probabilities
+    rows = details.to_dict("records")
+    stored = np.array([served(p, robustness.CONDITIONS[0], row) for p, row in zip(pictures, rows)])
+    sharpened = np.array([served(p, robustness.CONDITIONS[1], row) for p, row in zip(pictures, rows)])
     one_photo = 1.5 / len(pictures)         # a near-tie may fall the other way between batch and single calls
     assert sharper["top_diagnosis_changed"] == pytest.approx(
         (sharpened.argmax(axis=1) != stored.argmax(axis=1)).mean(), abs=one_photo)
