@@ -254,8 +254,9 @@ def test_refinishing_a_patient_bundle_keeps_its_head_and_its_validation_figures(
     np.testing.assert_allclose(again.patient_head.weights, source.patient_head.weights, atol=1e-6)
     assert again.manifest["validation"]["balanced_accuracy"] == pytest.approx(
         source.manifest["validation"]["balanced_accuracy"])
+    # the same figures, up to float32 rounding of the probabilities (their calibration error differed by 1e-7)
     assert again.manifest["patients"]["validation_photo_only"] == pytest.approx(
-        source.manifest["patients"]["validation_photo_only"])
+        source.manifest["patients"]["validation_photo_only"], abs=1e-5)
     with pytest.raises(SystemExit, match="cannot be averaged"):
         run_script(refinish, monkeypatch, tiny_patient_bundle, "--average-with", tiny_patient_bundle,
                    "--out", tmp_path / "soup", "--data", SAMPLE)
