@@ -56,8 +56,9 @@ def patient_form(predictor) -> dict | None:
         return None
     with st.expander("Patient details (optional): age, sex and body site", expanded=True):
         st.caption("This model also reads the patient's age, sex and where the lesion is, as a dermatologist would. "
-                   "Leave any of them out and it answers without it. In HAM10000 they are tied to the clinics "
-                   "that took the photos, so their weight may differ in another population.")
+                   "Leave any of them out and it answers without it. They apply to every photo below, so enter one "
+                   "patient's lesions at a time. In HAM10000 they are tied to the clinics that took the photos, so "
+                   "their weight may differ in another population.")
         age_column, sex_column, site_column = st.columns(3)
         age = age_column.number_input("Age (years)", min_value=0, max_value=120, value=None, step=1,
                                       placeholder=NOT_GIVEN, key="patient-age")
