@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
+from .patients import GROUPS
 from .recipe import augmenter, mixer
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ def hide_some(patients: tf.Tensor, seed: int, share: float) -> tf.Tensor:
     """Set each field (age, sex, body site) of a random `share` of the rows to its "unknown" column."""
     if share <= 0:
         return patients
-    from .patients import GROUPS
     parts = []
     for i, (start, stop) in enumerate(GROUPS.values()):
         group = patients[:, start:stop]
