@@ -148,21 +148,21 @@ def load_bundle(path) -> Bundle:
     if missing:   # the predictor reads them for the answer and its Grad-CAM map
         raise BundleError(f"{path.name}: the model has no layer named {', '.join(sorted(missing))}; "
                           "it is not a MobileNet built by this project.")
-    familiarity = None
-    if FAMILIARITY_FILE in manifest["files"]:
-        try:
-            familiarity = Familiarity.load(path / FAMILIARITY_FILE)
-        except (OSError, ValueError, KeyError) as exc:
-            raise BundleError(f"{path.name}: {FAMILIARITY_FILE} cannot be read ({exc}).") from None
-    patient_head = None
-    if PATIENT_FILE in manifest["files"]:
-        try:
-            patient_head = PatientHead.load(path / PATIENT_FILE)
-        except (OSError, ValueError, KeyError) as exc:
-            raise BundleError(f"{path.name}: {PATIENT_FILE} cannot be read ({exc}).") from None
-        if patient_head.classes != list(manifest["classes"]):
-            raise BundleError(f"{path.name}: {PATIENT_FILE} lists other classes than the manifest.")
+    familiarity = _optional_part(path, manifest, FAMILIARITY_FILE, Familiarity.load)
+    patient_head = _optional_part(path, manifest, PATIENT_FILE, PatientHead.load)
+    if patient_head is not None and patient_head.classes != list(manifest["classes"]):
+        raise BundleError(f"{path.name}: {PATIENT_FILE} lists other classes than the manifest.")
     return Bundle(path=path, manifest=manifest, model=model, familiarity=familiarity, patient_head=patient_head)
+
+
+def _optional_part(path: Path, manifest: dict, name: str, load):
+    """A part only some bundles have (the familiarity model, the patient head), loaded if the manifest lists it."""
+    if name not in manifest["files"]:
+        return None
+    try:
+        return load(path / name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{path.name}: {name} cannot be read ({exc}).") from None
 
 
 def inside_bundle(path) -> bool:
