@@ -80,8 +80,6 @@ def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndar
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
     if views not in TTA_VIEWS:
         raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(TTA_VIEWS)})")
-    if len(bundles) > 1 and any(bundle.patient_head is not None for bundle in bundles):
-        raise BundleError(f"{spec}: bundles that read the patient's details cannot be averaged")
     weight_soup(bundles)
     bundles[0].manifest["test_time_augmentation"] = views
     return Predictor(bundles[0]).logits(images(bundles[0].input_size, bundles[0].detail_side),

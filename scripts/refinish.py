@@ -50,11 +50,7 @@ def main():
         raise SystemExit(f"error: {args.out} already exists; re-finish into a new folder")
     try:
         source = load_bundle(args.bundle)
-        others = [load_bundle(path) for path in args.average_with]
-        if others and any(bundle.patient_head is not None for bundle in [source] + others):
-            raise BundleError("bundles that read the patient's age, sex and body site cannot be averaged "
-                              "(each network learnt its own share of what those details tell)")
-        weight_soup([source] + others)
+        weight_soup([source] + [load_bundle(path) for path in args.average_with])
     except BundleError as exc:
         raise SystemExit(f"error: {exc}") from None
     recorded = source.manifest["training"]

@@ -187,6 +187,9 @@ def weight_soup(bundles: list[Bundle]) -> keras.Model:
     constancy) are not compared: the soup is served with the first bundle's graph.
     """
     first = bundles[0]
+    if len(bundles) > 1 and any(bundle.patient_head is not None for bundle in bundles):
+        raise BundleError("bundles that read the patient's age, sex and body site cannot be averaged (each network "
+                          "learnt its own share of what those details tell)")
     for other in bundles[1:]:
         if other.manifest["dataset"]["fingerprint"] != first.manifest["dataset"]["fingerprint"] or \
                 not shares_split(first.path, other.path):

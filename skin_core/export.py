@@ -52,8 +52,8 @@ def calibrated_probabilities(run, pixels: np.ndarray, sidecar: dict, patient_row
              for name in sidecar["views"]]
     shift = np.asarray(sidecar["logit_bias"])
     if "patient_push" in sidecar:
-        onehot = patients.unknown(len(pixels)) if patient_rows is None else patients.encode(patient_rows)
-        shift = shift + onehot @ np.asarray(sidecar["patient_push"]["weights"])
+        head = patients.PatientHead(np.asarray(sidecar["patient_push"]["weights"]), sidecar["classes"])
+        shift = shift + head.logits(patient_rows, len(pixels))
     return softmax((np.mean(log_p, axis=0) + shift) / sidecar["temperature"])
 
 

@@ -65,9 +65,8 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
 def _check_patient_run(config: dict, table: pd.DataFrame) -> None:
     """A run that learns from age, sex and body site needs a dataset that records them and no label mixing."""
     if config.get("mix", "none") != "none":
-        raise LaunchError("Label mixing blends two photos into one and cannot blend two patients' details: "
-                          "set it to none to learn from age, sex and body site.")
-    known = patients.coverage(patients.read(config["data"], table["image_id"]))
-    if not any(known.values()):
-        raise LaunchError("This dataset records no age, sex or body site (a HAM10000 metadata CSV with age, sex "
-                          "and localization columns does), so there is nothing to learn from them.")
+        raise LaunchError(patients.MIXING_REFUSAL)
+    try:
+        patients.read_known(config["data"], table["image_id"])
+    except patients.PatientError as exc:
+        raise LaunchError(str(exc)) from None

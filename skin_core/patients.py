@@ -45,6 +45,10 @@ GROUPS = {"age": (0, len(AGE_BANDS) + 1),
 """Each field's [start, stop) columns in FEATURES."""
 
 
+MIXING_REFUSAL = ("Label mixing blends two photos into one and cannot blend two patients' details: learning from "
+                  "age, sex and body site needs label mixing off (--mix none).")
+
+
 class PatientError(ValueError):
     """Patient details that cannot be used, with a message naming the field."""
 
@@ -98,6 +102,16 @@ def read(data_root, image_ids) -> pd.DataFrame:
     frame = pd.DataFrame(columns=["image_id"]) if found is None else pd.read_csv(found, dtype={"image_id": str})
     rows = frame.drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
     return rows.reindex(columns=list(COLUMNS)).reset_index(drop=True)
+
+
+def read_known(data_root, image_ids) -> tuple[pd.DataFrame, dict[str, float]]:
+    """read() for a run that learns from the details, with each field's coverage; refused when none is known."""
+    rows = read(data_root, image_ids)
+    known = coverage(rows)
+    if not any(known.values()):
+        raise PatientError(f"{Path(data_root).name} records no age, sex or body site (a HAM10000 metadata CSV with "
+                           "age, sex and localization columns does), so there is nothing to learn from them.")
+    return rows, known
 
 
 def coverage(rows: pd.DataFrame) -> dict[str, float]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from .patients import GROUPS
+from .patients import GROUPS, MIXING_REFUSAL
 from .recipe import augmenter, mixer
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None)
     mixing = mixer(cfg.mix, cfg.seed + 7)
     if mixing is not None:
         if patients is not None:
-            raise ValueError("Label mixing blends two photos into one; it cannot blend two patients' details.")
+            raise ValueError(MIXING_REFUSAL)
 
         def mix(x, y):
             mixed = mixing({"images": x, "labels": y}, training=True)

@@ -184,11 +184,7 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
                       file=bundles.SPLIT_FILE)
     patient_rows = None
     if cfg.patients:
-        patient_rows = patient_details.read(cfg.data, table["image_id"])
-        known = patient_details.coverage(patient_rows)
-        if not any(known.values()):
-            raise ValueError(f"--patients needs the age, sex or body site of the photos, but {Path(cfg.data).name} "
-                             "records none (HAM10000's metadata CSV has age, sex and localization columns).")
+        patient_rows, known = patient_details.read_known(cfg.data, table["image_id"])
         log.event("patients", "Patient details known: " + ", ".join(f"{k} {v:.0%}" for k, v in known.items()),
                   known=known)
     return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info, patient_rows)
@@ -408,8 +404,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.balance not in BALANCE_CHOICES:
         raise ValueError(f"balance must be one of {BALANCE_CHOICES}")
     if cfg.patients and cfg.mix != "none":
-        raise ValueError("Label mixing blends two photos into one; it cannot blend two patients' details, "
-                         "so --patients needs --mix none.")
+        raise ValueError(patient_details.MIXING_REFUSAL)
     if not 0 <= cfg.patient_dropout < 1:
         raise ValueError(f"patient_dropout is a share of the training rows, in [0, 1), got {cfg.patient_dropout}.")
     log = ProgressLog(cfg.progress_file)

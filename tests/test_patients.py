@@ -113,7 +113,7 @@ def test_a_patient_run_is_refused_on_data_without_details_or_with_label_mixing(t
     folders = make_folder_dataset(tmp_path / "folders", sample_meta)
     tiny = dict(epochs=1, head_epochs=1, img_size=32, alpha=0.25, weights=None, batch_size=8, workers=2,
                 patients=True)
-    with pytest.raises(ValueError, match="records none"):
+    with pytest.raises(ValueError, match="records no age, sex or body site"):
         train(TrainConfig(data=str(folders), out=str(tmp_path / "a"), **tiny))
     with pytest.raises(ValueError, match="--mix none"):
         train(TrainConfig(data=str(SAMPLE), out=str(tmp_path / "b"), mix="mixup", **tiny))
