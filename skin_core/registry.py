@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from .bundle import BundleError, read_manifest
+from .bundle import BundleError, load_bundle, read_manifest
 from .jsonfiles import replace_json
 
 DEFAULT_NAME = "default"
@@ -98,9 +98,13 @@ def active_path(root: Path | None = None) -> Path:
 
 
 def promote(name: str, root: Path | None = None) -> None:
-    """Make a bundle the active model; the old one is remembered for roll-back."""
+    """Make a bundle the active model; the old one is remembered for roll-back.
+
+    The bundle is loaded and checked in full first (manifest, checksums, the model itself), so a
+    folder the app could not serve is refused here, with its problem named, and the pointer is untouched.
+    """
     root = root or models_dir()
-    read_manifest(bundle_path(name, root))     # refuse a folder that is not a bundle
+    load_bundle(bundle_path(name, root))
     pointer = _read_pointer(root)
     if pointer["active"] != name or pointer_problem(root):      # promoting also replaces a damaged pointer
         earlier = [pointer["active"]] if pointer["active"] != name else []

@@ -230,6 +230,21 @@ def test_promote_refuses_a_folder_that_is_not_a_bundle(models_dir):
     assert registry.active_name(models_dir) == "default"
 
 
+def test_promote_refuses_a_bundle_the_app_could_not_serve_even_with_matching_checksums(models_dir):
+    from skin_core.bundle import sha256_file
+    candidate = models_dir / "candidate"
+    shutil.copytree(models_dir / "default", candidate)
+    (candidate / "model.keras").write_bytes(b"not a Keras archive")
+    manifest = json.loads((candidate / "manifest.json").read_text())
+    manifest["files"]["model.keras"] = sha256_file(candidate / "model.keras")
+    (candidate / "manifest.json").write_text(json.dumps(manifest))
+    pointer_before = sorted(p.name for p in models_dir.rglob("*active*"))
+    with pytest.raises(BundleError, match="model.keras cannot be loaded"):
+        registry.promote("candidate", models_dir)
+    assert registry.active_name(models_dir) == "default"
+    assert sorted(p.name for p in models_dir.rglob("*active*")) == pointer_before
+
+
 def test_password_gate(monkeypatch):
     monkeypatch.delenv(access.ENV_VAR, raising=False)
     assert access.required_password({}) is None and access.allowed(None, None)
