@@ -213,7 +213,8 @@ def runs_section(admin: bool) -> None:
         compare_with_active(run_id)
         promote, delete = st.columns(2)
         if promote.button("Promote to active model", disabled=not admin or run_id == active, key=f"pr-{run_id}"):
-            attempt(lambda: registry.promote(run_id), BundleError, clear_cache=True)
+            with st.spinner("Checking the model before it is served..."):
+                attempt(lambda: registry.promote(run_id), BundleError, clear_cache=True)
     else:
         resume, delete = st.columns(2)
         saved = jobs.saved_progress(run_id)
