@@ -25,9 +25,10 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
 from skin_core import calibration, data  # noqa: E402
-from skin_core.patients import COLUMNS as PATIENT_COLUMNS  # noqa: E402
 from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle  # noqa: E402
+from skin_core.patients import COLUMNS as PATIENT_COLUMNS  # noqa: E402
 from skin_core.predict import Predictor  # noqa: E402
+
 
 def patient_columns(data_root) -> pd.DataFrame:
     """Age, sex and body site by image_id, from the dataset's metadata file."""
