@@ -45,7 +45,9 @@ share = fraction()
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset folder (HAM10000 layout or one folder per class)")
+    p.add_argument("--data", required=True, action="append",
+                   help="dataset folder (HAM10000 layout or one folder per class); repeat it to train on several "
+                        "datasets as one (each split by lesion on its own, each reported on its own)")
     p.add_argument("--out", required=True, help="bundle folder to write, e.g. models/my_model")
     p.add_argument("--epochs", type=whole_number(1), default=30, help="total epochs, head phase included")
     p.add_argument("--head-epochs", type=whole_number(0), default=2, help="epochs training only the new head")
@@ -78,6 +80,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", action="store_true",
                    help="re-save half the training photos as JPEG at a random quality (30-95), as phone and web "
                         "copies are")
+    p.add_argument("--low-detail", type=fraction(zero=True), default=0.0, metavar="SHARE",
+                   help="bring this share of the training photos down to --low-detail-side pixels of detail (then "
+                        "back up to the input size), so sharp and low-resolution sources look alike to the model")
+    p.add_argument("--low-detail-side", type=whole_number(8), default=84,
+                   help="the detail of that degradation in pixels (the BCN20000/MSK copies are 84 px)")
     p.add_argument("--patients", action="store_true",
                    help="also learn from the patient's age, sex and body site (the age, sex and localization "
                         "columns of a HAM10000 metadata CSV); the model still answers a photo without them")
@@ -133,6 +140,8 @@ def main(args) -> int:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
     settings = {k: v for k, v in vars(args).items() if k not in ("finish_from", "logical_cpus")}
+    if len(settings["data"]) == 1:        # one dataset: recorded as a folder, as before
+        settings["data"] = settings["data"][0]
     config = training.TrainConfig(**settings)
     if config.detail_side == 0:
         config.detail_side = None

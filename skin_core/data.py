@@ -4,7 +4,9 @@ Two layouts are understood and detected automatically:
 - HAM10000: a metadata CSV (lesion_id, image_id, dx, ...) and `<image_id>.jpg` files anywhere below;
 - one sub-folder per class (`akiec/`, `bcc/`, ...); each image is its own lesion unless a CSV
   with image_id and lesion_id columns sits beside the class folders.
-The result is always the same table: path, image_id, lesion_id, dx.
+The result is always the same table: path, image_id, lesion_id, dx, source (the dataset folder's name).
+Several datasets can be read as one (`load_datasets`): each image keeps its source, and the split is made
+within each source, so that one site's test lesions stay those of a model trained on it alone.
 """
 from __future__ import annotations
 
@@ -33,8 +35,8 @@ class DatasetError(ValueError):
 @dataclass
 class Dataset:
     root: Path
-    layout: str                # "ham10000" or "folders"
-    table: pd.DataFrame        # path, image_id, lesion_id, dx
+    layout: str                # "ham10000" or "folders" ("ham10000+folders"... for several datasets)
+    table: pd.DataFrame        # path, image_id, lesion_id, dx, source
     skipped: list[str]         # files left out by skip_bad, with the reason
 
     def counts(self) -> dict[str, int]:
@@ -131,7 +133,37 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dat
     empty = [c for c in classes if not (table["dx"] == c).any()]
     if empty and every_class:
         raise DatasetError(f"These classes have no images: {', '.join(empty)}.")
+    table = table.assign(source=root.name)
     return Dataset(root=root, layout=layout, table=table.reset_index(drop=True), skipped=skipped)
+
+
+def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:
+    """Several dataset folders read as one training set, each image keeping its source (the folder's name).
+
+    An image id or a lesion id may belong to one source only: the split is keyed by image id, and a lesion
+    photographed in two collections would otherwise sit on both sides of it. Every class must have images
+    somewhere; a source may lack some (a clinic's melanomas and naevi).
+    """
+    roots = [Path(r).expanduser() for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
+    if len(roots) == 1:
+        return load_dataset(roots[0], skip_bad=skip_bad, classes=classes)
+    names = [r.name for r in roots]
+    if len(set(names)) < len(names):
+        raise DatasetError(f"Two dataset folders have the same name ({_first(sorted(names))}); each source is "
+                           "known by its folder's name, so give them different names.")
+    parts = [load_dataset(r, skip_bad=skip_bad, classes=classes, every_class=False) for r in roots]
+    table = pd.concat([p.table for p in parts], ignore_index=True)
+    for key in ("image_id", "lesion_id"):
+        shared = table.groupby(key)["source"].nunique()
+        shared = shared[shared > 1]
+        if len(shared):
+            raise DatasetError(f"{len(shared)} {key}s appear in more than one dataset: {_first(shared.index)}. "
+                               "An image or lesion may belong to one source only.")
+    empty = [c for c in classes if not (table["dx"] == c).any()]
+    if empty:
+        raise DatasetError(f"These classes have no images in any of the datasets: {', '.join(empty)}.")
+    return Dataset(root=roots[0], layout="+".join(p.layout for p in parts), table=table,
+                   skipped=[s for p in parts for s in p.skipped])
 
 
 def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
@@ -239,25 +271,75 @@ def read_images(table: pd.DataFrame, input_size: int, detail_side: int | None = 
                        fingerprint=digest.hexdigest(), unreadable=bad)
 
 
+MIN_LESIONS_PER_CLASS = 3
+"""A class needs a lesion in each of train, validation and test."""
+
+
 def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
                     seed: int = 42) -> pd.Series:
     """Assign each row to train / val / test, stratified by dx and grouped by lesion_id.
 
     Uses StratifiedGroupKFold twice: one fold becomes the test set, then one fold of the rest the
-    validation set, so no lesion ever sits on two sides. Returns a Series of subset names.
+    validation set, so no lesion ever sits on two sides. Returns a Series of subset names. On a small
+    dataset the folds are fewer (at most as many as the largest class has lesions), so the shares held
+    out grow; a class with fewer than MIN_LESIONS_PER_CLASS lesions is refused.
     """
+    lesions = table.groupby("dx")["lesion_id"].nunique()
+    few = lesions[lesions < MIN_LESIONS_PER_CLASS]
+    if len(few):
+        raise DatasetError(
+            f"Too few lesions to split: {', '.join(f'{c} has {n}' for c, n in few.items())}. Each class needs at "
+            f"least {MIN_LESIONS_PER_CLASS} lesions (one each for training, validation and test); photos of one "
+            "lesion count once.")
     subset = pd.Series("train", index=table.index)
     rest = table.index.to_numpy()
     for name, fraction in (("test", test_fraction), ("val", val_fraction / (1 - test_fraction))):
         if fraction <= 0:
             continue
-        n_splits = max(2, round(1 / fraction))
         part = table.loc[rest]
+        n_splits = max(2, min(round(1 / fraction), int(part.groupby("dx")["lesion_id"].nunique().max())))
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         _, held = next(folds.split(part, part["dx"], groups=part["lesion_id"]))
         subset.loc[rest[held]] = name
         rest = np.setdiff1d(rest, rest[held])
     return subset
+
+
+def split_by_source(table: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
+                    seed: int = 42, split_csv=None) -> tuple[pd.Series, dict[str, str]]:
+    """Each row's subset, split by lesion within each source (the same seed for each), and how each source
+    was split. A source whose images a bundle's `split_csv` lists takes its recorded subsets: a model trained
+    on more sites keeps the validation and test lesions of one trained on the first alone."""
+    recorded = None if split_csv is None else subsets_of_listed(table, split_csv)
+    subsets, how = pd.Series(index=table.index, dtype=object), {}
+    for source, rows in table.groupby("source", sort=False):
+        if recorded is not None and recorded[rows.index].notna().all():
+            subsets[rows.index] = recorded[rows.index]
+            how[source] = f"as recorded in {Path(split_csv).parent.name}/{Path(split_csv).name}"
+        else:
+            subsets[rows.index] = split_by_lesion(rows, test_fraction=test_fraction, val_fraction=val_fraction,
+                                                  seed=seed)
+            how[source] = f"StratifiedGroupKFold, seed {seed}"
+    return subsets, how
+
+
+def subsets_of_listed(table: pd.DataFrame, split_csv) -> pd.Series:
+    """subsets_from_file for the sources the file lists (NaN for the rows of the others): a source may be
+    wholly listed or not at all, since half a source's split cannot be completed without leaking lesions."""
+    try:
+        recorded = _read_split(split_csv).set_index("image_id")["subset"]
+    except DatasetError as exc:
+        raise DatasetError(f"{split_csv} is not a readable split file with image_id and subset columns ({exc}).") from None
+    subsets = table["image_id"].map(recorded[~recorded.index.duplicated()])
+    if subsets.isna().all():
+        raise DatasetError(f"None of the images is in {split_csv}. Use the split of a bundle trained on one of "
+                           "these datasets.")
+    for source, rows in subsets.groupby(table["source"]):
+        if rows.notna().any() and rows.isna().any():
+            missing = table.loc[rows.index[rows.isna()], "image_id"]
+            raise DatasetError(f"{len(missing)} images of {source} are not in {split_csv}: {_first(missing)}. "
+                               "Use the split of a bundle trained on this dataset.")
+    return subsets
 
 
 def _read_split(split_csv) -> pd.DataFrame:
@@ -304,13 +386,20 @@ def split_problem(table: pd.DataFrame, split_csv) -> str | None:
 
 def holds_out_the_same(first_split_csv, candidate_split_csv) -> bool:
     """Whether the candidate's split validates on exactly the first's validation images and gives every image
-    it lists the first's subset: the same split, or that split on a share of its training images (a learning
-    curve). Only then are scores on the first's validation images fair to both."""
+    both list the first's subset: the same split, that split on a share of its training images (a learning
+    curve), or that split beside other collections (a run on more sources, none of whose lesions the first
+    validates on). Only then are scores on the first's validation images fair to both."""
     try:
-        mine, theirs = (_read_split(f).set_index("image_id")["subset"] for f in (first_split_csv, candidate_split_csv))
+        mine, theirs = (_read_split(f) for f in (first_split_csv, candidate_split_csv))
     except DatasetError:
         return False
-    same_subsets = theirs.index.isin(mine.index).all() and (theirs == mine.reindex(theirs.index)).all()
+    listed = theirs["image_id"].isin(mine["image_id"])
+    if "lesion_id" in mine and "lesion_id" in theirs:     # another collection must not hold a validated lesion
+        validated = mine.loc[mine["subset"] == "val", "lesion_id"]
+        if theirs.loc[~listed, "lesion_id"].isin(validated).any():
+            return False
+    mine, theirs = mine.set_index("image_id")["subset"], theirs[listed].set_index("image_id")["subset"]
+    same_subsets = (theirs == mine.reindex(theirs.index)).all()
     return bool(same_subsets and set(theirs.index[theirs == "val"]) == set(mine.index[mine == "val"]))
 
 

@@ -203,6 +203,20 @@ def build_report(y_true, probs, classes, *, groups=None, image_ids=None, thresho
     return report
 
 
+def reports_by_source(y_true, probs, classes, sources, groups, thresholds=None) -> dict[str, dict]:
+    """build_report for each source's rows (without the per-image predictions, which the whole report holds):
+    a model trained on several sites must show how it does on each, not only on their mixture."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs)
+    sources, groups = np.asarray(sources), np.asarray(groups)
+    reports = {}
+    for source in dict.fromkeys(sources):
+        rows = sources == source
+        part = build_report(y_true[rows], probs[rows], classes, groups=groups[rows], thresholds=thresholds)
+        part.pop("predictions")
+        reports[str(source)] = part
+    return reports
+
+
 def other_dataset_notes(report: dict) -> list[str]:
     """What a reader of a report on a dataset other than the bundle's own test split must know about it:
     what was left out as seen in training, and what could not be checked."""

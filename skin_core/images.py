@@ -16,7 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MB = 1024 * 1024                      # as Streamlit counts its upload limit (server.maxUploadSize = 25)
 MAX_BYTES = 25 * MB                   # larger than any dermatoscope export we know of
 MAX_PIXELS = 50_000_000               # ~7000x7000; anything bigger is refused before decoding
-MIN_SIDE = 32                         # below this there is no lesion left to see
+MIN_SIDE = 8                          # below this there is no picture at all; small thumbnails are upsampled
+                                      # and answered, with the quality check's warning that detail is missing
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO"}
 UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "gif")
 

@@ -94,22 +94,25 @@ def unknown(n: int) -> np.ndarray:
     return encode(pd.DataFrame({c: [None] * n for c in COLUMNS}))
 
 
-def read(data_root, image_ids) -> pd.DataFrame:
-    """Age, sex and localization for `image_ids`, in their order, from the dataset's metadata file; rows or
-    columns it lacks (or a dataset without one, e.g. class folders) come back blank (NaN), i.e. unknown."""
+def read(data_roots, image_ids) -> pd.DataFrame:
+    """Age, sex and localization for `image_ids`, in their order, from the metadata file of the dataset (or of
+    any of several datasets); rows or columns they lack (or a dataset without one, e.g. class folders) come
+    back blank (NaN), i.e. unknown."""
     from .data import find_metadata
-    found = find_metadata(Path(data_root))
-    frame = pd.DataFrame(columns=["image_id"]) if found is None else pd.read_csv(found, dtype={"image_id": str})
+    roots = [data_roots] if isinstance(data_roots, (str, Path)) else list(data_roots)
+    found = [f for f in (find_metadata(Path(root)) for root in roots) if f is not None]
+    frame = pd.concat([pd.DataFrame(columns=["image_id"])] + [pd.read_csv(f, dtype={"image_id": str}) for f in found])
     rows = frame.drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
     return rows.reindex(columns=list(COLUMNS)).reset_index(drop=True)
 
 
-def read_known(data_root, image_ids) -> tuple[pd.DataFrame, dict[str, float]]:
+def read_known(data_roots, image_ids) -> tuple[pd.DataFrame, dict[str, float]]:
     """read() for a run that learns from the details, with each field's coverage; refused when none is known."""
-    rows = read(data_root, image_ids)
+    rows = read(data_roots, image_ids)
     known = coverage(rows)
     if not any(known.values()):
-        raise PatientError(f"{Path(data_root).name} records no age, sex or body site (a HAM10000 metadata CSV with "
+        names = " + ".join(Path(r).name for r in ([data_roots] if isinstance(data_roots, (str, Path)) else data_roots))
+        raise PatientError(f"{names} records no age, sex or body site (a HAM10000 metadata CSV with "
                            "age, sex and localization columns does), so there is nothing to learn from them.")
     return rows, known
 

@@ -39,6 +39,9 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None)
     if cfg.augment:
         augment = augmenter(cfg.seed, cfg.photometric)
         ds = ds.map(_on_images(lambda x: augment(x, training=True)), num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.low_detail > 0:
+        ds = ds.map(_on_images(lambda x: lower_detail_of_some(x, cfg.seed + 10, cfg.low_detail, cfg.low_detail_side)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.compression:
         ds = ds.map(_on_images(lambda x: compress_some(x, cfg.seed + 8)), num_parallel_calls=tf.data.AUTOTUNE)
     if patients is not None:
@@ -79,6 +82,21 @@ def hide_some(patients: tf.Tensor, seed: int, share: float) -> tf.Tensor:
         unknown = tf.one_hot(stop - start - 1, stop - start, dtype=patients.dtype)[None]
         parts.append(tf.where(hidden, unknown, group))
     return tf.concat(parts, axis=1)
+
+
+def lower_detail_of_some(images: tf.Tensor, seed: int, share: float, side: int) -> tf.Tensor:
+    """Bring a random `share` of a batch down to `side` x `side` pixels of detail and back to its size.
+
+    A model learning from small copies (BCN20000 and MSK at 84 px, upsampled to the input size) beside
+    sharp ones could tell the sources apart by their sharpness and learn each site's class mix instead of
+    the lesions; blurring some sharp photos the same way takes that cue away and teaches it to read
+    low-detail photos of every kind. Photos already at that detail are hardly changed.
+    """
+    size = tf.shape(images)[1:3]
+    small = tf.image.resize(images, [side, side], method="area")
+    back = tf.image.resize(small, size, method="bilinear")
+    chosen = tf.random.uniform([tf.shape(images)[0], 1, 1, 1], seed=seed) < share
+    return tf.where(chosen, back, images)
 
 
 def compress_some(images: tf.Tensor, seed: int, share: float = 0.5, qualities: tuple[int, int] = (30, 95)) -> tf.Tensor:

@@ -59,8 +59,9 @@ def image_findings(rgb: np.ndarray) -> list[Finding]:
     r, g, b = pixels.T
     findings = []
     if min(height, width) < MIN_SHORT_SIDE:
-        findings.append(Finding("small", f"The photo is only {width}x{height} pixels; the model was trained on "
-                                         f"dermoscopy images of at least 150 pixels on the short side."))
+        findings.append(Finding("small", f"The photo is only {width}x{height} pixels: it was enlarged for the "
+                                         f"model, and with so little detail the answer is less reliable (the sharpest "
+                                         f"training photos have {MIN_SHORT_SIDE} pixels or more on the short side)."))
     aspect = max(height, width) / min(height, width)
     if aspect > MAX_ASPECT:
         findings.append(Finding("aspect", f"The photo is {aspect:.1f} times wider than high (or the reverse); "

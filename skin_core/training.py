@@ -36,7 +36,7 @@ from .predict import Predictor
 
 @dataclass
 class TrainConfig:
-    data: str
+    data: str | list[str]            # one dataset folder, or several trained on as one (each image keeps its source)
     out: str
     epochs: int = 30                 # total, head phase included
     head_epochs: int = 2
@@ -56,6 +56,8 @@ class TrainConfig:
     photometric: bool = False        # also vary brightness, contrast, saturation and sharpness more widely
     colour_constancy: bool = False   # the model first brings white balance and exposure to a fixed reference
     compression: bool = False        # re-save half the training batches' photos as JPEG at a random quality
+    low_detail: float = 0.0          # share of training photos brought down to low_detail_side pixels of detail
+    low_detail_side: int = 84        # the detail of the low-resolution collections (BCN20000/MSK copies: 84 px)
     mix: str = MIX_CHOICES[0]        # label mixing of training batches: "none", "mixup", "cutmix"
     label_smoothing: float = 0.1
     dropout: float = 0.3
@@ -84,9 +86,21 @@ def recorded_settings(cfg: TrainConfig) -> dict:
     """The settings a manifest keeps: paths cut to their last name, so a shared bundle names no one's folders."""
     settings = asdict(cfg)
     for key in PATH_SETTINGS:
-        if settings[key] not in (None, "imagenet"):
+        if isinstance(settings[key], list):
+            settings[key] = [Path(v).name for v in settings[key]]
+        elif settings[key] not in (None, "imagenet"):
             settings[key] = Path(settings[key]).name
     return settings
+
+
+def data_roots(cfg: TrainConfig) -> list[str]:
+    """The dataset folders of a run, one or several."""
+    return [cfg.data] if isinstance(cfg.data, (str, Path)) else list(cfg.data)
+
+
+def data_name(cfg: TrainConfig) -> str:
+    """The datasets' folder names, for messages and the manifest ("ham10000 + isic2019_bcn_msk")."""
+    return " + ".join(Path(root).name for root in data_roots(cfg))
 
 
 class TrainingCancelled(Exception):
@@ -153,26 +167,31 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     if split_csv is not None and not Path(split_csv).is_file():      # checked before the slow image reading
         raise ValueError(f"No split file at {split_csv}: a reused split must come from a bundle folder that "
                          f"holds {bundles.SPLIT_FILE}.")
-    dataset = data.load_dataset(cfg.data, skip_bad=cfg.skip_bad)
+    dataset = data.load_datasets(data_roots(cfg), skip_bad=cfg.skip_bad)
     classes = list(CLASS_CODES)
     detail_side = cfg.detail_side
-    if detail_side == -1:
-        detail_side = _median_short_side(dataset.table)
+    if detail_side == -1:     # the sharpest source's detail: smaller photos are upsampled, not the others blurred
+        detail_side = max(_median_short_side(rows) for _, rows in dataset.table.groupby("source"))
         detail_side = detail_side if detail_side < cfg.img_size else None
+    sources = dataset.table["source"].value_counts(sort=False)
     log.event("dataset", f"Dataset: {len(dataset.table)} images ({dataset.layout} layout), "
-              f"{dataset.table['lesion_id'].nunique()} lesions; reading at {cfg.img_size}px"
-              + (f" (detail cap {detail_side}px)" if detail_side else ""), counts=dataset.counts())
+              f"{dataset.table['lesion_id'].nunique()} lesions"
+              + (" (" + ", ".join(f"{k} {n}" for k, n in sources.items()) + ")" if len(sources) > 1 else "")
+              + f"; reading at {cfg.img_size}px" + (f" (detail cap {detail_side}px)" if detail_side else ""),
+              counts=dataset.counts())
     arrays = data.read_images(dataset.table, cfg.img_size, detail_side, skip_bad=cfg.skip_bad, workers=cfg.workers,
                               on_progress=lambda i, n: log.event("reading", None, done=i, total=n))
     table = arrays.table
+    table["subset"], per_source = data.split_by_source(table, test_fraction=cfg.test_fraction,
+                                                       val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                                       split_csv=split_csv)
     if split_csv is None:
-        table["subset"] = data.split_by_lesion(table, test_fraction=cfg.test_fraction,
-                                               val_fraction=cfg.val_fraction, seed=cfg.seed)
         split_info = {"method": SPLIT_METHOD, "seed": cfg.seed,
                       "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction}
     else:
-        table["subset"] = data.subsets_from_file(table, split_csv)
         split_info = _split_info_of(Path(split_csv), taken_from)
+    if len(per_source) > 1:
+        split_info["by_source"] = per_source
     if cfg.init_bundle:
         _refuse_test_leak(cfg.init_bundle, table)
     labels = table["dx"].map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -184,13 +203,13 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
                       file=bundles.SPLIT_FILE)
     patient_rows = None
     if cfg.patients:
-        patient_rows, known = patient_details.read_known(cfg.data, table["image_id"])
+        patient_rows, known = patient_details.read_known(data_roots(cfg), table["image_id"])
         log.event("patients", "Patient details known: " + ", ".join(f"{k} {v:.0%}" for k, v in known.items()),
                   known=known)
     return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info, patient_rows)
 
 
-SPLIT_METHOD = "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold)"
+SPLIT_METHOD = "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold), within each source"
 
 
 def _split_info_of(split_csv: Path, taken_from: str | None) -> dict:
@@ -304,11 +323,14 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
                           "scale": "x / 127.5 - 1, inside the model (layer scale_to_unit)",
                           "colour_constancy": ("shades of grey (p=6) to a fixed reference illuminant, inside the "
                                                "model (layer colour_constancy)") if cfg.colour_constancy else None,
-                          "colour": "RGB, EXIF-upright, transparency on white"},
+                          "colour": "RGB, EXIF-upright, transparency on white",
+                          "trained_on_low_detail": ({"share": cfg.low_detail, "side": cfg.low_detail_side}
+                                                    if cfg.low_detail else None)},
         "weights_source": settings["init_bundle"] or settings["weights"],
-        "dataset": {"root": Path(cfg.data).name, "layout": prep.dataset.layout, "fingerprint": prep.arrays.fingerprint,
+        "dataset": {"root": data_name(cfg), "layout": prep.dataset.layout, "fingerprint": prep.arrays.fingerprint,
                     "n_images": int(len(table)), "n_lesions": int(table["lesion_id"].nunique()),
-                    "counts": prep.dataset.counts(), "skipped": prep.dataset.skipped + prep.arrays.unreadable},
+                    "counts": prep.dataset.counts(), "skipped": prep.dataset.skipped + prep.arrays.unreadable,
+                    "sources": _source_counts(table)},
         "split": prep.split_info,
         "seed": cfg.seed,
         "training": {**settings, **fit_info, "seconds": None},
@@ -358,13 +380,19 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         test_probs = predictor.probabilities(test_pixels, patients=prep.patients_of("test"))
         report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"], image_ids=test["image_id"],
                                          thresholds=manifest["thresholds"])
-        report["dataset"] = "held-out test split of " + Path(cfg.data).name
+        report["dataset"] = "held-out test split of " + data_name(cfg)
+        if test["source"].nunique() > 1:
+            report["by_source"] = evaluation.reports_by_source(test_labels, test_probs, classes, test["source"],
+                                                               test["lesion_id"], manifest["thresholds"])
         manifest["test"] = {k: report[k] for k in HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95",
                                                               "operating_points")}
+        if "by_source" in report:
+            manifest["test"]["by_source"] = {source: {k: part[k] for k in SOURCE_HEADLINE}
+                                             for source, part in report["by_source"].items()}
         for line in evaluation.summary_lines(report):
             log.event("summary", line)
     manifest["training"]["seconds"] = round(time.time() - started, 1)
-    split = table[["image_id", "lesion_id", "dx", "subset"]]
+    split = table[["image_id", "lesion_id", "dx", "subset"] + (["source"] if table["source"].nunique() > 1 else [])]
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
                                familiarity=familiarity, patient_head=patient_head)
     if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
@@ -396,6 +424,17 @@ def fit_familiarity(predictor: Predictor, train_pixels: np.ndarray,
 
 
 HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece")
+SOURCE_HEADLINE = HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95", "operating_points")
+
+
+def _source_counts(table: pd.DataFrame) -> dict:
+    """Images per class and subset of each source, for the manifest (empty for a single dataset)."""
+    if table["source"].nunique() < 2:
+        return {}
+    return {source: {"n_images": int(len(rows)), "n_lesions": int(rows["lesion_id"].nunique()),
+                     "counts": {c: int(n) for c, n in rows["dx"].value_counts().reindex(CLASS_CODES, fill_value=0).items()},
+                     "subsets": {k: int(n) for k, n in rows["subset"].value_counts().items()}}
+            for source, rows in table.groupby("source", sort=False)}
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -409,7 +448,7 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"patient_dropout is a share of the training rows, in [0, 1), got {cfg.patient_dropout}.")
     log = ProgressLog(cfg.progress_file)
     started = time.time()
-    log.event("start", f"Training {cfg.name or Path(cfg.out).name} on {cfg.data}", config=asdict(cfg))
+    log.event("start", f"Training {cfg.name or Path(cfg.out).name} on {data_name(cfg)}", config=asdict(cfg))
     prep = prepare(cfg, log)
     model, history, info = fit(cfg, prep, log)
     return finish(cfg, prep, model, history, info, log, started)

@@ -58,6 +58,20 @@ def test_predict_reports_an_unreadable_file_in_one_line(tiny_bundle, tmp_path):
     assert len(result.stdout.splitlines()) == 1      # the good image still gets its answer
 
 
+def test_a_tiny_thumbnail_is_answered_with_the_small_photo_warning(tiny_bundle, tmp_path, capsys):
+    """A valid 12x9 JPEG (a thumbnail) is enlarged and answered, flagged as having little detail."""
+    from PIL import Image
+    thumbnail = tmp_path / "thumb.jpg"
+    with Image.open(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))) as photo:
+        photo.resize((12, 9)).save(thumbnail, "JPEG")
+    code, out, err = run_in_process(capsys, "predict", "--model", tiny_bundle, thumbnail)
+    assert code == 0, err
+    record = json.loads(out)
+    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    small = [f for f in record["findings"] if f["code"] == "small"]
+    assert len(small) == 1 and "12x9" in small[0]["message"]
+
+
 def test_predict_with_a_broken_bundle_fails_cleanly(tmp_path, capsys):
     code, _, err = run_in_process(capsys, "predict", "--model", tmp_path,
                                   next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg")))

@@ -26,7 +26,7 @@ def real_jpeg() -> bytes:
     (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "not an image file"),
     (real_jpeg()[:400], "header is damaged"),
     (real_jpeg()[:3000], "incomplete or corrupt"),
-    (encode(Image.new("RGB", (10, 10)), "PNG"), "only 10x10"),
+    (encode(Image.new("RGB", (7, 30)), "PNG"), "only 7x30"),
     (encode(Image.new("RGB", (1, 1)), "PNG"), "only 1x1"),
 ])
 def test_bad_inputs_are_refused_with_a_reason(data, message):
