@@ -77,6 +77,32 @@ def headline(report: dict, key: str) -> None:
                f"{report.get('dataset', 'held-out test split')}. {held_out} ECE {report['ece']:.3f}.")
 
 
+def by_source(report: dict, key: str) -> dict:
+    """A model trained on several collections: each one's figures side by side (each with its own always-nv
+    baseline), and the report the tabs below draw: all sources, or one of them."""
+    parts = report.get("by_source")
+    if not parts:
+        return report
+    rows = []
+    for source, part in parts.items():
+        ci = part.get("ci95") or {}
+        mel = part.get("operating_points", {}).get("mel", {})
+        rows.append({"source": source, "images": part["n"], "lesions": part.get("n_lesions"),
+                     "accuracy": part["accuracy"], "majority baseline": part["majority_baseline_accuracy"],
+                     "balanced accuracy": part["balanced_accuracy"],
+                     "bal. acc. 95% CI": "–".join(f"{v:.3f}" for v in ci.get("balanced_accuracy", [])),
+                     "macro F1": part["macro_f1"], "macro F1 95% CI": "–".join(f"{v:.3f}" for v in ci.get("macro_f1", [])),
+                     "top-3": part["top3_accuracy"], "ECE": part["ece"],
+                     "melanoma sensitivity": mel.get("sensitivity"), "melanoma specificity": mel.get("specificity")})
+    st.markdown("**By source** (each collection's held-out lesions on their own)")
+    st.dataframe(pd.DataFrame(rows).set_index("source").style.format(precision=3, na_rep="–"), key=f"src-table-{key}")
+    choice = st.radio("Show below", ["all sources", *parts], horizontal=True, key=f"src-{key}")
+    if choice == "all sources":
+        return report
+    st.caption(f"The tabs below draw the {parts[choice]['n']} held-out images of {choice} only.")
+    return parts[choice]
+
+
 def confusion(report: dict, key: str) -> None:
     classes = report["classes"]
     matrix = np.array(report["confusion_matrix"], dtype=float)
@@ -205,6 +231,7 @@ def show(name: str, key: str) -> None:
         return
     headline(report, key)
     patients_note(manifest)
+    report = by_source(report, key)
     tabs = st.tabs(["Confusion matrix", "Per class", "ROC & threshold", "Calibration", "Training curves",
                     "Robustness", "Download"])
     with tabs[0]:

@@ -1,7 +1,9 @@
 """Training on several datasets at once (HAM10000 beside the low-resolution BCN20000/MSK copies): each image keeps
 its source, the split is made within each source, the report gives each source's figures; and the split of
 a dataset too small for five folds."""
+import base64
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -119,15 +121,23 @@ def test_the_report_of_each_source_is_the_report_of_its_rows():
     assert "predictions" not in parts["bcn"]
 
 
-def test_train_py_on_two_datasets_keeps_the_first_models_split_and_reports_each_source(
-        tiny_bundle, tmp_path, sample_meta, capsys):
-    bcn = low_resolution_copy(tmp_path / "bcn", sample_meta)
-    out = tmp_path / "both"
+@pytest.fixture(scope="module")
+def two_source_bundle(tiny_bundle, tmp_path_factory, sample_meta):
+    """train.py on the sample and a low-resolution copy of it, keeping tiny_bundle's split for the sample."""
+    root = tmp_path_factory.mktemp("sources")
+    bcn = low_resolution_copy(root / "bcn", sample_meta)
+    out = root / "both"
     code = train.main(train.parse_args([
         "--data", str(SAMPLE), "--data", str(bcn), "--out", str(out), "--split-from", str(tiny_bundle),
         "--epochs", "2", "--head-epochs", "1", "--img-size", "32", "--alpha", "0.25", "--weights", "none",
         "--batch-size", "8", "--low-detail", "0.3", "--tta", "none", "--patients"]))
-    assert code == 0, capsys.readouterr().err
+    assert code == 0
+    return out
+
+
+def test_train_py_on_two_datasets_keeps_the_first_models_split_and_reports_each_source(tiny_bundle,
+                                                                                        two_source_bundle):
+    out = two_source_bundle
     split = pd.read_csv(out / "split.csv", dtype=str)
     before = pd.read_csv(tiny_bundle / "split.csv", dtype=str).set_index("image_id")["subset"]
     sample_rows = split[split["source"] == "sample_data"].set_index("image_id")["subset"]
@@ -173,3 +183,27 @@ def test_a_run_on_more_sources_is_compared_on_the_first_models_validation_images
     assert not data.holds_out_the_same(tmp_path / "first.csv", tmp_path / "shared.csv")
     more.assign(subset=["train", "train", "test", "train", "train", "val"]).to_csv(tmp_path / "moved.csv", index=False)
     assert not data.holds_out_the_same(tmp_path / "first.csv", tmp_path / "moved.csv")
+
+
+def test_the_evaluation_page_shows_each_sources_figures_and_draws_one_on_request(two_source_bundle, tmp_path,
+                                                                                 monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from conftest import ROOT
+    shutil.copytree(two_source_bundle, tmp_path / "models" / "default")
+    monkeypatch.setenv("SKIN_MODELS_DIR", str(tmp_path / "models"))
+    report = json.loads((two_source_bundle / "evaluation.json").read_text())
+    at = AppTest.from_file(str(ROOT / "pages" / "evaluation.py"), default_timeout=120).run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "balanced accuracy" in getattr(d.value, "columns", []))
+    assert list(table.index) == ["sample_data", "bcn"]
+    for source in ("sample_data", "bcn"):
+        part = report["by_source"][source]
+        assert table.loc[source, "balanced accuracy"] == pytest.approx(part["balanced_accuracy"])
+        assert table.loc[source, "majority baseline"] == pytest.approx(part["majority_baseline_accuracy"])
+    at.radio(key="src-main").set_value("bcn").run()
+    assert not at.exception
+    assert any("held-out images of bcn only" in str(c.value) for c in at.caption)
+    drawn = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("cm-main"))
+    z = json.loads(drawn.proto.spec)["data"][0]["z"]        # plotly's typed-array form: base64 bytes and a shape
+    shown = np.frombuffer(base64.b64decode(z["bdata"]), z["dtype"]).reshape([int(n) for n in z["shape"].split(",")])
+    assert np.array_equal(shown, report["by_source"]["bcn"]["confusion_matrix"])
