@@ -13,7 +13,7 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY --chown=app:app skin_core/ skin_core/
-COPY --chown=app:app pages/ pages/
+COPY --chown=app:app app_pages/ app_pages/
 COPY --chown=app:app models/default/ models/default/
 COPY --chown=app:app sample_data/ sample_data/
 COPY --chown=app:app .streamlit/ .streamlit/

@@ -7,7 +7,7 @@ import streamlit as st
 
 from skin_core import registry
 from skin_core.bundle import BundleError, read_manifest
-from pages.common import NOTICE, served_path
+from app_pages.common import NOTICE, served_path
 
 st.set_page_config(page_title="Skin lesion classifier (research demo)", page_icon="🔬", layout="wide")
 
@@ -43,10 +43,10 @@ def sidebar() -> None:
 
 
 pages = [
-    st.Page("pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
-    st.Page("pages/evaluation.py", title="Evaluation", icon="📊"),
-    st.Page("pages/retrain.py", title="Retrain", icon="🛠️"),
-    st.Page("pages/about.py", title="About", icon="ℹ️"),
+    st.Page("app_pages/diagnose.py", title="Diagnose", icon="🔬", default=True),
+    st.Page("app_pages/evaluation.py", title="Evaluation", icon="📊"),
+    st.Page("app_pages/retrain.py", title="Retrain", icon="🛠️"),
+    st.Page("app_pages/about.py", title="About", icon="ℹ️"),
 ]
 navigation = st.navigation(pages)
 sidebar()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # the app's pages import `pages.common`, as under `streamlit run`
+sys.path.insert(0, str(ROOT))   # the app's pages import `app_pages.common`, as under `streamlit run`
 sys.path.append(str(ROOT / "scripts"))   # the scripts are not a package; their tests import them by name
 SAMPLE = ROOT / "sample_data"
 DEFAULT_BUNDLE = ROOT / "models" / "default"

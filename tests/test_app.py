@@ -13,7 +13,7 @@ TIMEOUT = 120
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    return AppTest.from_file(str(ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT)
 
 
 def real_image() -> bytes:

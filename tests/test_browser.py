@@ -26,7 +26,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_bundle):
     """`streamlit run` serving models/default (or the tiny test bundle before one is committed)."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "SKIN_ADMIN_PASSWORD"}     # a local run: no password
     if not (DEFAULT_BUNDLE / "manifest.json").is_file():
         models = tmp_path_factory.mktemp("served") / "models"
         shutil.copytree(tiny_bundle, models / "default")
@@ -73,6 +73,24 @@ def test_upload_in_a_real_browser_shows_probabilities_and_overlay(server):
         page.screenshot(path=str(ARTIFACTS / "diagnose.png"), full_page=True)
         chrome.close()
     assert (ARTIFACTS / "diagnose.png").stat().st_size > 10_000
+
+
+def test_the_retrain_page_opened_by_its_address_shows_the_launch_form_and_the_app_around_it(server):
+    """A bookmarked or shared /retrain link: the page runs inside the app (its navigation and sidebar), and
+    without a password on a local run the launch form is there to use."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chrome = browser(playwright)
+        page = chrome.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(f"{server}/retrain", timeout=120_000)
+        page.get_by_text("Launch a training run").wait_for(timeout=90_000)
+        page.get_by_text("Epochs", exact=True).wait_for(timeout=30_000)
+        launch = page.get_by_role("button", name="Launch", exact=True)
+        assert launch.is_visible() and launch.is_enabled()
+        sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+        assert "Active model" in sidebar and "Diagnose" in sidebar
+        assert "common" not in sidebar.lower().split()          # the helpers module is not a page
+        chrome.close()
 
 
 SESSIONS = 4

@@ -114,7 +114,7 @@ def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
     manifest["files"]["model.keras"] = "0" * 64
     manifest["name"] = "Tampered candidate"
     (models_dir / "candidate" / "manifest.json").write_text(json.dumps(manifest))
-    at = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "diagnose.py"), default_timeout=120).run()
     assert not at.exception
     assert any("serving the default model" in str(w.value) for w in at.warning)
     # the sidebar says so too, and shows the figures of the model served, not of the broken one
@@ -129,9 +129,9 @@ def test_the_app_falls_back_when_the_active_bundle_is_tampered_with(models_dir):
     assert len(at.get("plotly_chart")) == 1
     # About shows the card of the model served, not the broken one's
     (models_dir / "candidate" / "MODEL_CARD.md").write_text("# Tampered candidate's card\n")
-    about = AppTest.from_file(str(ROOT / "pages" / "about.py"), default_timeout=120).run()
+    about = AppTest.from_file(str(ROOT / "app_pages" / "about.py"), default_timeout=120).run()
     assert not about.exception
     shown = " ".join(str(m.value) for m in about.markdown)
     assert "Tampered candidate's card" not in shown and f"# {default_name}" in shown
-    evaluation = AppTest.from_file(str(ROOT / "pages" / "evaluation.py"), default_timeout=120).run()
+    evaluation = AppTest.from_file(str(ROOT / "app_pages" / "evaluation.py"), default_timeout=120).run()
     assert not evaluation.exception and evaluation.selectbox[0].value == "default"   # the model served comes first

@@ -60,7 +60,7 @@ def test_command_line(tiny_bundle, tmp_path):
 
 
 def test_diagnose_page(models_dir):
-    at = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=300).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "diagnose.py"), default_timeout=300).run()
     # Streamlit refuses other extensions itself, before the page runs; give those files an allowed
     # name so that their bytes reach the page's own checks
     allowed = tuple(f".{ext}" for ext in images.UPLOAD_EXTENSIONS)
@@ -105,7 +105,7 @@ def test_uploads_are_never_written_to_disk(models_dir, tmp_path):
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG", pnginfo=info)
     started = __import__("time").time() - 1
-    at = AppTest.from_file(str(ROOT / "pages" / "diagnose.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "diagnose.py"), default_timeout=120).run()
     at.file_uploader[0].set_value(("private.png", buffer.getvalue(), "image/png")).run()
     assert len(at.get("plotly_chart")) == 1
     written = []

@@ -192,7 +192,7 @@ def test_the_evaluation_page_shows_each_sources_figures_and_draws_one_on_request
     shutil.copytree(two_source_bundle, tmp_path / "models" / "default")
     monkeypatch.setenv("SKIN_MODELS_DIR", str(tmp_path / "models"))
     report = json.loads((two_source_bundle / "evaluation.json").read_text())
-    at = AppTest.from_file(str(ROOT / "pages" / "evaluation.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "evaluation.py"), default_timeout=120).run()
     assert not at.exception
     table = next(d.value for d in at.dataframe if "balanced accuracy" in getattr(d.value, "columns", []))
     assert list(table.index) == ["sample_data", "bcn"]

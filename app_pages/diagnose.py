@@ -8,7 +8,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import active_predictor, notice
+from app_pages.common import active_predictor, notice
 from skin_core import explain, images, patients, report
 from skin_core.bundle import SPLIT_FILE
 from skin_core.data import sample_examples

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import is_admin, notice
+from app_pages.common import is_admin, notice
 from skin_core import jobs, launch, options, registry
 from skin_core.bundle import BundleError, read_manifest, shares_split
 from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset
@@ -253,9 +253,13 @@ st.write("Train a new model in the background (a separate process: closing this 
 admin = is_admin()
 for message in st.session_state.pop("flash", []):
     st.info(message)
+if not admin:
+    st.info("Launching, cancelling, promoting and deleting need the admin password this server was given "
+            "(SKIN_ADMIN_PASSWORD): type it in the box above. A local run without that setting needs none.")
 running = jobs.running_job()
 if running:
     st.subheader("Running now")
+    st.caption("One run at a time on this server: the launch form returns when this one ends or is cancelled.")
     follow(running, admin)
 else:
     launch_form(admin)

@@ -1,7 +1,7 @@
 """About: the model card, the data credit, licences and how to cite."""
 import streamlit as st
 
-from pages.common import default_path, notice, served_path
+from app_pages.common import default_path, notice, served_path
 from skin_core.bundle import CARD_FILE, BundleError, read_manifest
 
 st.title("ℹ️ About")

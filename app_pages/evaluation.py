@@ -10,7 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import is_admin, notice, predictor, served_path
+from app_pages.common import is_admin, notice, predictor, served_path
 from skin_core import evaluation, registry
 from skin_core.robustness import ROBUSTNESS_FILE
 from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_report_file, dataset_reports,
