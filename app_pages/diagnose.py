@@ -79,35 +79,60 @@ def answered_from(analysis, predictor) -> str | None:
     return "Answered from the photo and " + ", ".join(g for g in given if g) + "."
 
 
+ANALYSES_KEPT = 16
+"""Uploads whose answers a session keeps, so that redrawing the page does not run the model again."""
+
+
+def analysed(data: bytes, predictor, patient: dict | None):
+    """One upload's analysis and its findings, computed once per photo, served model and patient details: any
+    later rerun of the page (another upload, a widget) draws from here. Raises images.ImageError."""
+    manifest = predictor.bundle.manifest
+    key = (str(predictor.bundle.path), manifest.get("created"), json.dumps(manifest.get("files"), sort_keys=True),
+           hashlib.sha256(data).hexdigest(), json.dumps(patient, sort_keys=True))
+    kept = st.session_state.setdefault("analyses", {})
+    if key not in kept:
+        analysis = predictor.analyse(images.decode(data), patient)
+        kept[key] = analysis, report.findings(analysis, predictor.bundle.thresholds)
+        while len(kept) > ANALYSES_KEPT:
+            kept.pop(next(iter(kept)))
+    return kept[key]
+
+
+@st.fragment
+def heat_map(key: str, analysis, predictor) -> None:
+    """The Grad-CAM view; a fragment, so that choosing another class or opacity redraws this view alone."""
+    ranked, decoded = analysis.ranked(), analysis.decoded
+    explained = st.selectbox("Explain class", [c for c, _ in ranked], key=f"cls-{key}",
+                             format_func=lambda c: f"{full_name(c)} ({c})")
+    opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key=f"op-{key}")
+    square = explain.centre_square(decoded.rgb)
+    overlay = explain.overlay(square, analysis.cam(explained), opacity)
+    explained_p = analysis.as_dict()[explained]
+    side = min(decoded.rgb.shape[:2])      # images.prepare: detail capped, then resized to the input size
+    detail = min(side, predictor.detail_side or side, predictor.input_size)
+    st.image([square, overlay], caption=[f"Centre square (the model sees {detail} px of its detail)",
+                                         f"Grad-CAM for {full_name(explained)} ({explained_p:.0%})"], width=260)
+    if explained != ranked[0][0]:
+        st.caption(f"Each map is scaled to its own peak: this one shows where the model would look for "
+                   f"{full_name(explained)}, not that it is likely ({explained_p:.0%}).")
+    st.download_button("Download overlay (PNG)", explain.png_bytes(overlay), file_name=f"gradcam_{explained}.png",
+                       mime="image/png", key=f"png-{key}")
+
+
 def show_result(index: int, label: str, data: bytes, predictor, patient: dict | None = None) -> None:
     st.subheader(label)
     try:
-        decoded = images.decode(data)
+        analysis, found = analysed(data, predictor, patient)
     except images.ImageError as exc:
         st.error(f"Cannot use this file: {exc}", icon="🚫")
         return
-    analysis = predictor.analyse(decoded, patient)
     ranked = analysis.ranked()
-    model_findings, photo_findings = report.findings(analysis, predictor.bundle.thresholds)
+    model_findings, photo_findings = found
     key = f"{index}-{hashlib.sha1(data).hexdigest()[:10]}"
     left, right = st.columns([1, 1.25])
     with left:
-        explained = st.selectbox("Explain class", [c for c, _ in ranked], key=f"cls-{key}",
-                                 format_func=lambda c: f"{full_name(c)} ({c})")
-        opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key=f"op-{key}")
-        square = explain.centre_square(decoded.rgb)
-        overlay = explain.overlay(square, analysis.cam(explained), opacity)
-        explained_p = analysis.as_dict()[explained]
-        side = min(decoded.rgb.shape[:2])      # images.prepare: detail capped, then resized to the input size
-        detail = min(side, predictor.detail_side or side, predictor.input_size)
-        st.image([square, overlay], caption=[f"Centre square (the model sees {detail} px of its detail)",
-                                             f"Grad-CAM for {full_name(explained)} ({explained_p:.0%})"], width=260)
-        if explained != ranked[0][0]:
-            st.caption(f"Each map is scaled to its own peak: this one shows where the model would look for "
-                       f"{full_name(explained)}, not that it is likely ({explained_p:.0%}).")
-        st.download_button("Download overlay (PNG)", explain.png_bytes(overlay), file_name=f"gradcam_{explained}.png",
-                           mime="image/png", key=f"png-{key}")
-        for note in decoded.notes:
+        heat_map(key, analysis, predictor)
+        for note in analysis.decoded.notes:
             st.caption(note)
     with right:
         top_code, top_p = ranked[0]
@@ -123,7 +148,7 @@ def show_result(index: int, label: str, data: bytes, predictor, patient: dict | 
             st.warning("This photo looks unlike the dermoscopy images the model learned from, so its answer "
                        "deserves less trust:\n" + "\n".join(f"- {f.message}" for f in photo_findings))
         st.download_button("Download report (JSON)",
-                           json.dumps(report.lesion_report(label, analysis, predictor.bundle), indent=2),
+                           json.dumps(report.lesion_report(label, analysis, predictor.bundle, found), indent=2),
                            file_name="lesion_report.json", mime="application/json", key=f"json-{key}")
 
 

@@ -20,9 +20,10 @@ def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[qua
     return answer, photo
 
 
-def lesion_report(label: str, analysis: Analysis, bundle: Bundle) -> dict:
-    """Probabilities, the top three, every finding and the model that answered, ready for JSON."""
-    answer, photo = findings(analysis, bundle.thresholds)
+def lesion_report(label: str, analysis: Analysis, bundle: Bundle, found=None) -> dict:
+    """Probabilities, the top three, every finding and the model that answered, ready for JSON; `found` is
+    findings() already computed for this analysis (the page shows them too), else they are computed here."""
+    answer, photo = found if found is not None else findings(analysis, bundle.thresholds)
     probabilities = dict(zip(analysis.classes, map(float, analysis.probabilities)))
     return {
         "image": label,

@@ -55,6 +55,32 @@ def test_diagnose_a_real_image_gives_chart_top3_and_overlay(models_dir):
     assert any("not that it is likely" in str(c.value) for c in at.caption)
 
 
+def test_diagnose_runs_the_model_once_per_photo_however_the_heat_map_is_changed(models_dir, monkeypatch):
+    from skin_core.predict import Predictor
+    runs = []
+    original = Predictor.analyse
+    monkeypatch.setattr(Predictor, "analyse", lambda self, *a, **k: runs.append(1) or original(self, *a, **k))
+    at = page("diagnose").run()
+    at.file_uploader[0].set_value(("lesion.jpg", real_image(), "image/jpeg")).run()
+    assert not at.exception and len(runs) == 1
+    at.slider[0].set_value(0.8).run()
+    other = next(c for c in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc") if c != at.selectbox[0].value)
+    at.selectbox[0].set_value(other).run()
+    assert not at.exception and len(runs) == 1
+    assert any("Grad-CAM for" in image.caption for element in at.get("image") for image in element.proto.imgs)
+    at.file_uploader[0].set_value([("lesion.jpg", real_image(), "image/jpeg"),
+                                   ("second.png", encode_png(real_image()), "image/png")]).run()
+    assert not at.exception and len(runs) == 2           # only the new photo is analysed
+
+
+def encode_png(jpeg: bytes) -> bytes:
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_diagnose_refuses_a_bad_file_without_a_traceback(models_dir):
     at = page("diagnose").run()
     at.file_uploader[0].set_value(("notes.jpg", b"this is not a picture", "image/jpeg")).run()
