@@ -50,6 +50,18 @@ def rows() -> list[str]:
     if cold:
         out.append(f"| cold start: new process to first prediction | median {cold['median_s']} s "
                    f"(runs {', '.join(map(str, cold['seconds']))}) | ≤ 10 s | {verdict(cold['median_s'] <= 10)} |")
+    cli = load("cli")
+    if cli:
+        out += [
+            f"| command line cold start: `python -m skin_core predict` on one photo, process start to exit | median "
+            f"{cli['cold_start_s']} s ({cli['cold_start_ratio_to_bare']}x a bare process that imports TensorFlow, loads "
+            f"the model and runs one forward pass: {cli['bare_cold_start_s']} s) | ≤ 10 s | "
+            f"{verdict(cli['cold_start_s'] <= cli['cold_start_target_s_max'])} |",
+            f"| command line, each further photo with `--gradcam` (JSON line, overlay PNG) | {cli['per_further_photo_ms']} ms "
+            f"({cli['per_photo_ratio_to_bare_forward']}x the bare forward over the {cli['test_time_views']} views, "
+            f"p50 {cli['bare_forward_per_photo']['p50_ms']} ms) | ≤ 80 ms | "
+            f"{verdict(cli['per_further_photo_ms'] <= cli['per_further_photo_target_ms_max'])} |",
+        ]
     thr = load("throughput")
     if thr:
         ev, tr = thr["evaluation"], thr["training"]

@@ -45,8 +45,7 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ("bomb.png", _save(Image.new("1", (30000, 30000)), "PNG")),
         ("huge_upload.jpg", b"\xff\xd8\xff\xe0" + bytes(26 * 1024 * 1024)),
         ("one_pixel.png", _save(Image.new("RGB", (1, 1), (200, 100, 90)), "PNG")),
-        ("ten_pixels.png", _save(Image.new("RGB", (10, 10), (200, 100, 90)), "PNG")),
-        ("thin_strip.png", _save(Image.new("RGB", (4000, 20), (200, 100, 90)), "PNG")),
+        ("seven_pixels_wide.png", _save(Image.new("RGB", (7, 300), (200, 100, 90)), "PNG")),
         ("random.bin.jpg", np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()),
         ("archive.zip.png", archive.getvalue()),
         ("elf.jpg", b"\x7fELF\x02\x01\x01" + bytes(200)),
@@ -58,6 +57,8 @@ def corpus() -> list[tuple[str, bytes, str]]:
     ]
     accepted = [
         ("plain.jpg", jpeg),
+        ("ten_pixels.png", _save(Image.new("RGB", (10, 10), (200, 100, 90)), "PNG")),      # a thumbnail: enlarged,
+        ("thin_strip.png", _save(Image.new("RGB", (4000, 20), (200, 100, 90)), "PNG")),   # with the small-photo warning
         ("deep_16bit.png", _save(Image.fromarray(deep), "PNG")),
         ("greyscale.png", _save(photo.convert("L"), "PNG")),
         ("palette.png", _save(photo.convert("P"), "PNG")),
