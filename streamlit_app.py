@@ -1,8 +1,4 @@
 """Skin-lesion classifier demo: the entry point. Run with `streamlit run streamlit_app.py`."""
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import streamlit as st
 
 from skin_core import registry

@@ -5,13 +5,11 @@
 See models/default/MODEL_CARD.md for the command that reproduces the default model.
 """
 import argparse
-import os
 import warnings
 import signal
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message=".*shuffle=True.*")
 
 from skin_core.options import BALANCE_CHOICES, MIX_CHOICES, STRATEGY_CHOICES, TTA_CHOICES  # noqa: E402 (no Keras)

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from bench.common import run_main, stats_ms, timed, write  # noqa: E402
+from common import run_main, stats_ms, timed, write
 
 BARE_CHILD = """
 import os
@@ -58,7 +57,7 @@ def bare_forward_s(bundle, photo: Path, runs: int = 50) -> list[float]:
     """The bare model over the bundle's test-time views of one prepared photo, traced once."""
     import numpy as np
     import tensorflow as tf
-    from bench.common import bare_over_views
+    from common import bare_over_views
     from skin_core import images
     forward = bare_over_views(bundle.model, bundle.manifest.get("test_time_augmentation", "none"), batch=1)
     x = tf.constant(images.prepare(images.load_file(photo).rgb, bundle.input_size, bundle.detail_side)[None],

@@ -8,13 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import run_main, write  # noqa: E402
+from common import run_main, write
 
 CHILD = """
-import os, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-sys.path.insert(0, {root!r})
 from skin_core.predict import Predictor
 from skin_core import images
 p = Predictor.from_path({model!r})

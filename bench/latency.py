@@ -15,16 +15,13 @@ averages.
 """
 import argparse
 import io
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from bench.common import bare_over_views, run_main, stats_ms, timed, timed_together, write
+from common import bare_over_views, run_main, stats_ms, timed, timed_together, write
 from skin_core import explain, images
 from skin_core.model import LAST_CONV_LAYER
 from skin_core.options import TTA_VIEWS

@@ -3,14 +3,10 @@
     python bench/memory.py [--model models/default] [--runs 1000]
 """
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from bench.common import run_main, write
+from common import run_main, write
 from bench.latency import jpeg_600x450
 from skin_core import explain
 from skin_core.predict import Predictor

@@ -9,18 +9,15 @@ comparison behind the 90% rule (500 resamples of the validation split), both as 
 resample and metric). Predictions are drawn at random: the cost does not depend on them.
 """
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from bench.common import run_main, write
+from common import run_main, write
 from skin_core import calibration, evaluation
 from skin_core.bundle import SPLIT_FILE
 

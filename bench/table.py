@@ -3,11 +3,9 @@
     python bench/table.py          # rewrites the part of bench/README.md between the results markers
 """
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import RESULTS  # noqa: E402
+from common import RESULTS
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -10,16 +10,13 @@ temperature, `export.calibrated_probabilities`) and should match the app's own t
 """
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import tensorflow as tf
 
-from bench.common import run_main, stats_ms, timed, write
+from common import run_main, stats_ms, timed, write
 from skin_core import data, export
 from skin_core.bundle import load_bundle
 from sklearn.metrics import accuracy_score, balanced_accuracy_score

@@ -11,16 +11,13 @@ in a row, three resamplings instead of one), and the pipeline with the camera ch
 --compression: saturation, sharpness and JPEG re-saving of half of each batch).
 """
 import argparse
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import tensorflow as tf
 
-from bench.common import bare_over_views, run_main, write
+from common import bare_over_views, run_main, write
 import keras
 
 from skin_core import data, recipe

@@ -21,22 +21,17 @@ image's details from the dataset's metadata, as finishing gives them, or none wi
 it answers when a user enters nothing); a photo-only model ignores them.
 """
 import argparse
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from scipy.special import softmax
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
-import numpy as np  # noqa: E402
-from scipy.special import softmax  # noqa: E402
-from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
-
-from skin_core import calibration, data, patients  # noqa: E402
-from skin_core.bundle import (SPLIT_FILE, BundleError, load_bundle, read_manifest,  # noqa: E402
+from skin_core import calibration, data, patients
+from skin_core.bundle import (SPLIT_FILE, BundleError, load_bundle, read_manifest,
                               weight_soup)
-from skin_core.options import TTA_VIEWS  # noqa: E402
-from skin_core.predict import Predictor  # noqa: E402
+from skin_core.options import TTA_VIEWS
+from skin_core.predict import Predictor
 
 
 class ImagesAtSize:

@@ -9,17 +9,12 @@ reference images are ones the model was trained on and the threshold comes from 
 lesions. The test split is not read.
 """
 import argparse
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skin_core import data  # noqa: E402
-from skin_core.bundle import SPLIT_FILE, BundleError, add_familiarity, load_bundle  # noqa: E402
-from skin_core.predict import Predictor  # noqa: E402
-from skin_core.training import fit_familiarity  # noqa: E402
+from skin_core import data
+from skin_core.bundle import SPLIT_FILE, BundleError, add_familiarity, load_bundle
+from skin_core.predict import Predictor
+from skin_core.training import fit_familiarity
 
 
 def main():

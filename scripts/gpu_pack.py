@@ -9,12 +9,9 @@ them; `train.py --finish-from` later checks the split digest against the full da
 """
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skin_core import data  # noqa: E402
+from skin_core import data
 
 
 def make_pack(dataset: str, split_csv: str, out: str, weights: str | None = None) -> Path:

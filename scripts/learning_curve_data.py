@@ -13,16 +13,12 @@ the file system allows no links).
 import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sklearn.model_selection import StratifiedGroupKFold
 
-from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
-
-from skin_core import data  # noqa: E402
-from skin_core.bundle import SPLIT_FILE  # noqa: E402
+from skin_core import data
+from skin_core.bundle import SPLIT_FILE
 
 
 def subset_table(table, keep_one_in: int, seed: int):

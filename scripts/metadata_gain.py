@@ -12,22 +12,17 @@ lesion (paired, 500 rounds) as for every other choice (docs/experiments.md, runs
 read. The dataset must be in the HAM10000 layout with age, sex and localization columns.
 """
 import argparse
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
-
-from skin_core import calibration, data  # noqa: E402
-from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle  # noqa: E402
-from skin_core.patients import COLUMNS as PATIENT_COLUMNS  # noqa: E402
-from skin_core.predict import Predictor  # noqa: E402
+from skin_core import calibration, data
+from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle
+from skin_core.patients import COLUMNS as PATIENT_COLUMNS
+from skin_core.predict import Predictor
 
 
 def patient_columns(data_root) -> pd.DataFrame:

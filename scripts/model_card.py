@@ -7,12 +7,10 @@ experiment log linked rather than copied.
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from skin_core.classes import full_name  # noqa: E402
-from skin_core.robustness import ROBUSTNESS_FILE, markdown_table  # noqa: E402
+from skin_core.classes import full_name
+from skin_core.robustness import ROBUSTNESS_FILE, markdown_table
 
 
 def pct(x):

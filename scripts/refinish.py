@@ -15,19 +15,14 @@ the one in its manifest, so validation and test are the same lesions as before.
 """
 import argparse
 import dataclasses
-import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skin_core import training  # noqa: E402
-from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, weight_soup  # noqa: E402
-from skin_core.options import TTA_CHOICES  # noqa: E402
-from skin_core.resume import FREE_SETTINGS  # noqa: E402
+from skin_core import training
+from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, weight_soup
+from skin_core.options import TTA_CHOICES
+from skin_core.resume import FREE_SETTINGS
 
 
 def main():

@@ -8,16 +8,10 @@ split is only read here to describe a model already chosen, never to choose one;
 use --subset val, which prints the table and writes nothing.
 """
 import argparse
-import os
-import sys
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skin_core import data, images, patients, robustness  # noqa: E402
-from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, update_report  # noqa: E402
-from skin_core.predict import Predictor  # noqa: E402
+from skin_core import data, images, patients, robustness
+from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, update_report
+from skin_core.predict import Predictor
 
 
 def held_out(bundle, data_root, subset: str):

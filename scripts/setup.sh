@@ -20,3 +20,5 @@ if [ "${1:-}" = "--dev" ]; then
 else
   .venv/bin/python -m pip install -q -r requirements.txt
 fi
+# skin_core itself, editable: the scripts, benchmarks and tests import it from any folder
+.venv/bin/python -m pip install -q --no-deps -e .

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# a GPU machine gets a copy of the repository without scripts/setup.sh (no TensorFlow, no installed skin_core)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402

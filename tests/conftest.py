@@ -1,14 +1,14 @@
 """Shared fixtures. Real images come from sample_data/ (70 HAM10000 images, CC BY-NC 4.0,
 Tschandl et al. 2018); datasets for particular cases are built from them in temporary folders."""
-import os
+import importlib
 import shutil
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import pandas as pd
 import pytest
+
+importlib.import_module("skin_core")   # first: it sets TensorFlow's log level before a test module loads TensorFlow
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # the app's pages import `app_pages.common`, as under `streamlit run`
