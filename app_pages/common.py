@@ -7,11 +7,9 @@ from stat import S_ISREG
 
 import streamlit as st
 
-from skin_core import access, registry
+from skin_core import NOTICE, access, registry
 from skin_core.bundle import BundleError, read_manifest, verify_files
 
-NOTICE = ("Research demo, not a medical device. It must not be used to diagnose, treat or reassure; "
-          "any lesion of concern needs a clinician.")
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the model...")

@@ -105,7 +105,7 @@ def heat_map(key: str, analysis, predictor) -> None:
     explained = st.selectbox("Explain class", [c for c, _ in ranked], key=f"cls-{key}",
                              format_func=lambda c: f"{full_name(c)} ({c})")
     opacity = st.slider("Heat-map opacity", 0.0, 1.0, 0.45, 0.05, key=f"op-{key}")
-    square = explain.centre_square(decoded.rgb)
+    square = explain.display_square(decoded.rgb)
     overlay = explain.overlay(square, analysis.cam(explained), opacity)
     explained_p = analysis.as_dict()[explained]
     side = min(decoded.rgb.shape[:2])      # images.prepare: detail capped, then resized to the input size

@@ -100,7 +100,7 @@ def main():
     def end_to_end():
         analysis = predictor.analyse_bytes(data)
         top = int(analysis.probabilities.argmax())
-        explain.overlay(explain.centre_square(analysis.decoded.rgb), analysis.cams[..., top])
+        explain.overlay(explain.display_square(analysis.decoded.rgb), analysis.cams[..., top])
 
     def earlier_end_to_end():
         decoded = images.decode(data)

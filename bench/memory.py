@@ -23,7 +23,7 @@ def main():
 
     def once():
         analysis = predictor.analyse_bytes(data)
-        explain.png_bytes(explain.overlay(explain.centre_square(analysis.decoded.rgb), analysis.cams[..., 0]))
+        explain.png_bytes(explain.overlay(explain.display_square(analysis.decoded.rgb), analysis.cams[..., 0]))
 
     for _ in range(50):
         once()

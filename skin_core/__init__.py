@@ -9,3 +9,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
+
+NOTICE = ("Research demo, not a medical device. It must not be used to diagnose, treat or reassure; "
+          "any lesion of concern needs a clinician.")
+"""Said on every page of the app and in every lesion report."""

@@ -88,7 +88,7 @@ def cmd_predict(args) -> int:
         record = report.lesion_report(path, analysis, predictor.bundle)    # the app's download, to the letter
         top = record["top"]
         if args.gradcam:
-            square = explain.centre_square(analysis.decoded.rgb)
+            square = explain.display_square(analysis.decoded.rgb)
             target = Path(args.gradcam) / f"{_safe_stem(path)}_gradcam_{top}.png"
             target.write_bytes(explain.png_bytes(explain.overlay(square, analysis.cam(top))))
             record["gradcam"] = str(target)

@@ -127,7 +127,7 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, opacity: float = 0.45, colormap: s
     return np.asarray(Image.blend(Image.fromarray(rgb), heat.convert("RGB"), opacity))
 
 
-def centre_square(rgb: np.ndarray, max_side: int = 600) -> np.ndarray:
+def display_square(rgb: np.ndarray, max_side: int = 600) -> np.ndarray:
     """The part of a photo the model sees (its centre square), shrunk only when larger than max_side."""
     square = images.centre_square(rgb)
     if square.shape[0] <= max_side:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from scipy.special import softmax
 
 from . import patients
 from .bundle import inside_bundle, load_bundle
 from .model import COLOUR_LAYER
-from .predict import softmax
 
 
 class ExportError(ValueError):
@@ -54,7 +54,7 @@ def calibrated_probabilities(run, pixels: np.ndarray, sidecar: dict, patient_row
     if "patient_push" in sidecar:
         head = patients.PatientHead(np.asarray(sidecar["patient_push"]["weights"]), sidecar["classes"])
         shift = shift + head.logits(patient_rows, len(pixels))
-    return softmax((np.mean(log_p, axis=0) + shift) / sidecar["temperature"])
+    return softmax((np.mean(log_p, axis=0) + shift) / sidecar["temperature"], axis=-1)
 
 
 def export_savedmodel(model, out: Path) -> Path:

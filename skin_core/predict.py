@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from scipy.special import softmax
 
 from . import explain, images, patients as patient_details
 from .bundle import Bundle, load_bundle
@@ -103,7 +104,7 @@ class Predictor:
         return (logits + self.logit_bias) / self.temperature
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        return softmax(self.calibrated_logits(logits))
+        return softmax(self.calibrated_logits(logits), axis=-1)
 
     def probabilities_and_distances(self, pixels: np.ndarray, batch_size: int = 64, *, patients=None):
         """Calibrated probabilities and each picture's distance from the training images in feature space
@@ -160,9 +161,3 @@ class Predictor:
 
     def analyse_bytes(self, data: bytes, patient: dict | None = None) -> Analysis:
         return self.analyse(images.decode(data), patient)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)

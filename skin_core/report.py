@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import quality
+from . import NOTICE, quality
 from .bundle import MODEL_FILE, Bundle
 from .predict import Analysis
-
-NOTICE = "Research demo, not a medical device."
 
 
 def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[quality.Finding], list[quality.Finding]]:

@@ -6,12 +6,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import softmax
 import tensorflow as tf
 
 from conftest import SAMPLE, make_folder_dataset
 from skin_core import bundle as bundles, images, patients
 from skin_core.pipelines import hide_some
-from skin_core.predict import Predictor, softmax
+from skin_core.predict import Predictor
 
 
 def one_hot_names(row: np.ndarray) -> list[str]:
@@ -81,9 +82,9 @@ def test_a_patient_run_writes_its_head_in_the_bundle_and_the_predictor_adds_its_
     alone, with_details = predictor.analyse(decoded), predictor.analyse(decoded, old_face)
     # exactly the calibrated softmax of the photo's logits plus the head's push ("unknown" when nothing is given)
     np.testing.assert_allclose(with_details.probabilities, softmax(predictor.calibrated_logits(
-        photo_logits + patients.encode(pd.DataFrame([old_face])) @ head.weights))[0], atol=1e-5)
+        photo_logits + patients.encode(pd.DataFrame([old_face])) @ head.weights), axis=-1)[0], atol=1e-5)
     np.testing.assert_allclose(alone.probabilities, softmax(predictor.calibrated_logits(
-        photo_logits + patients.unknown(1) @ head.weights))[0], atol=1e-5)
+        photo_logits + patients.unknown(1) @ head.weights), axis=-1)[0], atol=1e-5)
     assert np.abs(with_details.probabilities - alone.probabilities).max() > 1e-3
     np.testing.assert_array_equal(with_details.cams, alone.cams)      # the maps explain the photo
     assert with_details.patient == old_face and alone.patient is None
