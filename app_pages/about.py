@@ -29,13 +29,18 @@ HAM10000: Tschandl, P., Rosendahl, C. & Kittler, H. *The HAM10000 dataset, a lar
 dermatoscopic images of common pigmented skin lesions.* Scientific Data 5, 180161 (2018).
 https://doi.org/10.1038/sdata.2018.161 — licence CC BY-NC 4.0: non-commercial use, credit the authors.
 
+ISIC 2019 training images from BCN20000 (Barcelona) and MSK (New York), used by models trained on more than
+HAM10000 (the model card lists each model's sources): Combalia, M. et al. *BCN20000: Dermoscopic lesions in the
+wild.* arXiv:1908.02288 (2019); Codella, N. et al. *Skin lesion analysis toward melanoma detection: a challenge at
+ISBI 2017.* arXiv:1710.05006 (2017); ISIC Archive, licence CC BY-NC 4.0.
+
 ### Model
 MobileNet V1 (Howard et al. 2017, arXiv:1704.04861) from `keras.applications`, starting from Google's ImageNet
 weights (Apache-2.0), fine-tuned as described in the model card.
 
 ### Licences
-The code of this demo is MIT licensed; the models trained on HAM10000 inherit its non-commercial terms.
+The code of this demo is MIT licensed; models trained on these images inherit their non-commercial terms.
 
 ### How to cite
-Cite the HAM10000 paper above for the data and this repository for the software.
+Cite the papers above for the data the served model was trained on and this repository for the software.
 """)

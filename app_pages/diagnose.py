@@ -57,7 +57,7 @@ def patient_form(predictor) -> dict | None:
     with st.expander("Patient details (optional): age, sex and body site", expanded=True):
         st.caption("This model also reads the patient's age, sex and where the lesion is, as a dermatologist would. "
                    "Leave any of them out and it answers without it. They apply to every photo below, so enter one "
-                   "patient's lesions at a time. In HAM10000 they are tied to the clinics that took the photos, so "
+                   "patient's lesions at a time. In the training data they are tied to the clinics that took the photos, so "
                    "their weight may differ in another population.")
         age_column, sex_column, site_column = st.columns(3)
         age = age_column.number_input("Age (years)", min_value=0, max_value=120, value=None, step=1,
@@ -163,7 +163,7 @@ st.caption("The confidence of the top answer is calibrated on held-out lesions. 
            + ("This model was trained with class balancing, which lifts the rarer classes' probabilities, so they "
               "tend to run high (Evaluation → Calibration shows each class's); " if class_balanced else
               "Evaluation → Calibration shows how each class's probabilities match what the lesions were; ")
-           + "all of them reflect HAM10000's mix of lesions, not a clinic's.")
+           + "all of them reflect the training collections' mix of lesions, not a clinic's.")
 
 patient = patient_form(predictor)
 upload_tab, camera_tab, example_tab = st.tabs(["Upload", "Camera", "Examples"])
