@@ -88,23 +88,26 @@ def launch_form(admin: bool) -> None:
         batch = left.number_input("Batch size", 4, 256, 16)
         lr = middle.number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.6f")
         seed = right.number_input("Seed", 0, 10_000, 42)
-        balance = left.selectbox("Class balancing", options.BALANCE_CHOICES,
-                                 help="How the rare classes are made to count: loss weights (or their square root), "
-                                      "batches drawn equally from every class, a logit-adjusted loss (a rare class "
-                                      "must win by a margin), or nothing")
-        augment = middle.checkbox("Augmentation (rotation, flips, zoom, ±10% light)", True)
-        mix = right.selectbox("Label mixing", options.MIX_CHOICES,
-                              help="Blend pairs of training images and their labels: a regulariser for small classes")
+        augment = left.checkbox("Augmentation (rotation, flips, zoom, ±10% light)", True)
         photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
                                       help="Widen the brightness and contrast changes (±10% to ±20%) and also "
                                            "vary colour saturation and sharpness while training")
-        compression = left.checkbox("JPEG re-saving (phone and web copies)", False,
-                                    help="Re-save half the training photos as JPEG at a random quality (30-95), "
-                                         "so compression blocks and ringing do not sway the model")
-        colour_constancy = right.checkbox(
-            "Even out white balance and exposure", False,
-            help="The model first brings each photo's light and colour cast to HAM10000's typical one "
-                 "(shades-of-grey colour constancy), so photos from other cameras look more alike to it")
+        compression = right.checkbox("JPEG re-saving (phone and web copies)", False,
+                                     help="Re-save half the training photos as JPEG at a random quality (30-95), "
+                                          "so compression blocks and ringing do not sway the model")
+        with st.expander("Advanced: options the experiments tried and did not adopt (docs/experiments.md)"):
+            left, middle, right = st.columns(3)
+            balance = left.selectbox("Class balancing", options.BALANCE_CHOICES,
+                                     help="How the rare classes are made to count: loss weights (the default "
+                                          "model's), their square root, batches drawn equally from every class, a "
+                                          "logit-adjusted loss (a rare class must win by a margin), or nothing")
+            mix = middle.selectbox("Label mixing", options.MIX_CHOICES,
+                                   help="Blend pairs of training images and their labels: a regulariser for small "
+                                        "classes")
+            colour_constancy = right.checkbox(
+                "Even out white balance and exposure", False,
+                help="The model first brings each photo's light and colour cast to HAM10000's typical one "
+                     "(shades-of-grey colour constancy), so photos from other cameras look more alike to it")
         with_patients = st.checkbox(
             "Also learn from age, sex and body site", False,
             help="The patient's age, sex and the lesion's body site from the dataset's metadata CSV (HAM10000 "
