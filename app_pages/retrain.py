@@ -126,8 +126,7 @@ def launch_form(admin: bool) -> None:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "no_augment": not augment, "photometric": photometric, "mix": mix,
-                  "colour_constancy": colour_constancy, "compression": compression,
-                  "patience_from": int(epochs) // 2, "patients": with_patients}
+                  "colour_constancy": colour_constancy, "compression": compression, "patients": with_patients}
         try:   # the split and the starting weights come from one reading of the active model
             config, notes = launch.plan_run(config, dataset.table, start_from=start_from,
                                             same_lesions=same_lesions, active=registry.active_path())

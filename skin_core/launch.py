@@ -30,6 +30,8 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
     if start_from not in START_FROM:
         raise LaunchError(f"Unknown starting point {start_from!r}; expected one of {', '.join(START_FROM)}.")
     config, notes = dict(settings), []
+    # early stopping watches only the second half: a run's first epochs at the top of its learning rate are noisy
+    config.setdefault("patience_from", int(config.get("epochs", 0)) // 2)
     active = Path(active)
     if config.get("patients"):
         _check_patient_run(config, table)
