@@ -24,7 +24,7 @@ import psutil
 
 from . import registry
 from .jsonfiles import replace_json
-from .resume import STATE_FILE, WEIGHTS_FILE
+from .resume import last_saved_epoch
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 LOCK = ".lock"
@@ -113,12 +113,7 @@ def saved_progress(run_id: str, root: Path | None = None) -> dict | None:
     weights that are gone is not offered: continuing would only fail)."""
     if state(run_id, root).status not in ("cancelled", "failed"):
         return None
-    checkpoint = runs_dir(root) / run_id / CHECKPOINT
-    saved = _read_json(checkpoint / STATE_FILE) or {}
-    weights = checkpoint / str(saved.get("saved", "")) / WEIGHTS_FILE
-    if not (saved.get("epoch") and saved.get("saved") and weights.is_file()):
-        return None
-    return {"epoch": saved["epoch"], "finished": bool(saved.get("finished"))}
+    return last_saved_epoch(runs_dir(root) / run_id / CHECKPOINT)
 
 
 def resume(run_id: str, root: Path | None = None, *, extra_env: dict | None = None) -> None:

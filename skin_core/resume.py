@@ -180,6 +180,21 @@ class Checkpoint:
                 shutil.rmtree(old, ignore_errors=True)
 
 
+def last_saved_epoch(folder: str | Path) -> dict | None:
+    """What a checkpoint folder can continue from, {"epoch": last finished epoch, "finished": fitting was over},
+    or None when it holds nothing usable (no state, or a state naming weights that are gone): read here, beside
+    the code that writes it, so nothing else depends on the state file's layout."""
+    try:
+        saved = json.loads((Path(folder) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not (saved.get("epoch") and saved.get("saved")):
+        return None
+    if not (Path(folder) / str(saved["saved"]) / WEIGHTS_FILE).is_file():
+        return None
+    return {"epoch": saved["epoch"], "finished": bool(saved.get("finished"))}
+
+
 def discard(folder: str | Path) -> None:
     """Delete what a run saved (its bundle is written), and the folder if nothing else is in it."""
     folder = Path(folder)
