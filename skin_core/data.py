@@ -434,6 +434,20 @@ def _learned_from(table: pd.DataFrame, recorded: pd.DataFrame) -> pd.Series:
     return learned
 
 
+def with_inherited_rows(split: pd.DataFrame, starting_split_csv) -> pd.DataFrame:
+    """A run's split (image_id, lesion_id, dx, subset, ...) plus the rows of its starting bundle's split for images
+    the run's own datasets do not hold. A model continued from another has learnt what that one learnt: its
+    split.csv must list those images too, or an evaluation on them (leave_out_seen) would score them as unseen.
+    The starting bundle's test rows stay test rows: neither model trained on them."""
+    try:
+        earlier = _read_split(starting_split_csv)
+    except DatasetError as exc:
+        raise DatasetError(f"The starting model's split {starting_split_csv} cannot be read ({exc}), so the images "
+                           "it learnt from cannot be recorded.") from None
+    inherited = earlier[~earlier["image_id"].isin(split["image_id"])]
+    return pd.concat([split, inherited.reindex(columns=split.columns)], ignore_index=True)
+
+
 def leave_out_seen(table: pd.DataFrame, split_csv) -> tuple[pd.DataFrame, int]:
     """The rows of `table` whose image and lesion the bundle with `split_csv` neither trained nor was tuned
     on, and how many were left out: a dataset that shares images with a model's development data (HAM10000

@@ -393,6 +393,8 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
             log.event("summary", line)
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     split = table[["image_id", "lesion_id", "dx", "subset"] + (["source"] if table["source"].nunique() > 1 else [])]
+    if cfg.init_bundle:      # what the starting model learnt from, beyond this run's datasets, counts as seen too
+        split = data.with_inherited_rows(split, Path(cfg.init_bundle) / bundles.SPLIT_FILE)
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
                                familiarity=familiarity, patient_head=patient_head)
     if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over

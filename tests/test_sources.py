@@ -207,3 +207,23 @@ def test_the_evaluation_page_shows_each_sources_figures_and_draws_one_on_request
     z = json.loads(drawn.proto.spec)["data"][0]["z"]        # plotly's typed-array form: base64 bytes and a shape
     shown = np.frombuffer(base64.b64decode(z["bdata"]), z["dtype"]).reshape([int(n) for n in z["shape"].split(",")])
     assert np.array_equal(shown, report["by_source"]["bcn"]["confusion_matrix"])
+
+
+def test_a_run_continued_from_a_model_of_more_sources_records_what_that_model_learnt(two_source_bundle, tmp_path,
+                                                                                     capsys):
+    """Refocusing a two-source model on one source: its split.csv still lists the other source's images, so
+    an evaluation on that source leaves out what the starting model trained or was tuned on."""
+    from skin_core.predict import Predictor
+    out = tmp_path / "refocused"
+    code = train.main(train.parse_args([
+        "--data", str(SAMPLE), "--out", str(out), "--init-bundle", str(two_source_bundle), "--split-from",
+        str(two_source_bundle), "--epochs", "1", "--head-epochs", "0", "--img-size", "32", "--alpha", "0.25",
+        "--weights", "none", "--batch-size", "8", "--tta", "none", "--patients"]))
+    assert code == 0, capsys.readouterr().out
+    before = pd.read_csv(two_source_bundle / "split.csv", dtype=str).set_index("image_id")["subset"]
+    after = pd.read_csv(out / "split.csv", dtype=str).set_index("image_id")["subset"]
+    assert after.sort_index().equals(before.sort_index())       # the sample's split, and bcn's as inherited
+    bcn = two_source_bundle.parent / "bcn"                   # the second source the fixture trained on
+    report = Predictor.from_path(out).evaluate(bcn)
+    assert report["n"] == int((before[before.index.str.startswith("BCN")] == "test").sum())
+    assert report["left_out_seen"] == int(before.index.str.startswith("BCN").sum()) - report["n"]
