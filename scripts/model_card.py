@@ -141,8 +141,9 @@ KNOWN_SOURCES = {
 """What the card says of a training source it knows by its folder name (others are listed by name alone)."""
 
 
-def sources_text(m: dict) -> str:
-    """One line per training source: what it is, its images and lesions, and how it was split."""
+def sources_text(m: dict, r: dict) -> str:
+    """One line per training source: what it is, its images and lesions, and how it was split; and a line for
+    each source the report scores that this run did not read itself (learnt through its starting bundle)."""
     sources = m["dataset"].get("sources") or {m["dataset"]["root"]: {"n_images": m["dataset"]["n_images"],
                                                                      "n_lesions": m["dataset"]["n_lesions"],
                                                                      "subsets": m["split"]["sizes"]}}
@@ -153,6 +154,11 @@ def sources_text(m: dict) -> str:
         split = ", ".join(f"{k} {sizes[k]}" for k in ("train", "val", "test") if k in sizes)
         lines.append(f"- **{name}**: {KNOWN_SOURCES.get(name, 'a labelled dataset')}. {part['n_images']} images of "
                      f"{part['n_lesions']} lesions; {split}" + (f" ({how[name]})" if name in how else "") + ".")
+    for name, part in (r.get("by_source") or {}).items():
+        if name not in sources:
+            lines.append(f"- **{name}**: {KNOWN_SOURCES.get(name, 'a labelled dataset')}. Learnt through the starting "
+                         f"bundle {m['training'].get('init_bundle')}, whose split of it `split.csv` lists; "
+                         f"{part['n']} test images held out from both.")
     return "\n".join(lines)
 
 
@@ -191,17 +197,17 @@ def card(bundle: Path, command: str, experiments: str, choice: str = "") -> str:
 MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, dropout {t['dropout']} and a
 7-way dense head; {input_text(m)}, {detail_text(m)} (centre square, EXIF-upright RGB,
 bilinear resize, scaling inside the model; `skin_core.images.prepare`, recorded in the manifest). Started from
-{'the bundle ' + t['init_bundle'] + ' (itself from ImageNet)' if t.get('init_bundle') else m['weights_source']}.
+{'the bundle ' + t['init_bundle'] + ' (the commands under Training give the chain back to ImageNet)' if t.get('init_bundle') else m['weights_source']}.
 {prior_shift_text(m)}Temperature scaling T = {m['calibration']['temperature']:.3f}; melanoma threshold {m['thresholds']['mel']:.3f}, set on
 validation to reach sensitivity {t['mel_sensitivity']:.2f} there. Test-time views: {TTA_TEXT[m.get('test_time_augmentation', 'none')]}.
 {familiarity_text(m)}{patients_text(m)}
 
 ## Data, licences and split
-{sources_text(m)}
+{sources_text(m, r)}
 
 Every source is split on its own, stratified by class and grouped by `lesion_id` ({m['split']['method']}); no
-lesion is on two sides (`split.csv`). Epochs, calibration, the threshold and the choice of model used validation
-only; the test split was read once the model had been chosen. All sources are non-commercial (CC BY-NC 4.0), and so is this model.
+lesion is on two sides (`split.csv`). Epochs, calibration and the threshold used validation only; how the model
+was chosen, and what had been seen by then, is under Training. All sources are non-commercial (CC BY-NC 4.0), and so is this model.
 
 ## Results on held-out test lesions
 | test images | n | accuracy | majority-class baseline | balanced accuracy (95% CI) | macro F1 (95% CI) | top-3 | ECE | melanoma sens. / spec. |
@@ -246,8 +252,7 @@ The experiments behind this model and the ones it replaced: [{experiments}]({exp
 
 def detail_text(m: dict) -> str:
     side = m["preprocessing"].get("detail_side")
-    return f"detail capped at {side} px (sharper photos are seen at the detail the model learned)" if side else \
-        "no detail cap"
+    return f"detail capped at {side} px, as sharp as the sharpest training photos" if side else "no detail cap"
 
 
 def low_detail_text(m: dict) -> str:
