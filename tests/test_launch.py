@@ -11,7 +11,10 @@ FORM = {"data": "somewhere", "epochs": 3, "img_size": 128, "alpha": 0.5, "seed":
 def test_a_run_from_imagenet_weights_keeps_the_form_settings(tiny_bundle):
     table = data.load_dataset(SAMPLE).table
     config, notes = launch.plan_run(FORM, table, start_from="imagenet", same_lesions=False, active=tiny_bundle)
-    assert config == {**FORM, "weights": "imagenet"} and notes == []
+    # early stopping watches the second half of the schedule unless the form says otherwise
+    assert config == {**FORM, "weights": "imagenet", "patience_from": FORM["epochs"] // 2} and notes == []
+    assert launch.plan_run({**FORM, "patience_from": 0}, table, start_from="imagenet", same_lesions=False,
+                           active=tiny_bundle)[0]["patience_from"] == 0
     config, _ = launch.plan_run(FORM, table, start_from="none", same_lesions=True, active=tiny_bundle)
     assert config["weights"] == "none" and config["split_from"] == str(tiny_bundle)
 
