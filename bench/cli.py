@@ -1,6 +1,6 @@
 """The command line's own costs, as ratios to the bare model, so that they mean the same on a busy machine.
 
-    python bench/cli.py [--model models/default] [--photos 20] [--repeats 3]
+    python bench/cli.py [--model models/default] [--photos 60] [--repeats 3]
 
 - Cold start: `python -m skin_core predict --model M photo.jpg`, from process start to exit, against a bare
   child that imports TensorFlow, loads the bundle's model.keras with Keras and runs one forward pass over the
@@ -68,7 +68,8 @@ def bare_forward_s(bundle, photo: Path, runs: int = 50) -> list[float]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="models/default")
-    parser.add_argument("--photos", type=int, default=20, help="further photos after the first")
+    parser.add_argument("--photos", type=int, default=60,
+                        help="further photos after the first (with fewer, start-up noise swamps the per-photo cost)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     from skin_core.bundle import load_bundle

@@ -60,6 +60,12 @@ def rows() -> list[str]:
             f"p50 {cli['bare_forward_per_photo']['p50_ms']} ms) | ≤ 80 ms | "
             f"{verdict(cli['per_further_photo_ms'] <= cli['per_further_photo_target_ms_max'])} |",
         ]
+    rerun = load("diagnose_rerun")
+    if rerun:
+        runs = rerun["runs"]
+        figures = "; ".join(f"{label} ({run['commit']}): p50 {run['opacity_move_to_new_overlay']['p50_ms']} ms, p95 "
+                            f"{run['opacity_move_to_new_overlay']['p95_ms']} ms" for label, run in runs.items())
+        out.append(f"| Diagnose page in Chromium: opacity moved to new overlay shown, {rerun['moves']} moves | {figures} | | |")
     thr = load("throughput")
     if thr:
         ev, tr = thr["evaluation"], thr["training"]
@@ -107,7 +113,7 @@ def rows() -> list[str]:
         k = tfl["keras_test_single_pass"]
         out.append(f"| Keras, same one-view pass on the {k['test_images']} test images | test accuracy "
                    f"{k['test_accuracy']:.3f}, balanced {k['test_balanced_accuracy']:.3f} | | |")
-    times = sorted(result["time"] for result in (lat, cold, thr, rep, mem, tfl) if result.get("time"))
+    times = sorted(result["time"] for result in (lat, cold, cli, rerun, thr, rep, mem, tfl) if result.get("time"))
     stamp = times[0] if len(times) < 2 or times[0] == times[-1] else f"between {times[0]} and {times[-1]}"
     out.append("")
     out.append(f"Model `{lat.get('model', 'models/default')}`, {lat.get('machine', '')}, measured {stamp} "
