@@ -8,7 +8,7 @@ backward pass, in the same call: the page can switch the explained class without
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import tensorflow as tf
@@ -17,20 +17,14 @@ from PIL import Image
 
 from . import images
 from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER
-from .options import TTA_VIEWS
+from .options import TTA_VIEW_NAMES, TTA_VIEWS
 
 import keras
 
 
 def views(images, tta: str) -> list:
-    """The picture and its extra views, each its own batch of the same size."""
-    if tta == "half_turn":
-        return [images, images[:, ::-1, ::-1]]
-    if tta == "flips":
-        return [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
-    if tta == "quarter_turns":
-        return [images] + [_turn(images, k) for k in (1, 2, 3)]
-    return [images]
+    """The picture and its extra views (options.TTA_VIEW_NAMES), each its own batch of the same size."""
+    return [_VIEW_OPERATIONS[name](images) for name in TTA_VIEW_NAMES[tta]]
 
 
 def _turn(batch, quarters: int):
@@ -44,6 +38,20 @@ def _turn(batch, quarters: int):
     if quarters == 3:
         return tf.transpose(batch, [0, 2, 1, 3])[:, :, ::-1]
     return batch
+
+
+def _flip_left_right(batch):
+    return batch[:, :, ::-1]
+
+
+def _flip_up_down(batch):
+    return batch[:, ::-1]
+
+
+# named functions, not lambdas: AutoGraph cannot read the source of several lambdas on one line and warns
+_VIEW_OPERATIONS = {"identity": partial(_turn, quarters=0), "rot90": partial(_turn, quarters=1),
+                    "rot180": partial(_turn, quarters=2), "rot270": partial(_turn, quarters=3),
+                    "flip_left_right": _flip_left_right, "flip_up_down": _flip_up_down}
 
 
 def _features(features_model, images, tta: str):

@@ -21,6 +21,7 @@ from scipy.special import softmax
 from . import patients
 from .bundle import inside_bundle, load_bundle
 from .model import COLOUR_LAYER
+from .options import TTA_VIEW_NAMES
 
 
 class ExportError(ValueError):
@@ -34,10 +35,7 @@ def representative_images(input_size: int, detail_side, limit: int = 70):
     return data.read_images(table, input_size, detail_side).pixels.astype(np.float32)
 
 
-# Each test-time augmentation as numpy operations on (batch, height, width, 3) pictures, named in the sidecar
-VIEW_NAMES = {"none": ["identity"], "half_turn": ["identity", "rot180"],
-              "quarter_turns": ["identity", "rot90", "rot180", "rot270"],
-              "flips": ["identity", "flip_left_right", "flip_up_down", "rot180"]}
+# The views of options.TTA_VIEW_NAMES as NumPy operations on (batch, height, width, 3) pictures, for the sidecar's recipe
 _VIEW_OPERATIONS = {"identity": lambda x: x, "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
                     "rot180": lambda x: np.rot90(x, 2, axes=(1, 2)), "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
                     "flip_left_right": lambda x: x[:, :, ::-1], "flip_up_down": lambda x: x[:, ::-1]}
@@ -137,7 +135,7 @@ def _sidecar_text(bundle, bundle_path: Path, quantize: str) -> str:
     head = bundle.patient_head
     return json.dumps({"source_bundle": str(bundle_path), "classes": bundle.classes,
                        "input_size": bundle.input_size, "preprocessing": bundle.manifest["preprocessing"],
-                       "test_time_augmentation": tta, "views": VIEW_NAMES[tta],
+                       "test_time_augmentation": tta, "views": TTA_VIEW_NAMES[tta],
                        "temperature": bundle.temperature, "thresholds": bundle.thresholds,
                        "logit_bias": [float(b) for b in bundle.logit_bias], "quantize": quantize,
                        "output": "uncalibrated softmax probabilities p of one view; the app's calibrated "

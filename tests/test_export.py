@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from skin_core import data, export
 from skin_core.bundle import load_bundle
+from skin_core.options import TTA_VIEW_NAMES
 from skin_core.predict import Predictor
 from conftest import SAMPLE
 
@@ -95,7 +96,7 @@ def test_quantised_default_model_keeps_its_answers(default_bundle, tmp_path, qua
     assert np.abs(got - expected).mean() <= mean_diff
     if quantize == "float16":   # the default serves four views: the sidecar's recipe reproduces the app's answer
         sidecar = json.loads(path.with_suffix(".json").read_text())
-        assert sidecar["views"] == export.VIEW_NAMES[bundle.manifest["test_time_augmentation"]]
+        assert sidecar["views"] == TTA_VIEW_NAMES[bundle.manifest["test_time_augmentation"]]
         served = Predictor(bundle).probabilities(pixels.astype(np.uint8))
         calibrated = export.calibrated_probabilities(export.TFLiteRunner(path), pixels, sidecar)
         assert (calibrated.argmax(1) == served.argmax(1)).mean() >= 0.97
