@@ -20,7 +20,7 @@ import pandas as pd
 from skin_core import data, evaluation, patients
 from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, write_bundle
 from skin_core.predict import Predictor
-from skin_core.training import SOURCE_HEADLINE
+from skin_core.training import TEST_HEADLINE
 
 
 def test_rows(root, split: pd.DataFrame) -> pd.DataFrame:
@@ -66,8 +66,8 @@ def main():
                                                        test["lesion_id"], source.thresholds)
     report["dataset"] = "held-out test splits of " + " + ".join(Path(root).name for root in args.data)
     manifest = {**source.manifest}
-    manifest["test"] = {k: report[k] for k in SOURCE_HEADLINE}
-    manifest["test"]["by_source"] = {name: {k: part[k] for k in SOURCE_HEADLINE} for name, part in report["by_source"].items()}
+    manifest["test"] = {k: report[k] for k in TEST_HEADLINE}
+    manifest["test"]["by_source"] = {name: {k: part[k] for k in TEST_HEADLINE} for name, part in report["by_source"].items()}
     history = source.path / HISTORY_FILE
     write_bundle(args.out, source.model, manifest, evaluation=report, split=split, familiarity=source.familiarity,
                  history=pd.read_csv(history, index_col="epoch") if history.is_file() else None,

@@ -137,6 +137,11 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dat
     return Dataset(root=root, layout=layout, table=table.reset_index(drop=True), skipped=skipped)
 
 
+def as_roots(folders) -> list[Path]:
+    """One dataset folder or several, as a list of paths (a run, a report or a metadata lookup may name either)."""
+    return [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+
+
 def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:
     """Several dataset folders read as one training set, each image keeping its source (the folder's name).
 
@@ -144,7 +149,7 @@ def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES) -> Data
     photographed in two collections would otherwise sit on both sides of it. Every class must have images
     somewhere; a source may lack some (a clinic's melanomas and naevi).
     """
-    roots = [Path(r).expanduser() for r in ([roots] if isinstance(roots, (str, Path)) else roots)]
+    roots = [root.expanduser() for root in as_roots(roots)]
     if len(roots) == 1:
         return load_dataset(roots[0], skip_bad=skip_bad, classes=classes)
     names = [r.name for r in roots]

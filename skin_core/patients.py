@@ -98,9 +98,8 @@ def read(data_roots, image_ids) -> pd.DataFrame:
     """Age, sex and localization for `image_ids`, in their order, from the metadata file of the dataset (or of
     any of several datasets); rows or columns they lack (or a dataset without one, e.g. class folders) come
     back blank (NaN), i.e. unknown."""
-    from .data import find_metadata
-    roots = [data_roots] if isinstance(data_roots, (str, Path)) else list(data_roots)
-    found = [f for f in (find_metadata(Path(root)) for root in roots) if f is not None]
+    from .data import as_roots, find_metadata
+    found = [f for f in map(find_metadata, as_roots(data_roots)) if f is not None]
     frame = pd.concat([pd.DataFrame(columns=["image_id"])] + [pd.read_csv(f, dtype={"image_id": str}) for f in found])
     rows = frame.drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
     return rows.reindex(columns=list(COLUMNS)).reset_index(drop=True)
@@ -111,7 +110,8 @@ def read_known(data_roots, image_ids) -> tuple[pd.DataFrame, dict[str, float]]:
     rows = read(data_roots, image_ids)
     known = coverage(rows)
     if not any(known.values()):
-        names = " + ".join(Path(r).name for r in ([data_roots] if isinstance(data_roots, (str, Path)) else data_roots))
+        from .data import as_roots
+        names = " + ".join(root.name for root in as_roots(data_roots))
         raise PatientError(f"{names} records no age, sex or body site (a HAM10000 metadata CSV with "
                            "age, sex and localization columns does), so there is nothing to learn from them.")
     return rows, known

@@ -93,14 +93,9 @@ def recorded_settings(cfg: TrainConfig) -> dict:
     return settings
 
 
-def data_roots(cfg: TrainConfig) -> list[str]:
-    """The dataset folders of a run, one or several."""
-    return [cfg.data] if isinstance(cfg.data, (str, Path)) else list(cfg.data)
-
-
 def data_name(cfg: TrainConfig) -> str:
     """The datasets' folder names, for messages and the manifest ("ham10000 + isic2019_bcn_msk")."""
-    return " + ".join(Path(root).name for root in data_roots(cfg))
+    return " + ".join(root.name for root in data.as_roots(cfg.data))
 
 
 class TrainingCancelled(Exception):
@@ -167,7 +162,7 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     if split_csv is not None and not Path(split_csv).is_file():      # checked before the slow image reading
         raise ValueError(f"No split file at {split_csv}: a reused split must come from a bundle folder that "
                          f"holds {bundles.SPLIT_FILE}.")
-    dataset = data.load_datasets(data_roots(cfg), skip_bad=cfg.skip_bad)
+    dataset = data.load_datasets(cfg.data, skip_bad=cfg.skip_bad)
     classes = list(CLASS_CODES)
     detail_side = cfg.detail_side
     if detail_side == -1:     # the sharpest source's detail: smaller photos are upsampled, not the others blurred
@@ -203,7 +198,7 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
                       file=bundles.SPLIT_FILE)
     patient_rows = None
     if cfg.patients:
-        patient_rows, known = patient_details.read_known(data_roots(cfg), table["image_id"])
+        patient_rows, known = patient_details.read_known(cfg.data, table["image_id"])
         log.event("patients", "Patient details known: " + ", ".join(f"{k} {v:.0%}" for k, v in known.items()),
                   known=known)
     return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info, patient_rows)
@@ -384,10 +379,9 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         if test["source"].nunique() > 1:
             report["by_source"] = evaluation.reports_by_source(test_labels, test_probs, classes, test["source"],
                                                                test["lesion_id"], manifest["thresholds"])
-        manifest["test"] = {k: report[k] for k in HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95",
-                                                              "operating_points")}
+        manifest["test"] = {k: report[k] for k in TEST_HEADLINE}
         if "by_source" in report:
-            manifest["test"]["by_source"] = {source: {k: part[k] for k in SOURCE_HEADLINE}
+            manifest["test"]["by_source"] = {source: {k: part[k] for k in TEST_HEADLINE}
                                              for source, part in report["by_source"].items()}
         for line in evaluation.summary_lines(report):
             log.event("summary", line)
@@ -426,7 +420,8 @@ def fit_familiarity(predictor: Predictor, train_pixels: np.ndarray,
 
 
 HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece")
-SOURCE_HEADLINE = HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95", "operating_points")
+TEST_HEADLINE = HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95", "operating_points")
+"""What a manifest keeps of a test report, overall and for each source."""
 
 
 def _source_counts(table: pd.DataFrame) -> dict:
