@@ -16,7 +16,10 @@ candidate is scored as it would be served: at its own input size, with the views
 --views, else the (first) bundle's own; the prior shift fitted on validation; argmax. The score
 is validation balanced accuracy + macro F1, and the difference to the first candidate is resampled by
 lesion (paired bootstrap), because on 1,282 images with 15 dermatofibromas a difference of 0.01 is noise.
-A model that reads the patient's age, sex and body site (`train.py --patients`) is given each validation
+A candidate that never saw the first's validation images or their lesions (run 32 beside a model trained on
+another collection, say) is scored on them too: its figures there are fair, though it was not tuned on them.
+With --as-served, each model's answer is its own served one (its finishing's logit bias, nothing refitted),
+the figures the app shows; only single bundles have one. A model that reads the patient's age, sex and body site (`train.py --patients`) is given each validation
 image's details from the dataset's metadata, as finishing gives them, or none with --without-patients (what
 it answers when a user enters nothing); a photo-only model ignores them.
 """
@@ -35,11 +38,12 @@ from skin_core.predict import Predictor
 
 
 class ImagesAtSize:
-    """The validation photos prepared for each input size a candidate asks for, each read once, and their
-    patients' details (None: given to no model)."""
+    """The validation photos prepared for each input size a candidate asks for, each read once, their
+    patients' details (None: given to no model), and whether models answer as served (their own logit bias)."""
 
-    def __init__(self, table, split_from: Path, patient_rows=None):
+    def __init__(self, table, split_from: Path, patient_rows=None, as_served: bool = False):
         self.table, self.split_from, self.patient_rows, self._prepared = table, split_from, patient_rows, {}
+        self.as_served = as_served
 
     def __call__(self, input_size: int, detail_side: int | None) -> np.ndarray:
         key = (input_size, detail_side)
@@ -68,33 +72,40 @@ def _ensemble_logits(spec: str, images: ImagesAtSize, views: str | None, known: 
 def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndarray:
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
-    # the same split, or it on a share of the training images; else it may have trained on these images
-    if not data.holds_out_the_same(images.split_from / SPLIT_FILE, bundles[0].path / SPLIT_FILE):
+    # the same split, or it on a share of the training images, or none of these images seen; else it may
+    # have trained on them
+    if not (data.holds_out_the_same(images.split_from / SPLIT_FILE, bundles[0].path / SPLIT_FILE)
+            or data.leave_out_seen(images.table, bundles[0].path / SPLIT_FILE)[1] == 0):
         raise BundleError(f"{bundles[0].path} was not split like {images.split_from}, so the validation images "
                           "may be ones it trained on; compare only bundles trained with --split-from the first")
+    if images.as_served and len(bundles) > 1:
+        raise SystemExit(f"{spec}: a weight soup has no served calibration; finish it first (scripts/refinish.py)")
     views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
     if views not in TTA_VIEWS:
         raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(TTA_VIEWS)})")
     weight_soup(bundles)
     bundles[0].manifest["test_time_augmentation"] = views
-    return Predictor(bundles[0]).logits(images(bundles[0].input_size, bundles[0].detail_side),
-                                        patients=images.patient_rows)
+    logits = Predictor(bundles[0]).logits(images(bundles[0].input_size, bundles[0].detail_side),
+                                          patients=images.patient_rows)
+    return logits + bundles[0].logit_bias if images.as_served else logits
 
 
 def compare(candidates: list[str], data_root, views: str | None = None, rounds: int = 500,
-            with_patients: bool = True) -> list[dict]:
-    """Validation scores of each candidate and its paired-bootstrap difference to the first."""
+            with_patients: bool = True, as_served: bool = False) -> list[dict]:
+    """Validation scores of each candidate and its paired-bootstrap difference to the first: with the prior
+    shift fitted on these images (how finishing tunes), or `as_served` (each model's own, nothing refitted)."""
     first = Path(candidates[0].split(",")[0].partition("@")[0].split("+")[0])   # its model loads once, below
     table = data.load_under_split(data_root, first / SPLIT_FILE)
     val = table[table["subset"] == "val"].reset_index(drop=True)
     code = {c: i for i, c in enumerate(read_manifest(first)["classes"])}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
     log_prior = calibration.log_prior(table.loc[table["subset"] == "train", "dx"].map(code).to_numpy(), len(code))
-    images = ImagesAtSize(val, first, patients.read(data_root, val["image_id"]) if with_patients else None)
+    images = ImagesAtSize(val, first, patients.read(data_root, val["image_id"]) if with_patients else None,
+                          as_served)
     results, reference, known = [], None, {}
     for spec in candidates:
         logits = candidate_logits(spec, images, views, known)
-        shift = calibration.fit_prior_shift(logits, y, log_prior)["prior_shift"]
+        shift = 0.0 if as_served else calibration.fit_prior_shift(logits, y, log_prior)["prior_shift"]
         pred = (logits + shift * log_prior).argmax(axis=1)
         reference = pred if reference is None else reference
         diffs = calibration.paired_score_differences(y, groups, pred, reference, rounds)
@@ -115,13 +126,17 @@ def main():
                         help="test-time views of candidates without their own '@views' (default: each bundle's own)")
     parser.add_argument("--without-patients", action="store_true",
                         help="give models that read age, sex and body site none of them (the photo alone)")
+    parser.add_argument("--as-served", action="store_true",
+                        help="score each model's own served answer (its logit bias), nothing fitted on these images")
     args = parser.parse_args()
     try:
-        results = compare(args.candidates, args.data, args.views, with_patients=not args.without_patients)
+        results = compare(args.candidates, args.data, args.views, with_patients=not args.without_patients,
+                          as_served=args.as_served)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    how = "each model as served" if args.as_served else "prior shift fitted on validation, as finishing does"
     print(f"validation: {results[0]['n']} images, {results[0]['lesions']} lesions; "
-          "score = balanced accuracy + macro F1 (prior shift fitted on validation, as finishing does)")
+          f"score = balanced accuracy + macro F1 ({how})")
     for r in results:
         print(f"{r['candidate']}: balanced accuracy {r['balanced_accuracy']:.3f}, macro F1 {r['macro_f1']:.3f}, "
               f"score {r['score']:.3f}, prior shift {r['prior_shift']:.2f}; vs first {r['diff_mean']:+.3f} "

@@ -282,6 +282,43 @@ def test_validation_comparison_accepts_a_bundle_trained_on_a_share_of_the_same_t
         compare([str(tiny_bundle), str(fewer)], SAMPLE, rounds=10)
 
 
+def balanced_accuracy_of_raw_logits(bundle) -> float:
+    """Validation balanced accuracy of a bundle's argmax with no logit bias at all."""
+    from compare_on_validation import ImagesAtSize, candidate_logits
+    from sklearn.metrics import balanced_accuracy_score
+
+    from skin_core import data
+    table = data.load_under_split(SAMPLE, bundle / bundles.SPLIT_FILE)
+    val = table[table["subset"] == "val"].reset_index(drop=True)
+    logits = candidate_logits(str(bundle), ImagesAtSize(val, bundle), None)
+    code = {c: i for i, c in enumerate(bundles.read_manifest(bundle)["classes"])}
+    return balanced_accuracy_score(val["dx"].map(code), logits.argmax(axis=1))
+
+
+def test_validation_comparison_scores_a_model_that_never_saw_the_validation_lesions_and_as_served(tiny_bundle,
+                                                                                                   tmp_path):
+    from compare_on_validation import compare
+    elsewhere = copy_of(tiny_bundle, tmp_path)    # as if trained on another collection: these lesions unlisted
+    split = pd.read_csv(elsewhere / bundles.SPLIT_FILE, dtype=str)
+    validated = split.loc[split["subset"] == "val", "lesion_id"]
+    write_split(elsewhere, split[~split["lesion_id"].isin(validated)])
+    own, other = compare([str(tiny_bundle), str(elsewhere)], SAMPLE, rounds=10)
+    assert other["n"] == own["n"] and other["score"] == pytest.approx(own["score"])     # the same weights
+    # as served: the bundle's own logit bias is the prior shift finishing fitted on these images, so the
+    # served answers score what the manifest recorded, with nothing refitted
+    (served,) = compare([str(tiny_bundle)], SAMPLE, rounds=10, as_served=True)
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert served["prior_shift"] == 0.0
+    assert served["balanced_accuracy"] == pytest.approx(manifest["validation"]["balanced_accuracy"])
+    unshifted = shutil.copytree(tiny_bundle, tmp_path / "unshifted")    # served with no prior shift
+    edit_manifest(unshifted, calibration={**manifest["calibration"], "prior_shift": 0.0})
+    first, plain = compare([str(tiny_bundle), str(unshifted)], SAMPLE, rounds=10, as_served=True)
+    refitted, _ = compare([str(unshifted), str(tiny_bundle)], SAMPLE, rounds=10)
+    assert refitted["balanced_accuracy"] == pytest.approx(served["balanced_accuracy"])    # a refit finds it again
+    assert plain["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_of_raw_logits(unshifted), abs=1e-9)                  # as served: nothing refitted
+
+
 def test_a_learning_curve_dataset_keeps_the_bundles_held_out_lesions_and_a_share_of_its_training_ones(
         tiny_bundle, tmp_path, monkeypatch):
     import learning_curve_data
