@@ -7,6 +7,7 @@ import streamlit as st
 
 from app_pages.common import is_admin, notice
 from skin_core import jobs, launch, options, registry
+from skin_core.run_config import default_of, help_of
 from skin_core.bundle import BundleError, read_manifest, shares_split
 from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset
 
@@ -82,37 +83,26 @@ def launch_form(admin: bool) -> None:
         epochs = left.number_input("Epochs", 1, 200, 5,
                                    help="Total epochs, including 2 for the new head. Early stopping watches only "
                                         "the second half: early peaks at a high learning rate are noisy")
-        img_size = middle.select_slider("Input size", [96, 128, 160, 192, 224], 128)
+        # epochs, input size, width and batch start small so that a run finishes on a CPU in minutes
+        img_size = middle.select_slider("Input size", [96, 128, 160, 192, 224], 128, help=help_of("img_size"))
         alpha = right.select_slider("Width (alpha)", [0.25, 0.5, 0.75, 1.0], 0.25,
                                     help="MobileNet width: 0.25 trains fast on a CPU, 1.0 is the default model's")
-        batch = left.number_input("Batch size", 4, 256, 16)
-        lr = middle.number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.6f")
-        seed = right.number_input("Seed", 0, 10_000, 42)
-        augment = left.checkbox("Augmentation (rotation, flips, zoom, ±10% light)", True)
-        photometric = middle.checkbox("Camera differences (light, colour, sharpness)", False,
-                                      help="Widen the brightness and contrast changes (±10% to ±20%) and also "
-                                           "vary colour saturation and sharpness while training")
-        compression = right.checkbox("JPEG re-saving (phone and web copies)", False,
-                                     help="Re-save half the training photos as JPEG at a random quality (30-95), "
-                                          "so compression blocks and ringing do not sway the model")
+        batch = left.number_input("Batch size", 4, 256, 16, help=help_of("batch_size"))
+        lr = middle.number_input("Learning rate", 1e-6, 1e-1, default_of("lr"), format="%.6f", help=help_of("lr"))
+        seed = right.number_input("Seed", 0, 10_000, default_of("seed"), help=help_of("seed"))
+        augment = left.checkbox("Augmentation (rotation, flips, zoom, ±10% light)", default_of("augment"))
+        photometric = middle.checkbox("Camera differences (light, colour, sharpness)", default_of("photometric"),
+                                      help=help_of("photometric"))
+        compression = right.checkbox("JPEG re-saving (phone and web copies)", default_of("compression"),
+                                     help=help_of("compression"))
         with st.expander("Advanced: options the experiments tried and did not adopt (docs/experiments.md)"):
             left, middle, right = st.columns(3)
-            balance = left.selectbox("Class balancing", options.BALANCE_CHOICES,
-                                     help="How the rare classes are made to count: loss weights (the default "
-                                          "model's), their square root, batches drawn equally from every class, a "
-                                          "logit-adjusted loss (a rare class must win by a margin), or nothing")
-            mix = middle.selectbox("Label mixing", options.MIX_CHOICES,
-                                   help="Blend pairs of training images and their labels: a regulariser for small "
-                                        "classes")
-            colour_constancy = right.checkbox(
-                "Even out white balance and exposure", False,
-                help="The model first brings each photo's light and colour cast to HAM10000's typical one "
-                     "(shades-of-grey colour constancy), so photos from other cameras look more alike to it")
-        with_patients = st.checkbox(
-            "Also learn from age, sex and body site", False,
-            help="The patient's age, sex and the lesion's body site from the dataset's metadata CSV (HAM10000 "
-                 "records them) go into a small head added to the photo's answer; each is hidden at random in "
-                 "training, so the model still answers a photo without them")
+            balance = left.selectbox("Class balancing", options.BALANCE_CHOICES, help=help_of("balance"))
+            mix = middle.selectbox("Label mixing", options.MIX_CHOICES, help=help_of("mix"))
+            colour_constancy = right.checkbox("Even out white balance and exposure", default_of("colour_constancy"),
+                                              help=help_of("colour_constancy"))
+        with_patients = st.checkbox("Also learn from age, sex and body site", default_of("patients"),
+                                    help=help_of("patients"))
         same_lesions = st.checkbox(
             "Hold out the active model's validation and test lesions", False,
             help="Reuse the active model's split (every image of this dataset must be listed in the active "
@@ -125,7 +115,7 @@ def launch_form(admin: bool) -> None:
     if submitted:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
-                  "no_augment": not augment, "photometric": photometric, "mix": mix,
+                  "augment": augment, "photometric": photometric, "mix": mix,
                   "colour_constancy": colour_constancy, "compression": compression, "patients": with_patients}
         try:   # the split and the starting weights come from one reading of the active model
             config, notes = launch.plan_run(config, dataset.table, start_from=start_from,

@@ -44,12 +44,14 @@ from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 from skin_core import data  # noqa: E402
 from skin_core.classes import CLASS_CODES  # noqa: E402
 from skin_core.model import WeightsError, build_model, resolve_weights, set_trainable_from  # noqa: E402
+from skin_core.run_config import default_of  # noqa: E402
 from skin_core.recipe import (BestWeights, JpegResavedBatches, augmenter, class_weights,  # noqa: E402
                              compile_model, phase_learning_rate, phases, training_loss)
 
-DEFAULTS = dict(epochs=40, head_epochs=2, batch_size=32, lr=3e-4, head_lr=1e-3, weight_decay=1e-4,
-                balance="weights", label_smoothing=0.1, dropout=0.3, patience=10, seed=42, alpha=1.0,
-                fine_tune_fraction=1.0, photometric=False, colour_constancy=False, compression=False)
+DEFAULTS = {**{name: default_of(name) for name in (
+    "head_epochs", "batch_size", "lr", "head_lr", "weight_decay", "label_smoothing", "dropout", "seed", "alpha",
+    "fine_tune_fraction", "photometric", "colour_constancy", "compression")},
+    "epochs": 40, "patience": 10, "balance": "weights"}     # train.py's defaults, but a longer GPU schedule
 # balanced sampling and label mixing live in train.py's tf.data pipeline; arrays fed to fit() cannot do them
 BALANCE_HERE = ("weights", "sqrt_weights", "logit_adjusted", "none")
 

@@ -1,6 +1,7 @@
 """Retraining jobs: `train.py` in its own process, one at a time, followed through files.
 
-Each run gets models/runs/<run_id>/ holding job.json (config, pid, times), progress.jsonl (the
+Each run gets models/runs/<run_id>/ holding run.json (the TrainConfig train.py is started with), job.json
+(the settings asked for, pid, times), progress.jsonl (the
 trainer's JSON lines), log.txt (its output), checkpoint/ while it trains (its state after every
 epoch, so a cancelled or crashed run can be continued) and, when it succeeds, bundle/. The state of a run is
 derived from those files and from whether its process is alive, so a page reload, a closed browser
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -25,11 +26,13 @@ import psutil
 from . import registry
 from .jsonfiles import replace_json
 from .resume import last_saved_epoch
+from .run_config import TrainConfig
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"
 LOCK = ".lock"
 LAUNCH_SECONDS = 60     # a launch writes the lock within this long of creating it
 CHECKPOINT = "checkpoint"
+RUN_CONFIG = "run.json"
 TERMINAL = {"done": "done", "cancelled": "cancelled", "error": "failed"}
 
 
@@ -102,9 +105,26 @@ def running_job(root: Path | None = None) -> str | None:
 
 
 def start(config: dict, root: Path | None = None, *, extra_env: dict | None = None) -> str:
-    """Launch train.py for `config` (train.py option names without dashes); returns the run id."""
+    """Launch train.py for `config` (TrainConfig's settings by field name, less the files the job names
+    itself); returns the run id. Settings TrainConfig would refuse are refused here, before anything starts."""
     run_id = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    own = set(config) & JOB_FILES
+    if own:
+        raise JobError(f"The job names its own {', '.join(sorted(own))}; leave {'them' if len(own) > 1 else 'it'} out.")
+    try:
+        TrainConfig.from_settings({**config, **_job_files(runs_dir(root) / run_id, run_id)})
+    except ValueError as exc:
+        raise JobError(f"These settings cannot train: {exc}.") from None
     return _with_lock(run_id, root, lambda runs, fd: _launch(run_id, runs, config, fd, extra_env))
+
+
+JOB_FILES = {"out", "name", "progress_file", "checkpoint"}
+
+
+def _job_files(run_dir: Path, run_id: str) -> dict:
+    """The settings a job decides for its run: where the bundle, progress and checkpoint go, and its name."""
+    return {"out": str(run_dir / "bundle"), "name": run_id, "progress_file": str(run_dir / "progress.jsonl"),
+            "checkpoint": str(run_dir / CHECKPOINT)}
 
 
 def saved_progress(run_id: str, root: Path | None = None) -> dict | None:
@@ -179,13 +199,9 @@ def _clear_abandoned_lock(lock: Path) -> None:
 def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict | None) -> None:
     run_dir = runs / run_id
     run_dir.mkdir()
-    command = [sys.executable, str(TRAIN_SCRIPT), "--out", str(run_dir / "bundle"), "--name", run_id,
-               "--progress-file", str(run_dir / "progress.jsonl"), "--checkpoint", str(run_dir / CHECKPOINT)]
-    for key, value in config.items():
-        if isinstance(value, bool):
-            command += [f"--{key.replace('_', '-')}"] if value else []
-        elif value is not None:
-            command += [f"--{key.replace('_', '-')}", str(value)]
+    settings = TrainConfig.from_settings({**config, **_job_files(run_dir, run_id)})
+    replace_json(run_dir / RUN_CONFIG, asdict(settings), indent=2)
+    command = [sys.executable, str(TRAIN_SCRIPT), "--config", str(run_dir / RUN_CONFIG)]
     job = {"run_id": run_id, "config": config, "started": time.time(), "command": command}
     _spawn(run_dir, job, lock_fd, extra_env, log_mode="wb")
 

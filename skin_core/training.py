@@ -29,53 +29,10 @@ from .model import LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .progress import ProgressCallback, ProgressLog
 from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
-from .options import BALANCE_CHOICES, MIX_CHOICES, TTA_CHOICES
+from .options import BALANCE_CHOICES
 from .predict import Predictor
+from .run_config import TrainConfig
 
-
-
-@dataclass
-class TrainConfig:
-    data: str | list[str]            # one dataset folder, or several trained on as one (each image keeps its source)
-    out: str
-    epochs: int = 30                 # total, head phase included
-    head_epochs: int = 2
-    img_size: int = 224
-    alpha: float = 1.0
-    weights: str | None = "imagenet"
-    init_bundle: str | None = None   # start from an existing bundle's weights instead
-    split_from: str | None = None    # reuse this bundle's split.csv; the seed then only drives training randomness
-    batch_size: int = 32
-    lr: float = 3e-4                 # peak learning rate of the fine-tuning phase
-    head_lr: float = 1e-3
-    weight_decay: float = 1e-4
-    fine_tune_fraction: float = 1.0  # share of the body unfrozen in phase 2
-    seed: int = 42
-    balance: str = BALANCE_CHOICES[0]
-    augment: bool = True
-    photometric: bool = False        # also vary brightness, contrast, saturation and sharpness more widely
-    colour_constancy: bool = False   # the model first brings white balance and exposure to a fixed reference
-    compression: bool = False        # re-save half the training batches' photos as JPEG at a random quality
-    low_detail: float = 0.0          # share of training photos brought down to low_detail_side pixels of detail
-    low_detail_side: int = 84        # the detail of the low-resolution collections (BCN20000/MSK copies: 84 px)
-    mix: str = MIX_CHOICES[0]        # label mixing of training batches: "none", "mixup", "cutmix"
-    label_smoothing: float = 0.1
-    dropout: float = 0.3
-    patience: int = 8
-    patience_from: int = 0           # early stopping ignores epochs before this one (the noisy top of the schedule)
-    test_fraction: float = 0.2
-    val_fraction: float = 0.15
-    detail_side: int | None = -1     # -1: the dataset's median short side when smaller than img_size
-    mel_sensitivity: float = 0.85    # the melanoma threshold is set to reach this on validation
-    tta: str = TTA_CHOICES[0]        # test-time views: "auto" (chosen on validation) or one of options.TTA_VIEWS
-    skip_bad: bool = False
-    progress_file: str | None = None
-    name: str | None = None
-    strategy: str = "default"
-    workers: int = 4
-    checkpoint: str | None = None    # folder for the run's state after every epoch, to continue a stopped run
-    patients: bool = False           # also learn from the patient's age, sex and body site (skin_core.patients)
-    patient_dropout: float = 0.25    # share of each of those fields hidden in training, so it answers without them
 
 
 PATH_SETTINGS = ("data", "out", "weights", "init_bundle", "split_from", "progress_file", "checkpoint")

@@ -220,6 +220,10 @@ def test_retrain_form_sends_the_chosen_settings_to_the_job(models_dir, monkeypat
     assert launched[0]["split_from"] == str(registry.active_path())
     assert launched[0]["data"].endswith("sample_data")
     assert any("not launching in this test" in str(e.value) for e in at.error)
+    # every key the form sends is a training setting with an acceptable value, in TrainConfig's own words
+    from skin_core.run_config import TrainConfig, help_of
+    assert TrainConfig.from_settings({**launched[0], "out": "unused"}).augment is True
+    assert next(c for c in at.checkbox if c.label.startswith("Camera differences")).help == help_of("photometric")
 
 
 def test_retrain_form_refuses_to_reuse_a_split_that_misses_images_of_the_dataset(models_dir, monkeypatch, tmp_path,
