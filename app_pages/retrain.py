@@ -48,7 +48,7 @@ def follow(run_id: str, admin: bool) -> None:
         st.rerun(scope="app")
 
 
-def show_curves(state: jobs.RunState) -> None:
+def show_curves(state: jobs.JobState) -> None:
     epochs = [{"epoch": e["epoch"], **e["metrics"]} for e in state.events if e["event"] == "epoch"]
     if not epochs:
         return

@@ -45,9 +45,9 @@ def bare_over_views(model, tta: str, batch: int | None = None):
     """The bare model over a batch's test-time views, in one traced call as the predictor makes it
     (no calibration, no Grad-CAM): the floor skin_core's paths are compared with."""
     import tensorflow as tf
-    from skin_core import explain
+    from skin_core import predict
     size = model.input_shape[1]
-    return tf.function(lambda t: [model(view, training=False) for view in explain.views(t, tta)],
+    return tf.function(lambda t: [model(view, training=False) for view in predict.views(t, tta)],
                        input_signature=[tf.TensorSpec((batch, size, size, 3), tf.float32)])
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import model as _model  # registers the custom layers a saved model may hold
 from .familiarity import FAMILIARITY_FILE, Familiarity
-from .jsonfiles import replace_file, replace_json, sync_to_disk
+from .jsonfiles import read_json_object, replace_file, replace_json, sync_to_disk
 from .options import TTA_VIEWS
 from .patients import PATIENT_FILE, PatientHead
 
@@ -86,11 +86,6 @@ class Bundle:
         return self.manifest.get("name") or self.path.name
 
 
-def read_json(path: Path):
-    with open(path) as handle:
-        return json.load(handle)
-
-
 def read_manifest(path) -> dict:
     """The manifest alone (cheap: no model load), checked for a known format version."""
     path = Path(path)
@@ -100,9 +95,9 @@ def read_manifest(path) -> dict:
     if not manifest_path.is_file():
         raise BundleError(f"{path} is not a model bundle: {MANIFEST_FILE} is missing.")
     try:
-        manifest = read_json(manifest_path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}).") from None
+        manifest = read_json_object(manifest_path)
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}.") from None
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(f"{path.name}: unknown bundle format version {version!r} (this code reads {FORMAT_VERSION}).")
@@ -317,8 +312,8 @@ def dataset_reports(path) -> tuple[dict[str, dict], list[str]]:
     reports, damaged = {}, []
     for file in sorted(Path(path).glob("evaluation-*.json")):
         try:
-            report = json.loads(file.read_text())
-            if not isinstance(report, dict) or "confusion_matrix" not in report:
+            report = read_json_object(file)
+            if "confusion_matrix" not in report:
                 raise ValueError("not an evaluation report")
         except (ValueError, OSError):
             damaged.append(file.name)

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 
 from . import registry
-from .jsonfiles import replace_json
+from .jsonfiles import json_object_or_none, replace_json
 from .resume import last_saved_epoch
 from .run_config import TrainConfig
 
@@ -41,7 +41,9 @@ class JobError(RuntimeError):
 
 
 @dataclass
-class RunState:
+class JobState:
+    """A launched run as the Retrain page shows it: derived from its files and its process (the fitting's own
+    saved state is skin_core.resume.FitState, read only through resume.last_saved_epoch)."""
     run_id: str
     status: str                 # running, done, cancelled, failed
     config: dict
@@ -83,19 +85,10 @@ def _alive(pid: int | None, started: float | None = None) -> bool:
         return False
 
 
-def _read_json(path: Path) -> dict | None:
-    """The file's JSON object, or None when it is missing or cannot be read (damaged, not text, not ours)."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def running_job(root: Path | None = None) -> str | None:
     """The run id holding the lock, clearing the lock if its process has died."""
     lock = runs_dir(root) / LOCK
-    held = _read_json(lock)
+    held = json_object_or_none(lock)
     if held is None:
         return None
     if _alive(held.get("pid"), held.get("pid_started")):
@@ -188,7 +181,7 @@ def _clear_abandoned_lock(lock: Path) -> None:
     except OSError:
         return
     try:
-        if time.time() - taken.stat().st_mtime <= LAUNCH_SECONDS or _read_json(taken) is not None:
+        if time.time() - taken.stat().st_mtime <= LAUNCH_SECONDS or json_object_or_none(taken) is not None:
             os.link(taken, lock)                 # not abandoned after all: put it back
     except OSError:
         pass
@@ -207,7 +200,7 @@ def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict
 
 
 def _relaunch(run_dir: Path, lock_fd: int, extra_env: dict | None) -> None:
-    job = _read_json(run_dir / "job.json")
+    job = json_object_or_none(run_dir / "job.json")
     job.pop("status", None)
     # the earlier attempt's last word ("cancelled", an error) no longer decides the state
     job["events_from"] = len(_progress_events(run_dir))
@@ -238,9 +231,9 @@ def _progress_events(run_dir: Path) -> list[dict]:
     return events
 
 
-def state(run_id: str, root: Path | None = None) -> RunState:
+def state(run_id: str, root: Path | None = None) -> JobState:
     run_dir = runs_dir(root) / run_id
-    job = _read_json(run_dir / "job.json")
+    job = json_object_or_none(run_dir / "job.json")
     if job is None:
         raise JobError(f"The record of {run_id} cannot be read (job.json is damaged); delete the run." if
                        (run_dir / "job.json").exists() else f"No such run: {run_id}")
@@ -258,14 +251,14 @@ def state(run_id: str, root: Path | None = None) -> RunState:
             "The training process ended without finishing (it crashed or was killed)."
     if status != "running":
         _release(run_id, job.get("pid"), root)
-    return RunState(run_id, status, job.get("config", {}), job.get("started", 0.0), events, error, attempt_from)
+    return JobState(run_id, status, job.get("config", {}), job.get("started", 0.0), events, error, attempt_from)
 
 
 def _release(run_id: str, pid: int | None, root: Path | None) -> None:
     """Drop the lock if this finished attempt (run and process) still holds it; its process may still be
     exiting. A continued run's new attempt holds it under another process id and keeps it."""
     lock = runs_dir(root) / LOCK
-    held = _read_json(lock) or {}
+    held = json_object_or_none(lock) or {}
     if held.get("run_id") == run_id and held.get("pid") == pid:
         lock.unlink(missing_ok=True)
 
@@ -273,7 +266,7 @@ def _release(run_id: str, pid: int | None, root: Path | None) -> None:
 def cancel(run_id: str, root: Path | None = None) -> None:
     """Stop a running job; train.py catches SIGTERM, writes nothing and records 'cancelled'."""
     run_dir = runs_dir(root) / run_id
-    job = _read_json(run_dir / "job.json") or {}
+    job = json_object_or_none(run_dir / "job.json") or {}
     job["status"] = "cancelling"
     pid, started = job.get("pid"), job.get("pid_started")
     try:
@@ -298,7 +291,7 @@ def _continuable_runs_from(run_id: str, root: Path | None) -> list[str]:
     folder = (runs_dir(root) / run_id).resolve()
     waiting = []
     for other in list_runs(root):
-        config = (_read_json(runs_dir(root) / other / "job.json") or {}).get("config", {})
+        config = (json_object_or_none(runs_dir(root) / other / "job.json") or {}).get("config", {})
         sources = [config.get(key) for key in ("init_bundle", "split_from") if config.get(key)]
         if other == run_id or not any(folder in Path(source).resolve().parents for source in sources):
             continue
@@ -324,7 +317,7 @@ def delete(run_id: str, root: Path | None = None) -> None:
     if registry.active_name(root) == run_id:
         raise JobError("This run is the active model; promote another model before deleting it.")
     record = runs_dir(root) / run_id / "job.json"
-    if record.exists() and _read_json(record) is None:     # a damaged record: only the lock can say it runs
+    if record.exists() and json_object_or_none(record) is None:     # a damaged record: only the lock can say it runs
         training = running_job(root) == run_id
     else:
         training = state(run_id, root).status == "running"

@@ -8,7 +8,7 @@ TTA_VIEW_NAMES = {"none": ["identity"], "half_turn": ["identity", "rot180"],
                   "quarter_turns": ["identity", "rot90", "rot180", "rot270"],
                   "flips": ["identity", "flip_left_right", "flip_up_down", "rot180"]}
 """The test-time views of each mode, by name: the picture alone; with its half turn (180 degrees); turned by 0,
-90, 180 and 270 degrees (counter-clockwise); with its three flips. The one definition: skin_core.explain builds
+90, 180 and 270 degrees (counter-clockwise); with its three flips. The one definition: skin_core.predict builds
 them in TensorFlow for the app, skin_core.export names them in an export's sidecar and applies them in NumPy."""
 TTA_VIEWS = {mode: len(names) for mode, names in TTA_VIEW_NAMES.items()}
 """How many views each mode averages."""

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .jsonfiles import read_json_object
+
 PATIENT_FILE = "patients.json"
 COLUMNS = ("age", "sex", "localization")
 UNKNOWN = "unknown"
@@ -143,7 +145,7 @@ class PatientHead:
 
     @classmethod
     def load(cls, path) -> "PatientHead":
-        stored = json.loads(Path(path).read_text())
+        stored = read_json_object(path)
         weights = np.asarray(stored["weights"], np.float32)
         if stored.get("features") != FEATURES or weights.shape != (len(FEATURES), len(stored["classes"])):
             raise PatientError(f"{Path(path).name} was written for other patient columns than this version reads.")

@@ -4,20 +4,18 @@ The active model is named by a small pointer file, models/runs/active.json, repl
 (write a temporary file, then os.replace), so a reader sees either the old or the new pointer,
 never half of one. Without a pointer the committed models/default is active. The pointer lives in
 runs/ beside the runs it names, so a deployment that keeps only that folder (a container's volume)
-keeps its choice of model too; a pointer at the older place, models/active.json, is still read.
+keeps its choice of model too.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .bundle import BundleError, load_bundle, read_manifest
-from .jsonfiles import replace_json
+from .jsonfiles import json_object_or_none, replace_json
 
 DEFAULT_NAME = "default"
 POINTER = Path("runs") / "active.json"
-OLD_POINTER = Path("active.json")
 
 
 def models_dir() -> Path:
@@ -25,20 +23,13 @@ def models_dir() -> Path:
 
 
 def _read_pointer(root: Path) -> dict:
-    for place in (POINTER, OLD_POINTER):
-        pointer = _pointer_at(root / place)
-        if pointer is not None:
-            return pointer
-    return {"active": DEFAULT_NAME, "previous": []}
+    return _pointer_at(root / POINTER) or {"active": DEFAULT_NAME, "previous": []}
 
 
 def _pointer_at(path: Path) -> dict | None:
     """The pointer in `path`, or None when it is missing or is not one (pointer_problem says which)."""
-    try:
-        pointer = json.loads(path.read_text())
-    except (OSError, ValueError):          # missing, unreadable, not UTF-8, not JSON
-        return None
-    if not isinstance(pointer, dict) or not isinstance(pointer.get("active"), str) or not pointer["active"]:
+    pointer = json_object_or_none(path)          # None: missing, unreadable, not UTF-8, not JSON
+    if pointer is None or not isinstance(pointer.get("active"), str) or not pointer["active"]:
         return None
     previous = pointer.get("previous")
     return {"active": pointer["active"],
@@ -49,14 +40,10 @@ def pointer_problem(root: Path | None = None) -> str | None:
     """Why the active-model pointer is being ignored (a damaged file: the app must say so rather than
     quietly serve another model), or None."""
     root = root or models_dir()
-    for place in (POINTER, OLD_POINTER):     # the first pointer that exists is the one that counts
-        if not (root / place).exists():
-            continue
-        if _pointer_at(root / place) is not None:
-            return None
-        return (f"The active-model pointer {place} cannot be read, so {active_name(root)} is served; "
-                "promote a model on the Retrain page (or remove the file) to set it again.")
-    return None
+    if not (root / POINTER).exists() or _pointer_at(root / POINTER) is not None:
+        return None
+    return (f"The active-model pointer {POINTER} cannot be read, so {active_name(root)} is served; "
+            "promote a model on the Retrain page (or remove the file) to set it again.")
 
 
 def _write_pointer(root: Path, pointer: dict) -> None:

@@ -14,7 +14,6 @@ from an unbroken one as two runs with different seeds do.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -27,7 +26,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .jsonfiles import jsonable, replace_json, sync_to_disk
+from .jsonfiles import json_object_or_none, jsonable, read_json_object, replace_json, sync_to_disk
 
 STATE_FILE = "state.json"
 MARKER_FILE = "skin_core_checkpoint"
@@ -35,8 +34,8 @@ WEIGHTS_FILE = "weights.npz"
 OPTIMIZER_FILE = "optimizer.npz"
 BEST_FILE = "best.npz"
 SAVE_PATTERN = re.compile(r"epoch-\d{3}(-finished)?(\.partial)?")
-# a state file being replaced when the run stopped (jsonfiles' temporary name, or the first version's)
-STATE_TEMPORARY = re.compile(rf"\.?{re.escape(STATE_FILE)}(\..+)?\.tmp")
+# a state file being replaced when the run stopped (jsonfiles' temporary name)
+STATE_TEMPORARY = re.compile(rf"\.{re.escape(STATE_FILE)}\..+\.tmp")
 # settings that may differ between attempts because they do not change what is trained
 FREE_SETTINGS = ("out", "name", "progress_file", "checkpoint", "workers")
 
@@ -46,8 +45,9 @@ class CheckpointError(ValueError):
 
 
 @dataclass
-class RunState:
-    """Where a run stands after its last finished epoch."""
+class FitState:
+    """Where the fitting of a run stands after its last finished epoch (what a checkpoint saves; a Retrain job's
+    status as the page shows it is skin_core.jobs.JobState)."""
     epoch: int = 0                     # epochs finished, the head phase included
     best: float | None = None          # the best validation score so far and its epoch
     best_epoch: int | None = None
@@ -85,8 +85,8 @@ def folder_problem(folder: str | Path | None, out: str | Path | None = None) -> 
 
 
 def _is_checkpoint(path: Path) -> bool:
-    """A folder this module wrote: marked (or from before the marker, with a state file), nothing else in it."""
-    return ((path / MARKER_FILE).is_file() or (path / STATE_FILE).is_file()) and \
+    """A folder this module wrote: marked, nothing else in it."""
+    return (path / MARKER_FILE).is_file() and \
         all(child.name in (STATE_FILE, MARKER_FILE) or SAVE_PATTERN.fullmatch(child.name)
             or STATE_TEMPORARY.fullmatch(child.name) for child in path.iterdir())
 
@@ -105,21 +105,23 @@ class Checkpoint:
         self.folder, self.settings, self.split_digest = Path(folder), settings, split_digest
         (self.folder / MARKER_FILE).touch()
 
-    def load(self) -> RunState | None:
+    def load(self) -> FitState | None:
         """The saved state of this run, or None when nothing was saved yet."""
         path = self.folder / STATE_FILE
         if not path.is_file():
             return None
         try:
-            record = json.loads(path.read_text())
+            record = read_json_object(path)
             saved, settings = self.folder / record["saved"], dict(record["settings"])
-            state = RunState(**{f.name: record[f.name] for f in fields(RunState)})
+            state = FitState(**{f.name: record[f.name] for f in fields(FitState)})
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"The checkpoint {path} cannot be read ({exc}); remove {self.folder} to start "
                                   "the run over.") from exc
-        # a setting only one side knows (added or retired between versions) is not a difference
-        changed = [k for k in sorted(set(self.settings) & set(settings))
-                   if k not in FREE_SETTINGS and self.settings[k] != settings[k]]
+        if set(settings) != set(self.settings):
+            raise CheckpointError(f"The checkpoint in {self.folder} was written by another version of this code "
+                                  f"(settings {', '.join(sorted(set(settings) ^ set(self.settings)))} differ): "
+                                  "name another checkpoint folder to start over.")
+        changed = [k for k in sorted(settings) if k not in FREE_SETTINGS and self.settings[k] != settings[k]]
         if "data_fingerprint" in changed:
             raise CheckpointError(f"The checkpoint in {self.folder} was trained on other images or labels than this "
                                   "dataset now holds (a label corrected or a photo replaced since): name another "
@@ -156,7 +158,7 @@ class Checkpoint:
         for variable, value in zip(optimizer.variables, values):
             variable.assign(value)
 
-    def save(self, state: RunState, model: keras.Model, best_weights: list[np.ndarray] | None) -> None:
+    def save(self, state: FitState, model: keras.Model, best_weights: list[np.ndarray] | None) -> None:
         """Write the state of the epoch just finished to disk, point state.json at it, then drop the earlier one."""
         name = f"epoch-{state.epoch:03d}" + ("-finished" if state.finished else "")
         target, partial = self.folder / name, self.folder / (name + ".partial")
@@ -184,11 +186,8 @@ def last_saved_epoch(folder: str | Path) -> dict | None:
     """What a checkpoint folder can continue from, {"epoch": last finished epoch, "finished": fitting was over},
     or None when it holds nothing usable (no state, or a state naming weights that are gone): read here, beside
     the code that writes it, so nothing else depends on the state file's layout."""
-    try:
-        saved = json.loads((Path(folder) / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or not (saved.get("epoch") and saved.get("saved")):
+    saved = json_object_or_none(Path(folder) / STATE_FILE)
+    if saved is None or not (saved.get("epoch") and saved.get("saved")):
         return None
     if not (Path(folder) / str(saved["saved"]) / WEIGHTS_FILE).is_file():
         return None
@@ -214,7 +213,7 @@ def discard(folder: str | Path) -> None:
 class EpochRecorder(keras.callbacks.Callback):
     """Adds each finished epoch to the run's state (and saves it, when the run has a checkpoint)."""
 
-    def __init__(self, state: RunState, phase: str, best, checkpoint: Checkpoint | None,
+    def __init__(self, state: FitState, phase: str, best, checkpoint: Checkpoint | None,
                  early_stopping: keras.callbacks.EarlyStopping | None = None):
         super().__init__()
         self.state, self.phase, self.best, self.checkpoint = state, phase, best, checkpoint

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Callable
 
+from .jsonfiles import read_json_object
 from .options import BALANCE_CHOICES, MIX_CHOICES, STRATEGY_CHOICES, TTA_CHOICES
 
 
@@ -158,12 +158,9 @@ class TrainConfig:
 def read_settings(path) -> dict:
     """The settings object of a run.json, or a ValueError saying why the file is not one."""
     try:
-        settings = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} cannot be read as a training config: {exc}") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"{path} is not a training config (a JSON object of settings)")
-    return settings
+        return read_json_object(path)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a training config ({exc})") from None
 
 
 def _kind(spec) -> type:

@@ -191,7 +191,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     checkpoint = resume.Checkpoint(cfg.checkpoint, {**asdict(cfg), "replicas": replicas, "steps_per_epoch": steps,
                                                     "data_fingerprint": prep.arrays.fingerprint},
                                    data.split_digest(prep.table)) if cfg.checkpoint else None
-    state = (checkpoint.load() if checkpoint else None) or resume.RunState()
+    state = (checkpoint.load() if checkpoint else None) or resume.FitState()
     if state.epoch:      # a fresh random stream for the epochs left, not a replay of the first ones
         run_cfg = replace(run_cfg, seed=cfg.seed + 1000 * state.epoch)
         keras.utils.set_random_seed(run_cfg.seed)
@@ -258,16 +258,33 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     A model fitted with a patient head is split here into the photo model and the head (or `patient_head`
     comes with weights finished again); every figure is then computed with the patients' details.
     """
-    classes, table, parts = prep.classes, prep.table, prep.parts
-    model, fitted_head = split_patient_head(model, classes)
+    model, fitted_head = split_patient_head(model, prep.classes)
     patient_head = patient_head or fitted_head
     if patient_head is not None and prep.patient_rows is None:
         raise ValueError("This model reads the patient's age, sex and body site; finish it with --patients.")
-    settings = recorded_settings(cfg)
-    manifest = {
+    manifest = _description(cfg, prep, fit_info)
+    predictor, val_features = _tune_on_validation(cfg, prep, model, patient_head, manifest, log)
+    log.event("familiarity", "Measuring where the training images lie in the model's feature space")
+    familiarity = fit_familiarity(predictor, prep.subset("train")[0], val_features)
+    manifest["familiarity"] = familiarity.description()
+    report = _test_report(cfg, prep, predictor, manifest, log)
+    manifest["training"]["seconds"] = round(time.time() - started, 1)
+    out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report,
+                               split=_recorded_split(cfg, prep.table), familiarity=familiarity,
+                               patient_head=patient_head)
+    if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
+        resume.discard(cfg.checkpoint)
+    log.event("done", f"Bundle written to {out} ({manifest['training']['seconds'] / 60:.1f} min)", bundle=str(out))
+    return out
+
+
+def _description(cfg: TrainConfig, prep: Prepared, fit_info: dict) -> dict:
+    """The manifest's account of the model and its data, before anything is measured."""
+    settings, table = recorded_settings(cfg), prep.table
+    return {
         "name": cfg.name or Path(cfg.out).name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "classes": classes,
+        "classes": prep.classes,
         "input_size": cfg.img_size,
         "alpha": cfg.alpha,
         "architecture": "keras.applications.MobileNet (V1), GlobalAveragePooling, Dropout, Dense",
@@ -288,13 +305,23 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         "training": {**settings, **fit_info, "seconds": None},
         "versions": _versions(),
     }
+
+
+def _tune_on_validation(cfg: TrainConfig, prep: Prepared, model: keras.Model,
+                        patient_head: patient_details.PatientHead | None, manifest: dict,
+                        log: ProgressLog) -> tuple[Predictor, np.ndarray]:
+    """Everything fitted on the validation split: test-time views, prior shift and temperature, the melanoma
+    threshold; the manifest records them with the validation figures. Returns the predictor the app will
+    use (calibration included) and the validation images' pooled features."""
+    classes = prep.classes
     log.event("calibrate", "Fitting temperature and melanoma threshold on the validation split")
-    staged = bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": {"temperature": 1.0}}, model=model,
-                            patient_head=patient_head)
+    staged = bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": {"temperature": 1.0}},
+                            model=model, patient_head=patient_head)
     val_pixels, val_labels = prep.subset("val")
     val_patients = prep.patients_of("val")
     val_groups = prep.table["lesion_id"].to_numpy()[prep.parts["val"]]
-    manifest["test_time_augmentation"] = _choose_tta(cfg, staged, val_pixels, val_labels, val_groups, log, val_patients)
+    manifest["test_time_augmentation"] = _choose_tta(cfg, staged, val_pixels, val_labels, val_groups, log,
+                                                     val_patients)
     staged.manifest["test_time_augmentation"] = manifest["test_time_augmentation"]
     predictor = Predictor(staged)
     log_prior = calibration.log_prior(prep.labels_of("train"), len(classes))
@@ -303,15 +330,15 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     shift = calibration.fit_prior_shift(val_logits, val_labels, log_prior) if cfg.balance != "none" else \
         {"prior_shift": 0.0, "log_prior": log_prior.tolist()}
     bias = shift["prior_shift"] * log_prior     # the logit bias the bundle's predictor applies
-    calib = {**calibration.fit_temperature(val_logits + bias, val_labels), **shift}
+    manifest["calibration"] = {**calibration.fit_temperature(val_logits + bias, val_labels), **shift}
     # from here on, every probability comes from the predictor the app will use, calibration included
-    predictor = Predictor(bundles.Bundle(path=Path(cfg.out), manifest={**manifest, "calibration": calib}, model=model,
+    predictor = Predictor(bundles.Bundle(path=Path(cfg.out), manifest=dict(manifest), model=model,
                                          patient_head=patient_head))
     val_probs = predictor.calibrated(val_logits)
-    threshold = evaluation.threshold_for_sensitivity(val_labels, val_probs, classes.index("mel"), cfg.mel_sensitivity)
-    manifest["calibration"] = calib
-    manifest["thresholds"] = {"mel": threshold}
-    val_report = evaluation.build_report(val_labels, val_probs, classes, groups=table.loc[parts["val"], "lesion_id"],
+    manifest["thresholds"] = {"mel": evaluation.threshold_for_sensitivity(val_labels, val_probs, classes.index("mel"),
+                                                                          cfg.mel_sensitivity)}
+    val_report = evaluation.build_report(val_labels, val_probs, classes,
+                                         groups=prep.table.loc[prep.parts["val"], "lesion_id"],
                                          thresholds=manifest["thresholds"], bootstrap_rounds=0)
     manifest["validation"] = {k: val_report[k] for k in HEADLINE + ("operating_points",)}
     if patient_head is not None:    # the same model and calibration when nothing about the patient is given
@@ -320,38 +347,42 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
         manifest["patients"] = {"features": patient_details.FEATURES, "dropout": cfg.patient_dropout,
                                 "known_in_training": patient_details.coverage(prep.patients_of("train")),
                                 "validation_photo_only": {k: photo_only[k] for k in HEADLINE}}
-    log.event("familiarity", "Measuring where the training images lie in the model's feature space")
-    familiarity = fit_familiarity(predictor, prep.subset("train")[0], val_features)
-    manifest["familiarity"] = familiarity.description()
+    return predictor, val_features
 
-    report = None
-    if parts["test"].any():
-        log.event("evaluate", "Evaluating the held-out test split")
-        test_pixels, test_labels = prep.subset("test")
-        test = table[parts["test"]]
-        test_probs = predictor.probabilities(test_pixels, patients=prep.patients_of("test"))
-        report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"], image_ids=test["image_id"],
-                                         thresholds=manifest["thresholds"])
-        report["dataset"] = "held-out test split of " + data_name(cfg)
-        if test["source"].nunique() > 1:
-            report["by_source"] = evaluation.reports_by_source(test_labels, test_probs, classes, test["source"],
-                                                               test["lesion_id"], manifest["thresholds"])
-        manifest["test"] = {k: report[k] for k in TEST_HEADLINE}
-        if "by_source" in report:
-            manifest["test"]["by_source"] = {source: {k: part[k] for k in TEST_HEADLINE}
-                                             for source, part in report["by_source"].items()}
-        for line in evaluation.summary_lines(report):
-            log.event("summary", line)
-    manifest["training"]["seconds"] = round(time.time() - started, 1)
+
+def _test_report(cfg: TrainConfig, prep: Prepared, predictor: Predictor, manifest: dict,
+                 log: ProgressLog) -> dict | None:
+    """The held-out test split's report (per source too when there are several), its headline figures
+    copied into the manifest; None when the split has no test images."""
+    if not prep.parts["test"].any():
+        return None
+    log.event("evaluate", "Evaluating the held-out test split")
+    classes, thresholds = prep.classes, manifest["thresholds"]
+    test_pixels, test_labels = prep.subset("test")
+    test = prep.table[prep.parts["test"]]
+    test_probs = predictor.probabilities(test_pixels, patients=prep.patients_of("test"))
+    report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"],
+                                     image_ids=test["image_id"], thresholds=thresholds)
+    report["dataset"] = "held-out test split of " + data_name(cfg)
+    if test["source"].nunique() > 1:
+        report["by_source"] = evaluation.reports_by_source(test_labels, test_probs, classes, test["source"],
+                                                           test["lesion_id"], thresholds)
+    manifest["test"] = {k: report[k] for k in TEST_HEADLINE}
+    if "by_source" in report:
+        manifest["test"]["by_source"] = {source: {k: part[k] for k in TEST_HEADLINE}
+                                         for source, part in report["by_source"].items()}
+    for line in evaluation.summary_lines(report):
+        log.event("summary", line)
+    return report
+
+
+def _recorded_split(cfg: TrainConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """The split.csv rows: every image's subset, and what the starting model learnt from beyond this run's
+    datasets (it counts as seen too)."""
     split = table[["image_id", "lesion_id", "dx", "subset"] + (["source"] if table["source"].nunique() > 1 else [])]
-    if cfg.init_bundle:      # what the starting model learnt from, beyond this run's datasets, counts as seen too
+    if cfg.init_bundle:
         split = data.with_inherited_rows(split, Path(cfg.init_bundle) / bundles.SPLIT_FILE)
-    out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
-                               familiarity=familiarity, patient_head=patient_head)
-    if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
-        resume.discard(cfg.checkpoint)
-    log.event("done", f"Bundle written to {out} ({manifest['training']['seconds'] / 60:.1f} min)", bundle=str(out))
-    return out
+    return split
 
 
 def split_patient_head(model: keras.Model, classes: list[str]) -> tuple[keras.Model, patient_details.PatientHead | None]:

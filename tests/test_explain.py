@@ -100,7 +100,7 @@ def test_an_unknown_test_time_augmentation_is_refused(tiny_bundle):
 
 
 def test_maps_equal_grad_cam_computed_with_a_gradient_tape(disc_predictor):
-    """The closed form in explain.make_forward is Grad-CAM itself, not an approximation of it."""
+    """The closed form in predict.make_forward is Grad-CAM itself, not an approximation of it."""
     import keras
     import tensorflow as tf
     from skin_core.model import LAST_CONV_LAYER

@@ -76,17 +76,17 @@ def test_a_read_only_models_folder_refuses_promotion_cleanly(models_dir, monkeyp
     assert not list(models_dir.rglob(".active.*"))
 
 
-def test_the_choice_of_model_is_kept_with_the_runs_and_an_older_pointer_still_counts(models_dir):
+def test_the_choice_of_model_is_kept_with_the_runs(models_dir):
     shutil.copytree(models_dir / "default", models_dir / "candidate")
-    # the place earlier versions wrote the pointer to
-    (models_dir / "active.json").write_text(json.dumps({"active": "candidate", "previous": ["default"]}))
+    registry.promote("candidate", models_dir)
+    assert json.loads((models_dir / "runs" / "active.json").read_text())["active"] == "candidate"
+    assert not (models_dir / "active.json").exists()
+    # a container rebuilt from its image keeps only the runs/ volume: the promoted model must survive that
+    for kept_elsewhere in models_dir.iterdir():
+        if kept_elsewhere.name not in ("runs", "default", "candidate"):
+            shutil.rmtree(kept_elsewhere) if kept_elsewhere.is_dir() else kept_elsewhere.unlink()
     assert registry.active_name(models_dir) == "candidate"
     assert registry.rollback(models_dir) == "default"
-    assert json.loads((models_dir / "runs" / "active.json").read_text())["active"] == "default"
-    registry.promote("candidate", models_dir)
-    # a container rebuilt from its image keeps only the runs/ volume: the promoted model must survive that
-    (models_dir / "active.json").unlink()
-    assert registry.active_name(models_dir) == "candidate"
 
 
 def test_a_damaged_pointer_is_named_and_serves_the_default_without_a_traceback(models_dir):

@@ -90,7 +90,7 @@ def test_a_checkpoint_folder_must_be_new_empty_or_a_checkpoint(tmp_path):
     assert "inside each other" in resume.folder_problem(tmp_path / "runs", out=tmp_path / "runs" / "bundle")
     ours = tmp_path / "ours"                       # killed while replacing its state file on the first save
     ours.mkdir()
-    for name in (resume.MARKER_FILE, resume.STATE_FILE + ".tmp", ".state.json.0a1b2c3d.tmp", "epoch-001.partial"):
+    for name in (resume.MARKER_FILE, ".state.json.0a1b2c3d.tmp", "epoch-001.partial"):
         (ours / name).touch()
     assert resume.folder_problem(ours) is None
 
@@ -110,8 +110,9 @@ def test_a_damaged_checkpoint_is_named_not_raised(tmp_path):
     folder = tmp_path / "checkpoint"
     (folder / "epoch-002").mkdir(parents=True)
     (folder / "epoch-002" / resume.WEIGHTS_FILE).write_bytes(b"half a file")
+    (folder / resume.MARKER_FILE).touch()
     record = {"settings": {"lr": 1e-3}, "split_digest": "abc", "saved": "epoch-002",
-              **resume.RunState(epoch=2).__dict__}
+              **resume.FitState(epoch=2).__dict__}
     (folder / resume.STATE_FILE).write_text(json.dumps(record))
     checkpoint = resume.Checkpoint(folder, {"lr": 1e-3}, "abc")
     assert checkpoint.load().epoch == 2
@@ -123,3 +124,6 @@ def test_a_damaged_checkpoint_is_named_not_raised(tmp_path):
     with pytest.raises(resume.CheckpointError, match="other images"):
         (folder / resume.STATE_FILE).write_text(json.dumps(record))
         resume.Checkpoint(folder, {"lr": 1e-3}, "another split").load()
+    # a checkpoint of a version with other settings (one added or retired since) is not continued
+    with pytest.raises(resume.CheckpointError, match="written by another version of this code .settings seed differ"):
+        resume.Checkpoint(folder, {"lr": 1e-3, "seed": 42}, "abc").load()
