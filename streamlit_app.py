@@ -27,10 +27,10 @@ def sidebar() -> None:
         except BundleError as exc:
             st.error(f"No usable active model: {exc}")
         else:
-            st.markdown(f"**{manifest.get('name', path.name)}**")
-            st.caption(f"Trained {manifest.get('created', '?')[:10]} · MobileNet V1 α={manifest.get('alpha')} · "
+            st.markdown(f"**{manifest['name']}**")
+            st.caption(f"Trained {(manifest['created'] or '?')[:10]} · MobileNet V1 α={manifest['alpha']} · "
                        f"{manifest['input_size']} px")
-            test = manifest.get("test")
+            test = manifest["test"]
             if test:
                 st.caption(f"Held-out test ({test['n']} images): balanced accuracy {test['balanced_accuracy']:.2f}, "
                            f"macro F1 {test['macro_f1']:.2f}, accuracy {test['accuracy']:.2f} "

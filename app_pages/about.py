@@ -16,7 +16,7 @@ else:   # a run trained in the app has no card: say so, rather than show another
     except BundleError as exc:
         st.error(f"The model served cannot be read: {exc}")
     else:
-        st.markdown(f"# {manifest.get('name', served.name)}")
+        st.markdown(f"# {manifest['name']}")
         st.info("The model served has no model card (models trained from the Retrain page have none). Its held-out "
                 "figures are on the Evaluation page; the committed default model's card follows for reference.")
     if default_card.is_file():

@@ -87,7 +87,7 @@ def analysed(data: bytes, predictor, patient: dict | None):
     """One upload's analysis and its findings, computed once per photo, served model and patient details: any
     later rerun of the page (another upload, a widget) draws from here. Raises images.ImageError."""
     manifest = predictor.bundle.manifest
-    key = (str(predictor.bundle.path), manifest.get("created"), json.dumps(manifest.get("files"), sort_keys=True),
+    key = (str(predictor.bundle.path), manifest["created"], json.dumps(manifest["files"], sort_keys=True),
            hashlib.sha256(data).hexdigest(), json.dumps(patient, sort_keys=True))
     kept = st.session_state.setdefault("analyses", {})
     if key not in kept:
@@ -158,7 +158,7 @@ predictor = active_predictor()
 st.write("Upload one or more dermatoscopic photos (or take one). The model gives probabilities for the seven "
          "HAM10000 classes and a Grad-CAM heat map of the regions that drove its answer. Uploads stay in memory "
          "and are never stored.")
-class_balanced = predictor.bundle.manifest.get("training", {}).get("balance", "none") != "none"
+class_balanced = predictor.bundle.manifest["training"].get("balance", "none") != "none"
 st.caption("The confidence of the top answer is calibrated on held-out lesions. "
            + ("This model was trained with class balancing, which lifts the rarer classes' probabilities, so they "
               "tend to run high (Evaluation → Calibration shows each class's); " if class_balanced else

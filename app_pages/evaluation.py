@@ -144,7 +144,7 @@ def roc_and_threshold(report: dict, manifest: dict, key: str) -> None:
         return
     st.markdown("**Melanoma operating point** — move the threshold to see what a triage rule would catch and miss.")
     y_true, probs = np.array(predictions["y_true"]), np.array(predictions["probs"])
-    default = float(manifest.get("thresholds", {}).get("mel", 0.5))
+    default = float(manifest["thresholds"].get("mel", 0.5))
     threshold = st.slider("Flag as possible melanoma when p(mel) ≥", 0.0, 1.0, round(default, 3), 0.005,
                           key=f"thr-{key}")
     point = evaluation.operating_point(y_true, probs, report["classes"].index("mel"), threshold)
@@ -192,7 +192,7 @@ def calibration(report: dict, key: str) -> None:
 
 def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:
     if history is None:
-        averaged = manifest.get("training", {}).get("weights_averaged_with")
+        averaged = manifest["training"].get("weights_averaged_with")
         st.info(f"This model's weights were averaged with those of {', '.join(averaged)} (a weight soup), so it "
                 "has no training curves of its own." if averaged else "This bundle has no training history.")
         return
@@ -208,7 +208,7 @@ def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:
 
 def patients_note(manifest: dict) -> None:
     """For a model that reads age, sex and body site: its figures used them, and what it scores without them."""
-    recorded = manifest.get("patients")
+    recorded = manifest["patients"]
     if not recorded:
         return
     alone, val = recorded["validation_photo_only"], manifest["validation"]
@@ -224,7 +224,7 @@ def show(name: str, key: str) -> None:
     except BundleError as exc:
         st.error(str(exc))
         return
-    st.markdown(f"#### {manifest.get('name', name)}")
+    st.markdown(f"#### {manifest['name']}")
     if report is None:
         st.info("This bundle has no evaluation report.")
         curves(history, manifest, key)

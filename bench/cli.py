@@ -59,7 +59,7 @@ def bare_forward_s(bundle, photo: Path, runs: int = 50) -> list[float]:
     import tensorflow as tf
     from common import bare_over_views
     from skin_core import images
-    forward = bare_over_views(bundle.model, bundle.manifest.get("test_time_augmentation", "none"), batch=1)
+    forward = bare_over_views(bundle.model, bundle.test_time_augmentation, batch=1)
     x = tf.constant(images.prepare(images.load_file(photo).rgb, bundle.input_size, bundle.detail_side)[None],
                     tf.float32)
     return timed(lambda: [np.asarray(v) for v in forward(x)], runs)
@@ -75,7 +75,7 @@ def main():
     from skin_core.bundle import load_bundle
     from skin_core.options import TTA_VIEWS
     bundle = load_bundle(ROOT / args.model)       # a wrong path is one line here, not a failure in each child
-    views = TTA_VIEWS[bundle.manifest.get("test_time_augmentation", "none")]
+    views = TTA_VIEWS[bundle.test_time_augmentation]
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         photos = photos_600x450(scratch, 1 + args.photos)

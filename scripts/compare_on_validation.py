@@ -80,7 +80,7 @@ def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndar
                           "may be ones it trained on; compare only bundles trained with --split-from the first")
     if images.as_served and len(bundles) > 1:
         raise SystemExit(f"{spec}: a weight soup has no served calibration; finish it first (scripts/refinish.py)")
-    views = own_views or views or bundles[0].manifest.get("test_time_augmentation", "none")
+    views = own_views or views or bundles[0].test_time_augmentation
     if views not in TTA_VIEWS:
         raise SystemExit(f"{spec}: unknown test-time views '{views}' (one of {', '.join(TTA_VIEWS)})")
     weight_soup(bundles)

@@ -19,11 +19,9 @@ import numpy as np
 from . import model as _model  # registers the custom layers a saved model may hold
 from .familiarity import FAMILIARITY_FILE, Familiarity
 from .jsonfiles import read_json_object, replace_file, replace_json, sync_to_disk
-from .options import TTA_VIEWS
+from .manifest import FORMAT_VERSION, MODEL_FILE, Manifest, ManifestError, completed, from_json
 from .patients import PATIENT_FILE, PatientHead
 
-FORMAT_VERSION = 1
-MODEL_FILE = "model.keras"
 MANIFEST_FILE = "manifest.json"
 HISTORY_FILE = "history.csv"
 EVALUATION_FILE = "evaluation.json"
@@ -47,10 +45,13 @@ def sha256_file(path: Path) -> str:
 @dataclass
 class Bundle:
     path: Path
-    manifest: dict
+    manifest: Manifest          # completed on creation (skin_core.manifest): every section present
     model: keras.Model
     familiarity: Familiarity | None = None    # how unlike the training images a photo is (None: not fitted)
     patient_head: PatientHead | None = None   # what age, sex and body site add (None: the photo alone)
+
+    def __post_init__(self):
+        self.manifest = completed(self.manifest, Path(self.path).name)
 
     @property
     def classes(self) -> list[str]:
@@ -62,32 +63,36 @@ class Bundle:
 
     @property
     def detail_side(self) -> int | None:
-        return self.manifest["preprocessing"].get("detail_side")
+        return self.manifest["preprocessing"]["detail_side"]
 
     @property
     def temperature(self) -> float:
-        return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+        return float(self.manifest["calibration"]["temperature"])
 
     @property
     def logit_bias(self):
         """tau * log(prior) added to the logits before the temperature (zeros when not fitted)."""
-        calibration = self.manifest.get("calibration", {})
-        tau, log_prior = calibration.get("prior_shift", 0.0), calibration.get("log_prior")
-        if not log_prior:
+        calibration = self.manifest["calibration"]
+        if not calibration["log_prior"]:
             return np.zeros(len(self.classes), np.float32)
-        return (tau * np.asarray(log_prior)).astype(np.float32)
+        return (calibration["prior_shift"] * np.asarray(calibration["log_prior"])).astype(np.float32)
+
+    @property
+    def test_time_augmentation(self) -> str:
+        """The views each answer averages (options.TTA_VIEW_NAMES)."""
+        return self.manifest["test_time_augmentation"]
 
     @property
     def thresholds(self) -> dict[str, float]:
-        return dict(self.manifest.get("thresholds", {}))
+        return dict(self.manifest["thresholds"])
 
     @property
     def name(self) -> str:
-        return self.manifest.get("name") or self.path.name
+        return self.manifest["name"]
 
 
-def read_manifest(path) -> dict:
-    """The manifest alone (cheap: no model load), checked for a known format version."""
+def read_manifest(path) -> Manifest:
+    """The manifest alone (cheap: no model load), checked and completed (skin_core.manifest.from_json)."""
     path = Path(path)
     manifest_path = path / MANIFEST_FILE
     if not path.exists():
@@ -98,18 +103,10 @@ def read_manifest(path) -> dict:
         manifest = read_json_object(manifest_path)
     except ValueError as exc:
         raise BundleError(f"{path}: {exc}.") from None
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{path.name}: unknown bundle format version {version!r} (this code reads {FORMAT_VERSION}).")
-    for key in ("classes", "input_size", "preprocessing", "files"):
-        if key not in manifest:
-            raise BundleError(f"{path.name}: the manifest has no '{key}'.")
-    if MODEL_FILE not in manifest["files"]:
-        raise BundleError(f"{path.name}: the manifest does not list {MODEL_FILE}.")
-    views = manifest.get("test_time_augmentation", "none")
-    if views not in TTA_VIEWS:
-        raise BundleError(f"{path.name}: unknown test-time views {views!r} (one of {', '.join(TTA_VIEWS)}).")
-    return manifest
+    try:
+        return from_json(manifest, path.name)
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def verify_files(path: Path, manifest: dict) -> None:

@@ -131,7 +131,7 @@ def export_bundle(bundle_path, fmt: str, out, quantize: str = "none") -> Path:
 
 def _sidecar_text(bundle, bundle_path: Path, quantize: str) -> str:
     """What an app serving the export needs besides the network: classes, views, calibration, thresholds."""
-    tta = bundle.manifest.get("test_time_augmentation", "none")
+    tta = bundle.test_time_augmentation
     head = bundle.patient_head
     return json.dumps({"source_bundle": str(bundle_path), "classes": bundle.classes,
                        "input_size": bundle.input_size, "preprocessing": bundle.manifest["preprocessing"],

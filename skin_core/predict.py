@@ -151,21 +151,26 @@ class Analysis:
 
 
 class Predictor:
+    """A bundle made ready to answer: its forward pass traced once, with the bundle's calibration and views.
+    What the bundle says (classes, input size, ...) is read through it, never copied; a bundle's manifest is
+    not changed after a Predictor is made from it (the traced pass holds its calibration and views)."""
+
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
-        self.classes = bundle.classes
-        self.input_size = bundle.input_size
-        self.detail_side = bundle.detail_side
-        self.temperature = bundle.temperature
-        self.logit_bias = bundle.logit_bias
-        self.tta = bundle.manifest.get("test_time_augmentation", "none")
-        self.familiarity = bundle.familiarity
-        self.patient_head = bundle.patient_head   # None: the model reads the photo alone
         self._feature_width = int(bundle.model.get_layer(POOL_LAYER).output.shape[-1])
-        self._logits, self._with_cams = make_forward(bundle.model, self.temperature, self.logit_bias,
-                                                             self.tta)
+        self._logits, self._with_cams = make_forward(bundle.model, bundle.temperature, bundle.logit_bias,
+                                                     bundle.test_time_augmentation)
         # warm up the path a single upload takes; the batch path (evaluation) traces on its first call
         self._with_cams(tf.zeros((1, self.input_size, self.input_size, 3), tf.float32))
+
+    classes = property(lambda self: self.bundle.classes)
+    input_size = property(lambda self: self.bundle.input_size)
+    detail_side = property(lambda self: self.bundle.detail_side)
+    temperature = property(lambda self: self.bundle.temperature)
+    logit_bias = property(lambda self: self.bundle.logit_bias)
+    tta = property(lambda self: self.bundle.test_time_augmentation)
+    familiarity = property(lambda self: self.bundle.familiarity)
+    patient_head = property(lambda self: self.bundle.patient_head)   # None: the model reads the photo alone
 
     @classmethod
     def from_path(cls, path) -> "Predictor":

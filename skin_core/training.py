@@ -494,8 +494,8 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> tuple[keras.Model, patie
                         dropout=cfg.dropout, colour_constancy=cfg.colour_constancy)
     if cfg.init_bundle:
         source = bundles.load_bundle(cfg.init_bundle)
-        if source.input_size != cfg.img_size or source.manifest.get("alpha") != cfg.alpha:
-            raise ValueError(f"The starting bundle is alpha {source.manifest.get('alpha')} at "
+        if source.input_size != cfg.img_size or source.manifest["alpha"] != cfg.alpha:
+            raise ValueError(f"The starting bundle is alpha {source.manifest['alpha']} at "
                              f"{source.input_size}px; set --alpha and --img-size to match.")
         model.set_weights(source.model.get_weights())
         return model, source.patient_head

@@ -65,6 +65,23 @@ def edit_manifest(path, **changes):
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
+def test_a_manifest_without_its_optional_sections_is_served_with_their_neutral_values(tiny_bundle, tmp_path):
+    """Readers index the manifest directly: skin_core.manifest fills what a bundle may lack, once, at read."""
+    path = copy_of(tiny_bundle, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for optional in ("name", "created", "calibration", "thresholds", "test_time_augmentation", "test", "patients"):
+        manifest.pop(optional, None)
+    manifest["preprocessing"].pop("detail_side")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    bundle = bundles.load_bundle(path)
+    assert (bundle.name, bundle.temperature, bundle.test_time_augmentation, bundle.thresholds) == \
+        ("copy", 1.0, "none", {})
+    assert bundle.detail_side is None and not bundle.logit_bias.any()
+    assert bundle.manifest["test"] is None and bundle.manifest["created"] is None
+    analysis = Predictor(bundle).analyse(images.decode(next(SAMPLE.rglob("*.jpg")).read_bytes()))
+    assert analysis.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
 def write_split(bundle, split):
     """Give a bundle copy another split.csv, its checksum recorded so that the bundle still loads."""
     split.to_csv(bundle / bundles.SPLIT_FILE, index=False)
