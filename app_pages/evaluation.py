@@ -17,8 +17,7 @@ from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, datase
                                read_manifest, shares_split, update_report)
 from skin_core.classes import full_name
 
-HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
-            ("top2_accuracy", "Top-2 accuracy"), ("top3_accuracy", "Top-3 accuracy")]
+SHOWN = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy")   # ECE has its own tab
 
 
 def load(name: str):
@@ -60,10 +59,10 @@ def robustness(path, key: str) -> None:
 
 def headline(report: dict, key: str) -> None:
     ci = report.get("ci95") or {}
-    columns = st.columns(len(HEADLINE) + 1)
-    for column, (metric, label) in zip(columns, HEADLINE):
+    columns = st.columns(len(SHOWN) + 1)
+    for column, metric in zip(columns, SHOWN):
         interval = ci.get(metric)
-        column.metric(label, f"{report[metric]:.3f}",
+        column.metric(evaluation.METRIC_LABELS[metric], f"{report[metric]:.3f}",
                       help=f"95% CI {interval[0]:.3f}–{interval[1]:.3f} (bootstrap over lesions)" if interval else None)
         if interval:
             column.caption(f"95% CI {interval[0]:.3f}–{interval[1]:.3f}")

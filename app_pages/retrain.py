@@ -10,9 +10,8 @@ from skin_core import jobs, launch, options, registry
 from skin_core.run_config import default_of, help_of
 from skin_core.bundle import BundleError, read_manifest, shares_split
 from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset
+from skin_core.evaluation import METRIC_LABELS
 
-COMPARED = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
-            ("top2_accuracy", "Top-2"), ("top3_accuracy", "Top-3"), ("ece", "ECE (lower is better)")]
 
 
 @st.fragment(run_every=2)
@@ -136,7 +135,7 @@ def launch_form(admin: bool) -> None:
 def figures_table(name: str, ours: dict, active: str, theirs: dict) -> pd.DataFrame:
     return pd.DataFrame([{"metric": label, name: ours.get(key), f"active ({active})": theirs.get(key),
                           "difference": (ours[key] - theirs[key]) if key in ours and key in theirs else None}
-                         for key, label in COMPARED]).set_index("metric")
+                         for key, label in METRIC_LABELS.items()]).set_index("metric")
 
 
 def show_figures(table: pd.DataFrame) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 from skin_core import data, evaluation, patients
 from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, write_bundle
 from skin_core.predict import Predictor
-from skin_core.training import TEST_HEADLINE
+from skin_core.evaluation import TEST_HEADLINE
 
 
 def test_rows(root, split: pd.DataFrame) -> pd.DataFrame:

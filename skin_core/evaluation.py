@@ -14,6 +14,13 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
                              precision_recall_fscore_support, roc_auc_score, roc_curve,
                              top_k_accuracy_score)
 
+HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece")
+"""A report's headline figures: what a manifest keeps of the validation report."""
+TEST_HEADLINE = HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95", "operating_points")
+"""What a manifest keeps of a test report, overall and for each source."""
+METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro F1",
+                 "top2_accuracy": "Top-2 accuracy", "top3_accuracy": "Top-3 accuracy", "ece": "ECE (lower is better)"}
+"""How the pages name the headline figures (every one but the count)."""
 ECE_BINS = 15
 BOOTSTRAP_ROUNDS = 1000
 ROC_POINTS = 101

@@ -29,6 +29,7 @@ from .model import LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .progress import ProgressCallback, ProgressLog
 from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
+from .evaluation import HEADLINE, TEST_HEADLINE
 from .options import BALANCE_CHOICES
 from .predict import Predictor
 from .run_config import TrainConfig
@@ -407,9 +408,6 @@ def fit_familiarity(predictor: Predictor, train_pixels: np.ndarray,
     return familiarity_model.fit(predictor.logits_and_features(sampled)[1], val_features)
 
 
-HEADLINE = ("n", "accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece")
-TEST_HEADLINE = HEADLINE + ("majority_baseline_accuracy", "majority_class", "ci95", "operating_points")
-"""What a manifest keeps of a test report, overall and for each source."""
 
 
 def _source_counts(table: pd.DataFrame) -> dict:
