@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from skin_core.bundle import read_manifest
 from skin_core.classes import full_name
 from skin_core.robustness import ROBUSTNESS_FILE, markdown_table
 
@@ -58,7 +59,7 @@ def input_text(m: dict) -> str:
 
 def prior_shift_text(m: dict) -> str:
     """The post-hoc prior shift, which changes the top class as well as the probabilities (none when 0)."""
-    tau = m.get("calibration", {}).get("prior_shift", 0.0)
+    tau = m["calibration"]["prior_shift"]
     if not tau:
         return ""
     return (f"The logits are first shifted by {tau:.2f} x log(training-split class prior) (fitted on the validation\n"
@@ -96,7 +97,7 @@ def robustness_section(bundle: Path) -> str:
 
 def familiarity_text(m: dict) -> str:
     """The feature-space check behind the "unlike the training images" warning, if the bundle has one."""
-    f = m.get("familiarity")
+    f = m["familiarity"]
     if not f:
         return "This bundle has no familiarity model: only the photo-quality checks warn about unusual photos."
     return (f"Photos unlike the training images are flagged by photo-quality checks and in the model's feature space: "
@@ -106,7 +107,7 @@ def familiarity_text(m: dict) -> str:
 
 def patients_text(m: dict) -> str:
     """What the patient head reads and how the model does without it, for a bundle trained with --patients."""
-    p = m.get("patients")
+    p = m["patients"]
     if not p:
         return ""
     alone, val = p["validation_photo_only"], m["validation"]
@@ -182,7 +183,7 @@ def per_class_rows(r: dict) -> str:
 def card(bundle: Path, command: str, experiments: str, choice: str = "") -> str:
     """The card: what the model is, what it was trained on, how it scores on lesions it never saw (per source),
     its limits and the command that reproduces it; the experiment log is linked, not copied."""
-    m = json.loads((bundle / "manifest.json").read_text())
+    m = read_manifest(bundle)
     r = json.loads((bundle / "evaluation.json").read_text())
     t, val = m["training"], m["validation"]
     parts = r.get("by_source") or {}
@@ -243,7 +244,7 @@ batch {t['batch_size']}, {t['epochs']} epochs; the best validation epoch ({t['be
 - The "unlike the training images" warning is tuned on pictures that are not dermoscopy at all; other
   dermatoscopes and lesion kinds may pass it unflagged.
 - Per-class probabilities run high for the rarer classes (class-weighted training) and reflect the training mix, not a clinic's.
-{PATIENT_LIMIT if m.get("patients") else ""}- Rare classes (df, vasc) have few test lesions: wide intervals.
+{PATIENT_LIMIT if m["patients"] else ""}- Rare classes (df, vasc) have few test lesions: wide intervals.
 - Not for clinical use.
 
 The experiments behind this model and the ones it replaced: [{experiments}]({experiments}).

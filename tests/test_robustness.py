@@ -132,4 +132,6 @@ def test_a_gpu_run_without_a_name_is_refused_before_anything_is_read(monkeypatch
 def test_the_model_card_says_when_a_prior_shift_moves_the_top_class():
     from model_card import prior_shift_text
     assert "0.25 x log(training-split class prior)" in prior_shift_text({"calibration": {"prior_shift": 0.25}})
-    assert prior_shift_text({"calibration": {"prior_shift": 0.0}}) == prior_shift_text({}) == ""
+    from skin_core.manifest import completed
+    unfitted = completed({}, "bundle")                # a manifest with no calibration, as read
+    assert prior_shift_text({"calibration": {"prior_shift": 0.0}}) == prior_shift_text(unfitted) == ""
