@@ -20,7 +20,6 @@ import pandas as pd
 from skin_core import data, evaluation, patients
 from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, write_bundle
 from skin_core.predict import Predictor
-from skin_core.evaluation import TEST_HEADLINE
 
 
 def test_rows(root, split: pd.DataFrame) -> pd.DataFrame:
@@ -60,21 +59,16 @@ def main():
     test = pd.concat(parts, ignore_index=True)
     labels = test["dx"].map({c: i for i, c in enumerate(source.classes)}).to_numpy()
     probs = np.stack(test["probs"].to_numpy())
-    report = evaluation.build_report(labels, probs, source.classes, groups=test["lesion_id"],
-                                     image_ids=test["image_id"], thresholds=source.thresholds)
-    report["by_source"] = evaluation.reports_by_source(labels, probs, source.classes, test["source"],
-                                                       test["lesion_id"], source.thresholds)
-    report["dataset"] = "held-out test splits of " + " + ".join(Path(root).name for root in args.data)
-    manifest = {**source.manifest}
-    manifest["test"] = {k: report[k] for k in TEST_HEADLINE}
-    manifest["test"]["by_source"] = {name: {k: part[k] for k in TEST_HEADLINE} for name, part in report["by_source"].items()}
+    report = evaluation.test_split_report(labels, probs, source.classes, test, source.thresholds,
+                                          "held-out test splits of " + " + ".join(Path(root).name for root in args.data))
+    manifest = {**source.manifest, "test": evaluation.manifest_test_figures(report)}
     history = source.path / HISTORY_FILE
     write_bundle(args.out, source.model, manifest, evaluation=report, split=split, familiarity=source.familiarity,
                  history=pd.read_csv(history, index_col="epoch") if history.is_file() else None,
                  patient_head=source.patient_head)
     for line in evaluation.summary_lines(report):
         print(line)
-    for name, part in report["by_source"].items():
+    for name, part in report.get("by_source", {}).items():
         print(f"{name}: {part['n']} images, balanced accuracy {part['balanced_accuracy']:.3f}, macro F1 "
               f"{part['macro_f1']:.3f} (always-{part['majority_class']} {part['majority_baseline_accuracy']:.3f})")
 

@@ -224,6 +224,26 @@ def reports_by_source(y_true, probs, classes, sources, groups, thresholds=None) 
     return reports
 
 
+def test_split_report(y_true, probs, classes, rows, thresholds, dataset: str) -> dict:
+    """The held-out test split's report: the whole, and each source's when `rows` (image_id, lesion_id, source;
+    one per photo) come from several. What finishing writes, and scripts/report_sources.py for a bundle
+    reported on more sources than it was finished on."""
+    report = build_report(y_true, probs, classes, groups=rows["lesion_id"], image_ids=rows["image_id"],
+                          thresholds=thresholds)
+    report["dataset"] = dataset
+    if rows["source"].nunique() > 1:
+        report["by_source"] = reports_by_source(y_true, probs, classes, rows["source"], rows["lesion_id"], thresholds)
+    return report
+
+
+def manifest_test_figures(report: dict) -> dict:
+    """What a manifest keeps of a test report (TEST_HEADLINE), overall and for each source."""
+    kept = {k: report[k] for k in TEST_HEADLINE}
+    if "by_source" in report:
+        kept["by_source"] = {source: {k: part[k] for k in TEST_HEADLINE} for source, part in report["by_source"].items()}
+    return kept
+
+
 def other_dataset_notes(report: dict) -> list[str]:
     """What a reader of a report on a dataset other than the bundle's own test split must know about it:
     what was left out as seen in training, and what could not be checked."""

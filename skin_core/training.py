@@ -29,7 +29,7 @@ from .model import LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .progress import ProgressCallback, ProgressLog
 from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
-from .evaluation import HEADLINE, TEST_HEADLINE
+from .evaluation import HEADLINE
 from .options import BALANCE_CHOICES
 from .predict import Predictor
 from .run_config import TrainConfig
@@ -358,20 +358,11 @@ def _test_report(cfg: TrainConfig, prep: Prepared, predictor: Predictor, manifes
     if not prep.parts["test"].any():
         return None
     log.event("evaluate", "Evaluating the held-out test split")
-    classes, thresholds = prep.classes, manifest["thresholds"]
     test_pixels, test_labels = prep.subset("test")
-    test = prep.table[prep.parts["test"]]
     test_probs = predictor.probabilities(test_pixels, patients=prep.patients_of("test"))
-    report = evaluation.build_report(test_labels, test_probs, classes, groups=test["lesion_id"],
-                                     image_ids=test["image_id"], thresholds=thresholds)
-    report["dataset"] = "held-out test split of " + data_name(cfg)
-    if test["source"].nunique() > 1:
-        report["by_source"] = evaluation.reports_by_source(test_labels, test_probs, classes, test["source"],
-                                                           test["lesion_id"], thresholds)
-    manifest["test"] = {k: report[k] for k in TEST_HEADLINE}
-    if "by_source" in report:
-        manifest["test"]["by_source"] = {source: {k: part[k] for k in TEST_HEADLINE}
-                                         for source, part in report["by_source"].items()}
+    report = evaluation.test_split_report(test_labels, test_probs, prep.classes, prep.table[prep.parts["test"]],
+                                          manifest["thresholds"], "held-out test split of " + data_name(cfg))
+    manifest["test"] = evaluation.manifest_test_figures(report)
     for line in evaluation.summary_lines(report):
         log.event("summary", line)
     return report

@@ -227,3 +227,15 @@ def test_a_run_continued_from_a_model_of_more_sources_records_what_that_model_le
     report = Predictor.from_path(out).evaluate(bcn)
     assert report["n"] == int((before[before.index.str.startswith("BCN")] == "test").sum())
     assert report["left_out_seen"] == int(before.index.str.startswith("BCN").sum()) - report["n"]
+
+
+def test_reporting_a_bundle_on_its_own_sources_reproduces_the_test_figures_finishing_wrote(tiny_bundle, tmp_path,
+                                                                                        monkeypatch):
+    import report_sources
+    from conftest import run_script
+    out = tmp_path / "reported"
+    run_script(report_sources, monkeypatch, tiny_bundle, "--data", SAMPLE, "--out", out)
+    finished, reported = (json.loads((folder / "manifest.json").read_text())["test"] for folder in (tiny_bundle, out))
+    for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy", "majority_baseline_accuracy"):
+        assert reported[key] == pytest.approx(finished[key]), key
+    assert "by_source" not in reported                      # one source: no per-source block
