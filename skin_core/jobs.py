@@ -33,6 +33,7 @@ LOCK = ".lock"
 LAUNCH_SECONDS = 60     # a launch writes the lock within this long of creating it
 CHECKPOINT = "checkpoint"
 RUN_CONFIG = "run.json"
+JOB_FILES = {"out", "name", "progress_file", "checkpoint"}   # settings a job decides for its run (_job_files)
 TERMINAL = {"done": "done", "cancelled": "cancelled", "error": "failed"}
 
 
@@ -109,9 +110,6 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
     except ValueError as exc:
         raise JobError(f"These settings cannot train: {exc}.") from None
     return _with_lock(run_id, root, lambda runs, fd: _launch(run_id, runs, config, fd, extra_env))
-
-
-JOB_FILES = {"out", "name", "progress_file", "checkpoint"}
 
 
 def _job_files(run_dir: Path, run_id: str) -> dict:
