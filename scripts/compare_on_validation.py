@@ -38,12 +38,11 @@ from skin_core.predict import Predictor
 
 
 class ImagesAtSize:
-    """The validation photos prepared for each input size a candidate asks for, each read once, their
-    patients' details (None: given to no model), and whether models answer as served (their own logit bias)."""
+    """The validation photos prepared for each input size a candidate asks for, each read once, and their
+    patients' details (None: given to no model)."""
 
-    def __init__(self, table, split_from: Path, patient_rows=None, as_served: bool = False):
+    def __init__(self, table, split_from: Path, patient_rows=None):
         self.table, self.split_from, self.patient_rows, self._prepared = table, split_from, patient_rows, {}
-        self.as_served = as_served
 
     def __call__(self, input_size: int, detail_side: int | None) -> np.ndarray:
         key = (input_size, detail_side)
@@ -52,24 +51,26 @@ class ImagesAtSize:
         return self._prepared[key]
 
 
-def candidate_logits(spec: str, images: ImagesAtSize, views: str | None, known: dict | None = None) -> np.ndarray:
+def candidate_logits(spec: str, images: ImagesAtSize, views: str | None, known: dict | None = None,
+                     as_served: bool = False) -> np.ndarray:
     """Logits of one bundle, or of the mean of several bundles' weights, over the candidate's views
     (written after '@'), else the given views, else the first bundle's own; for an ensemble (',') the
     log of its members' mean probabilities. `known` holds the logits already computed in this comparison,
-    so a bundle that appears in many ensembles is run over the images once."""
+    so a bundle that appears in many ensembles is run over the images once. `as_served`: each bundle's own logit
+    bias added (its served answer)."""
     known = {} if known is None else known
     if spec not in known:
-        known[spec] = _ensemble_logits(spec, images, views, known) if "," in spec else \
-            _model_logits(spec, images, views)
+        known[spec] = _ensemble_logits(spec, images, views, known, as_served) if "," in spec else \
+            _model_logits(spec, images, views, as_served)
     return known[spec]
 
 
-def _ensemble_logits(spec: str, images: ImagesAtSize, views: str | None, known: dict) -> np.ndarray:
-    members = [softmax(candidate_logits(member, images, views, known), axis=1) for member in spec.split(",")]
+def _ensemble_logits(spec: str, images: ImagesAtSize, views: str | None, known: dict, as_served: bool) -> np.ndarray:
+    members = [softmax(candidate_logits(member, images, views, known, as_served), axis=1) for member in spec.split(",")]
     return np.log(np.mean(members, axis=0))
 
 
-def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndarray:
+def _model_logits(spec: str, images: ImagesAtSize, views: str | None, as_served: bool) -> np.ndarray:
     paths, _, own_views = spec.partition("@")
     bundles = [load_bundle(path) for path in paths.split("+")]
     # the same split, or it on a share of the training images, or none of these images seen; else it may
@@ -78,7 +79,7 @@ def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndar
             or data.leave_out_seen(images.table, bundles[0].path / SPLIT_FILE)[1] == 0):
         raise BundleError(f"{bundles[0].path} was not split like {images.split_from}, so the validation images "
                           "may be ones it trained on; compare only bundles trained with --split-from the first")
-    if images.as_served and len(bundles) > 1:
+    if as_served and len(bundles) > 1:
         raise SystemExit(f"{spec}: a weight soup has no served calibration; finish it first (scripts/refinish.py)")
     views = own_views or views or bundles[0].test_time_augmentation
     if views not in TTA_VIEWS:
@@ -87,7 +88,7 @@ def _model_logits(spec: str, images: ImagesAtSize, views: str | None) -> np.ndar
     bundles[0].manifest["test_time_augmentation"] = views
     logits = Predictor(bundles[0]).logits(images(bundles[0].input_size, bundles[0].detail_side),
                                           patients=images.patient_rows)
-    return logits + bundles[0].logit_bias if images.as_served else logits
+    return logits + bundles[0].logit_bias if as_served else logits
 
 
 def compare(candidates: list[str], data_root, views: str | None = None, rounds: int = 500,
@@ -100,11 +101,10 @@ def compare(candidates: list[str], data_root, views: str | None = None, rounds: 
     code = {c: i for i, c in enumerate(read_manifest(first)["classes"])}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()
     log_prior = calibration.log_prior(table.loc[table["subset"] == "train", "dx"].map(code).to_numpy(), len(code))
-    images = ImagesAtSize(val, first, patients.read(data_root, val["image_id"]) if with_patients else None,
-                          as_served)
+    images = ImagesAtSize(val, first, patients.read(data_root, val["image_id"]) if with_patients else None)
     results, reference, known = [], None, {}
     for spec in candidates:
-        logits = candidate_logits(spec, images, views, known)
+        logits = candidate_logits(spec, images, views, known, as_served)
         shift = 0.0 if as_served else calibration.fit_prior_shift(logits, y, log_prior)["prior_shift"]
         pred = (logits + shift * log_prior).argmax(axis=1)
         reference = pred if reference is None else reference

@@ -18,13 +18,13 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from . import registry
-from .jsonfiles import json_object_or_none, replace_json
+from .jsonfiles import json_object_or_none, replace_file, replace_json
 from .resume import last_saved_epoch
 from .run_config import TrainConfig
 
@@ -191,7 +191,7 @@ def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict
     run_dir = runs / run_id
     run_dir.mkdir()
     settings = TrainConfig.from_settings({**config, **_job_files(run_dir, run_id)})
-    replace_json(run_dir / RUN_CONFIG, asdict(settings), indent=2)
+    replace_file(run_dir / RUN_CONFIG, lambda handle: handle.write(settings.to_json()))
     command = [sys.executable, str(TRAIN_SCRIPT), "--config", str(run_dir / RUN_CONFIG)]
     job = {"run_id": run_id, "config": config, "started": time.time(), "command": command}
     _spawn(run_dir, job, lock_fd, extra_env, log_mode="wb")

@@ -18,9 +18,7 @@ from .options import BALANCE_CHOICES, MIX_CHOICES, STRATEGY_CHOICES, TTA_CHOICES
 def at_least(least: int) -> Callable[[int], int]:
     """A whole number of at least `least` (an epoch count of 0 or a batch of 0 would fail only after the
     whole dataset had been read)."""
-    def check(value):
-        if isinstance(value, bool) or int(value) != value:
-            raise ValueError(f"must be a whole number, not {value}")
+    def check(value):              # a whole number already (the field's type is checked first)
         if value < least:
             raise ValueError(f"must be at least {least}, not {value}")
         return int(value)
@@ -189,17 +187,20 @@ def _checked(spec, value):
     return value
 
 
+def _field(name: str):
+    (spec,) = [f for f in fields(TrainConfig) if f.name == name]
+    return spec
+
+
 def help_of(name: str) -> str:
     """A setting's help text, for the Retrain page's widgets (the same words as train.py --help)."""
-    (spec,) = [f for f in fields(TrainConfig) if f.name == name]
-    text = spec.metadata["help"] or ""
+    text = _field(name).metadata["help"] or ""
     return text[:1].upper() + text[1:]
 
 
 def default_of(name: str):
     """A setting's default value."""
-    (spec,) = [f for f in fields(TrainConfig) if f.name == name]
-    return spec.default
+    return _field(name).default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
