@@ -7,11 +7,10 @@ import streamlit as st
 
 from app_pages.common import is_admin, notice
 from skin_core import jobs, launch, options, registry
-from skin_core.run_config import default_of, help_of
 from skin_core.bundle import BundleError, read_manifest, shares_split
 from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset
 from skin_core.evaluation import METRIC_LABELS
-
+from skin_core.run_config import default_of, help_of
 
 
 @st.fragment(run_every=2)

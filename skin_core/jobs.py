@@ -106,10 +106,10 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
     if own:
         raise JobError(f"The job names its own {', '.join(sorted(own))}; leave {'them' if len(own) > 1 else 'it'} out.")
     try:
-        TrainConfig.from_settings({**config, **_job_files(runs_dir(root) / run_id, run_id)})
+        settings = TrainConfig.from_settings({**config, **_job_files(runs_dir(root) / run_id, run_id)})
     except ValueError as exc:
         raise JobError(f"These settings cannot train: {exc}.") from None
-    return _with_lock(run_id, root, lambda runs, fd: _launch(run_id, runs, config, fd, extra_env))
+    return _with_lock(run_id, root, lambda runs, fd: _launch(runs / run_id, config, settings, fd, extra_env))
 
 
 def _job_files(run_dir: Path, run_id: str) -> dict:
@@ -187,13 +187,13 @@ def _clear_abandoned_lock(lock: Path) -> None:
         taken.unlink(missing_ok=True)
 
 
-def _launch(run_id: str, runs: Path, config: dict, lock_fd: int, extra_env: dict | None) -> None:
-    run_dir = runs / run_id
+def _launch(run_dir: Path, config: dict, settings: TrainConfig, lock_fd: int, extra_env: dict | None) -> None:
+    """Start train.py on `settings` (checked by start, the job's own files in `run_dir`); job.json keeps `config`,
+    the settings asked for."""
     run_dir.mkdir()
-    settings = TrainConfig.from_settings({**config, **_job_files(run_dir, run_id)})
     replace_file(run_dir / RUN_CONFIG, lambda handle: handle.write(settings.to_json()))
     command = [sys.executable, str(TRAIN_SCRIPT), "--config", str(run_dir / RUN_CONFIG)]
-    job = {"run_id": run_id, "config": config, "started": time.time(), "command": command}
+    job = {"run_id": run_dir.name, "config": config, "started": time.time(), "command": command}
     _spawn(run_dir, job, lock_fd, extra_env, log_mode="wb")
 
 

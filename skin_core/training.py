@@ -27,13 +27,12 @@ from . import patients as patient_details
 from .classes import CLASS_CODES
 from .model import LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model, set_trainable_from, with_patient_head
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
-from .progress import ProgressCallback, ProgressLog
-from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
 from .evaluation import HEADLINE
 from .options import BALANCE_CHOICES
 from .predict import Predictor
+from .progress import ProgressCallback, ProgressLog
+from .recipe import BestWeights, class_weights, compile_model, phase_learning_rate, phases, training_loss
 from .run_config import TrainConfig
-
 
 
 PATH_SETTINGS = ("data", "out", "weights", "init_bundle", "split_from", "progress_file", "checkpoint")
