@@ -79,8 +79,7 @@ def answered_from(analysis, predictor) -> str | None:
     return "Answered from the photo and " + ", ".join(g for g in given if g) + "."
 
 
-ANALYSES_KEPT = 16
-"""Uploads whose answers a session keeps, so that redrawing the page does not run the model again."""
+ANALYSES_KEPT = 16   # uploads whose answers a session keeps, so that redrawing the page does not run the model again
 
 
 def analysed(data: bytes, predictor, patient: dict | None):

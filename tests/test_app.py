@@ -1,4 +1,5 @@
 """The app shell and pages under Streamlit's AppTest, serving a tiny bundle trained in the tests."""
+import ast
 import json
 import shutil
 
@@ -24,6 +25,27 @@ def texts(at: AppTest) -> str:
     parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success")
              for e in getattr(at, kind)]
     return "\n".join(str(p) for p in parts)
+
+
+def magic_writes(script) -> list[str]:
+    """The statements of a page script that Streamlit's "magic" would write on the page: any bare expression
+    other than a call or a docstring (a string under a constant, meant as its note, shows up as page text)."""
+    tree = ast.parse(script.read_text())
+    found = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        for position, statement in enumerate(body if isinstance(body, list) else []):
+            docstring = position == 0 and isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            if isinstance(statement, ast.Expr) and not isinstance(statement.value, (ast.Call, ast.Await)) \
+                    and not docstring:
+                found.append(f"{script.name}:{statement.lineno} {ast.unparse(statement)[:60]}")
+    return found
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "app_pages").glob("*.py")) + [ROOT / "streamlit_app.py"],
+                         ids=lambda p: p.name)
+def test_pages_write_nothing_by_accident(script):
+    assert magic_writes(script) == []
 
 
 def test_shell_shows_navigation_sidebar_and_notice(models_dir):
