@@ -13,6 +13,18 @@ def baseline_name(test: dict) -> str:
     return f"always-{test['majority_class']}" if test.get("majority_class") else "majority-class"
 
 
+def test_summary(test: dict) -> str:
+    """The held-out test figures in a line, then each source's when there are several: one site's sharp photos
+    and another's 84 px copies score very differently, and their mixture alone would hide both."""
+    def figures(part: dict) -> str:
+        return (f"balanced accuracy {part['balanced_accuracy']:.2f}, macro F1 {part['macro_f1']:.2f}, accuracy "
+                f"{part['accuracy']:.2f} ({baseline_name(part)} baseline {part['majority_baseline_accuracy']:.2f})")
+
+    lines = [f"Held-out test ({test['n']} images): {figures(test)}"]
+    lines += [f"- {source} ({part['n']} images): {figures(part)}" for source, part in test.get("by_source", {}).items()]
+    return "\n".join(lines)
+
+
 def sidebar() -> None:
     with st.sidebar:
         st.markdown("### Active model")
@@ -30,11 +42,8 @@ def sidebar() -> None:
             st.markdown(f"**{manifest['name']}**")
             st.caption(f"Trained {(manifest['created'] or '?')[:10]} · MobileNet V1 α={manifest['alpha']} · "
                        f"{manifest['input_size']} px")
-            test = manifest["test"]
-            if test:
-                st.caption(f"Held-out test ({test['n']} images): balanced accuracy {test['balanced_accuracy']:.2f}, "
-                           f"macro F1 {test['macro_f1']:.2f}, accuracy {test['accuracy']:.2f} "
-                           f"({baseline_name(test)} baseline {test['majority_baseline_accuracy']:.2f})")
+            if manifest["test"]:
+                st.caption(test_summary(manifest["test"]))
         st.warning(NOTICE, icon="⚠️")
 
 

@@ -239,3 +239,22 @@ def test_reporting_a_bundle_on_its_own_sources_reproduces_the_test_figures_finis
     for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy", "majority_baseline_accuracy"):
         assert reported[key] == pytest.approx(finished[key]), key
     assert "by_source" not in reported                      # one source: no per-source block
+
+
+def test_the_sidebar_gives_each_sources_test_figures_beside_their_mixture(two_source_bundle, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from conftest import ROOT
+    shutil.copytree(two_source_bundle, tmp_path / "models" / "default")
+    monkeypatch.setenv("SKIN_MODELS_DIR", str(tmp_path / "models"))
+    test = json.loads((two_source_bundle / "manifest.json").read_text())["test"]
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not at.exception
+    summary = next(str(c.value) for c in at.sidebar.caption if str(c.value).startswith("Held-out test"))
+    lines = summary.splitlines()
+    assert lines[0].startswith(f"Held-out test ({test['n']} images): balanced accuracy "
+                               f"{test['balanced_accuracy']:.2f}")
+    assert lines[1:] == [f"- {source} ({part['n']} images): balanced accuracy {part['balanced_accuracy']:.2f}, "
+                         f"macro F1 {part['macro_f1']:.2f}, accuracy {part['accuracy']:.2f} (always-"
+                         f"{part['majority_class']} baseline {part['majority_baseline_accuracy']:.2f})"
+                         for source, part in test["by_source"].items()]
+    assert [line.split(" (")[0] for line in lines[1:]] == ["- sample_data", "- bcn"]
