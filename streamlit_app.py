@@ -13,7 +13,7 @@ def baseline_name(test: dict) -> str:
     return f"always-{test['majority_class']}" if test.get("majority_class") else "majority-class"
 
 
-def test_summary(test: dict) -> str:
+def held_out_summary(test: dict) -> str:
     """The held-out test figures in a line, then each source's when there are several: one site's sharp photos
     and another's 84 px copies score very differently, and their mixture alone would hide both."""
     def figures(part: dict) -> str:
@@ -43,7 +43,7 @@ def sidebar() -> None:
             st.caption(f"Trained {(manifest['created'] or '?')[:10]} · MobileNet V1 α={manifest['alpha']} · "
                        f"{manifest['input_size']} px")
             if manifest["test"]:
-                st.caption(test_summary(manifest["test"]))
+                st.caption(held_out_summary(manifest["test"]))
         st.warning(NOTICE, icon="⚠️")
 
 
