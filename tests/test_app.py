@@ -31,15 +31,12 @@ def magic_writes(script) -> list[str]:
     """The statements of a page script that Streamlit's "magic" would write on the page: any bare expression
     other than a call or a docstring (a string under a constant, meant as its note, shows up as page text)."""
     tree = ast.parse(script.read_text())
-    found = []
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        for position, statement in enumerate(body if isinstance(body, list) else []):
-            docstring = position == 0 and isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
-            if isinstance(statement, ast.Expr) and not isinstance(statement.value, (ast.Call, ast.Await)) \
-                    and not docstring:
-                found.append(f"{script.name}:{statement.lineno} {ast.unparse(statement)[:60]}")
-    return found
+    documented = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    docstrings = {id(node.body[0]) for node in ast.walk(tree)
+                  if isinstance(node, documented) and ast.get_docstring(node)}
+    return [f"{script.name}:{node.lineno} {ast.unparse(node)[:60]}" for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and not isinstance(node.value, (ast.Call, ast.Await))
+            and id(node) not in docstrings]
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "app_pages").glob("*.py")) + [ROOT / "streamlit_app.py"],
