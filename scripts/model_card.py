@@ -215,8 +215,8 @@ was chosen, and what had been seen by then, is under Training. All sources are n
 |---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Intervals: 1,000 bootstrap resamples of lesions. Validation ({val['n']} images of {m['dataset']['root']}, used for choices): balanced accuracy
-{pct(val['balanced_accuracy'])}, macro F1 {pct(val['macro_f1'])}, ECE {pct(val['ece'])}.
+Intervals: 1,000 bootstrap resamples of lesions. Validation ({val['n']} images of {m['dataset']['root']}, used for
+choices): balanced accuracy {pct(val['balanced_accuracy'])}, macro F1 {pct(val['macro_f1'])}, ECE {pct(val['ece'])}.
 
 Per class, {first_name} test split:
 
