@@ -7,7 +7,7 @@ import argparse
 import psutil
 
 from common import run_main, write
-from bench.latency import jpeg_600x450
+from latency import jpeg_600x450
 from skin_core import explain
 from skin_core.predict import Predictor
 
