@@ -30,6 +30,7 @@ MIN_SKIN_SHARE = 0.15         # share of pixels where red is at least blue, as i
 UNCERTAIN_TOP = 0.50          # top probability below this ...
 UNCERTAIN_MARGIN = 0.15       # ... or a top-2 margin below this: "uncertain"
 MALIGNANT_GROUP_HIGH = 0.50
+STATISTICS_PIXELS = 60_000    # the colour and exposure statistics are read from at most this many pixels
 
 
 def sharpness(rgb: np.ndarray) -> float:
@@ -52,11 +53,11 @@ def image_findings(rgb: np.ndarray) -> list[Finding]:
     """Checks on the photo alone, before trusting any model output."""
     height, width = rgb.shape[:2]
     pixels = rgb.reshape(-1, 3)
-    if len(pixels) > 250_000:  # a fixed subsample keeps the checks fast on large photos; taken before the float copy
-        pixels = pixels[:: len(pixels) // 250_000]
-    pixels = pixels.astype(np.float32)
-    grey = pixels.mean(axis=1)
+    # a regular subsample of at most STATISTICS_PIXELS (about twice a 200x150 training copy) keeps the checks fast
+    # on large photos, where a mean or share over every pixel took most of their time; taken before the float copy
+    pixels = pixels[:: -(-len(pixels) // STATISTICS_PIXELS)].astype(np.float32)
     r, g, b = pixels.T
+    grey = (r + g + b) / 3
     findings = []
     if min(height, width) < MIN_SHORT_SIDE:
         findings.append(Finding("small", f"The photo is only {width}x{height} pixels: it was enlarged for the "
@@ -66,15 +67,17 @@ def image_findings(rgb: np.ndarray) -> list[Finding]:
     if aspect > MAX_ASPECT:
         findings.append(Finding("aspect", f"The photo is {aspect:.1f} times wider than high (or the reverse); "
                                           "dermoscopy photos are close to square, and only the centre square is used."))
-    if grey.std() < MIN_CONTRAST:
+    contrast = grey.std()
+    if contrast < MIN_CONTRAST:
         findings.append(Finding("uniform", "The photo is nearly uniform: there is no visible lesion."))
     colourfulness = (np.abs(r - g) + np.abs(r - b)).mean()
     if colourfulness < MIN_COLOURFULNESS:
         findings.append(Finding("greyscale", "The photo has no colour; the model learned from colour dermoscopy."))
-    if grey.mean() < DARK or grey.mean() > BRIGHT:
-        findings.append(Finding("exposure", f"The photo is very {'dark' if grey.mean() < DARK else 'bright'} "
-                                            f"(mean level {grey.mean():.0f} of 255)."))
-    focus = sharpness(rgb) if min(height, width) >= MIN_SHORT_SIDE and grey.std() >= MIN_CONTRAST else None
+    level = grey.mean()
+    if level < DARK or level > BRIGHT:
+        findings.append(Finding("exposure", f"The photo is very {'dark' if level < DARK else 'bright'} "
+                                            f"(mean level {level:.0f} of 255)."))
+    focus = sharpness(rgb) if min(height, width) >= MIN_SHORT_SIDE and contrast >= MIN_CONTRAST else None
     if focus is not None and focus < MIN_SHARPNESS:
         findings.append(Finding("blur", f"The photo looks out of focus (sharpness {focus:.1f}; 99% of the training "
                                         f"photos score above {MIN_SHARPNESS}). Blur changes the model's answers "
