@@ -6,7 +6,8 @@ held-out test split.
 --data must be the bundle's training dataset for the accuracy figure (its split.csv names the test images).
 Every figure here is one pass per image (no test-time views), Keras included, so the columns compare like with
 like; `tflite_float16_as_served` then follows the export's sidecar (the bundle's views, logit bias and
-temperature, `export.calibrated_probabilities`) and should match the app's own test figures.
+temperature, `export.calibrated_probabilities`, and for a model that reads age, sex and body site each test image's
+recorded details, as its own report was computed) and should match the app's own test figures, recorded beside it.
 """
 import argparse
 import json
@@ -17,14 +18,26 @@ import numpy as np
 import tensorflow as tf
 
 from common import run_main, stats_ms, timed, write
-from skin_core import data, export
-from skin_core.bundle import load_bundle
+from skin_core import data, export, patients
+from skin_core.bundle import EVALUATION_FILE, load_bundle
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 
 def served_argmax(probs, bundle):
     """The class the app would show: the bundle's logit bias applied to the exported probabilities."""
     return (np.log(np.maximum(probs, 1e-12)) + bundle.logit_bias).argmax(1)
+
+
+def own_test_figures(bundle_path: Path, data_root: str) -> dict | None:
+    """The bundle's own test accuracy and balanced accuracy on this dataset (its source's, for a bundle tested on
+    several), from the report training wrote: what the export served as the app serves should reproduce."""
+    report_file = bundle_path / EVALUATION_FILE
+    if not report_file.is_file():
+        return None
+    report = json.loads(report_file.read_text())
+    report = report.get("by_source", {}).get(Path(data_root).resolve().name, report)
+    return {"test_images": report["n"], "test_accuracy": report["accuracy"],
+            "test_balanced_accuracy": report["balanced_accuracy"]}
 
 
 def main():
@@ -63,10 +76,15 @@ def main():
             results[f"tflite_{quantize}"] = entry
             if test is not None and quantize == "float16":
                 sidecar = json.loads(path.with_suffix(".json").read_text())
-                served = export.calibrated_probabilities(runner, test.pixels.astype(np.float32), sidecar).argmax(1)
+                details = (patients.read(args.data, test.table["image_id"])
+                           if "patient_push" in sidecar else None)
+                served = export.calibrated_probabilities(runner, test.pixels.astype(np.float32), sidecar,
+                                                         details).argmax(1)
                 results["tflite_float16_as_served"] = {
-                    "views": sidecar["views"], "test_accuracy": accuracy_score(labels, served),
-                    "test_balanced_accuracy": balanced_accuracy_score(labels, served)}
+                    "views": sidecar["views"], "patient_details": details is not None,
+                    "test_accuracy": accuracy_score(labels, served),
+                    "test_balanced_accuracy": balanced_accuracy_score(labels, served),
+                    "app_own": own_test_figures(Path(args.model), args.data)}
     write("tflite", {"model": args.model, "input_size": size, **results})
 
 

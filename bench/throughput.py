@@ -8,7 +8,8 @@ bare model over one view). Training: steps of the real tf.data training pipeline
 augmentation, prefetch) versus the same train step fed one batch from memory; side by side, the
 pipeline with the augmentation first written (Keras's RandomFlip, RandomRotation and RandomZoom
 in a row, three resamplings instead of one), and the pipeline with the camera changes (--photometric
---compression: saturation, sharpness and JPEG re-saving of half of each batch).
+--compression: saturation, sharpness and JPEG re-saving of half of each batch). Training rates are each
+source's best of the interleaved rounds, every round's rates recorded beside them.
 """
 import argparse
 import time
@@ -44,7 +45,7 @@ def main():
     parser.add_argument("--model", default="models/default")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     predictor = Predictor.from_path(args.model)
     size = predictor.input_size
@@ -96,15 +97,19 @@ def main():
             start = time.perf_counter()
             model.fit(source, steps_per_epoch=args.steps, verbose=0)
             rounds[name].append(args.steps * args.batch / (time.perf_counter() - start))
-    per_round = {name: np.asarray(values) / np.asarray(rounds["model_from_memory"]) for name, values in rounds.items()}
-    training = {"pipeline_images_per_s": float(np.median(rounds["tf_data_pipeline"])),
-                "memory_images_per_s": float(np.median(rounds["model_from_memory"])),
-                "ratio": float(np.median(per_round["tf_data_pipeline"])),
-                "ratio_per_round": [round(float(r), 3) for r in per_round["tf_data_pipeline"]],
-                "earlier_pipeline_images_per_s": float(np.median(rounds["earlier_pipeline"])),
-                "earlier_ratio": float(np.median(per_round["earlier_pipeline"])),
-                "camera_pipeline_images_per_s": float(np.median(rounds["camera_pipeline"])),
-                "camera_ratio": float(np.median(per_round["camera_pipeline"])),
+    # each source's best round: on this shared two-core machine a round now and then runs at half speed, for every
+    # source alike (seen as rates of ~37 against ~75 img/s), and the best of several is what timeit advises
+    best = {name: float(np.max(values)) for name, values in rounds.items()}
+    per_round = np.asarray(rounds["tf_data_pipeline"]) / np.asarray(rounds["model_from_memory"])
+    training = {"pipeline_images_per_s": best["tf_data_pipeline"],
+                "memory_images_per_s": best["model_from_memory"],
+                "ratio": best["tf_data_pipeline"] / best["model_from_memory"],
+                "ratio_per_round": [round(float(r), 3) for r in per_round],
+                "rounds_images_per_s": {name: [round(v, 1) for v in values] for name, values in rounds.items()},
+                "earlier_pipeline_images_per_s": best["earlier_pipeline"],
+                "earlier_ratio": best["earlier_pipeline"] / best["model_from_memory"],
+                "camera_pipeline_images_per_s": best["camera_pipeline"],
+                "camera_ratio": best["camera_pipeline"] / best["model_from_memory"],
                 "trainable_share_of_body": 0.7}
     write("throughput", {"model": args.model, "input_size": size, "batch": args.batch,
                          "evaluation": evaluation, "training": training,
