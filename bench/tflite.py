@@ -28,14 +28,18 @@ def served_argmax(probs, bundle):
     return (np.log(np.maximum(probs, 1e-12)) + bundle.logit_bias).argmax(1)
 
 
-def own_test_figures(bundle_path: Path, data_root: str) -> dict | None:
+def own_test_figures(bundle_path: Path, data_root: str, n_images: int) -> dict | None:
     """The bundle's own test accuracy and balanced accuracy on this dataset (its source's, for a bundle tested on
-    several), from the report training wrote: what the export served as the app serves should reproduce."""
+    several), from the report training wrote: what the export served as the app serves should reproduce. None
+    when that report holds no figures for these very images (another source, or another number of them)."""
     report_file = bundle_path / EVALUATION_FILE
     if not report_file.is_file():
         return None
     report = json.loads(report_file.read_text())
-    report = report.get("by_source", {}).get(Path(data_root).resolve().name, report)
+    if report.get("by_source"):
+        report = report["by_source"].get(Path(data_root).resolve().name, {})
+    if report.get("n") != n_images:
+        return None
     return {"test_images": report["n"], "test_accuracy": report["accuracy"],
             "test_balanced_accuracy": report["balanced_accuracy"]}
 
@@ -84,7 +88,7 @@ def main():
                     "views": sidecar["views"], "patient_details": details is not None,
                     "test_accuracy": accuracy_score(labels, served),
                     "test_balanced_accuracy": balanced_accuracy_score(labels, served),
-                    "app_own": own_test_figures(Path(args.model), args.data)}
+                    "app_own": own_test_figures(Path(args.model), args.data, len(labels))}
     write("tflite", {"model": args.model, "input_size": size, **results})
 
 
