@@ -53,3 +53,16 @@ def test_prediction_flags():
     assert found == {"uncertain", "melanoma"}
     malignant = np.array([0.30, 0.30, 0.05, 0.02, 0.05, 0.26, 0.02])
     assert "malignant" in {f.code for f in quality.prediction_findings(classes, malignant, {"mel": 0.3})}
+
+
+def test_a_large_photo_is_judged_as_its_training_size_copy():
+    """Large uploads are judged on a regular subsample of their pixels (quality.STATISTICS_PIXELS): enlarged
+    4x and 8x, real photos and their dark and blue-tinted versions get the findings their 200x150 copies get."""
+    photos = sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:10]
+    for path in photos:
+        photo = np.asarray(Image.open(path).convert("RGB"))
+        for variant in (photo, (photo * 0.1).astype(np.uint8), photo[..., ::-1]):
+            for scale in (4, 8):
+                large = np.asarray(Image.fromarray(variant).resize((200 * scale, 150 * scale), Image.Resampling.BILINEAR))
+                assert large.shape[0] * large.shape[1] > 5 * quality.STATISTICS_PIXELS
+                assert codes(large) - {"blur"} == codes(variant) - {"blur"}, (path.name, scale)
