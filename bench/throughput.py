@@ -97,8 +97,8 @@ def main():
             start = time.perf_counter()
             model.fit(source, steps_per_epoch=args.steps, verbose=0)
             rounds[name].append(args.steps * args.batch / (time.perf_counter() - start))
-    # each source's best round: on this shared two-core machine a round now and then runs at half speed, for every
-    # source alike (seen as rates of ~37 against ~75 img/s), and the best of several is what timeit advises
+    # each source's best round, as timeit advises for a floor: on the two-core development machine a round now and
+    # then ran at half speed (~37 against ~75 img/s), the pipelines' rounds more often than the memory-fed ones
     best = {name: float(np.max(values)) for name, values in rounds.items()}
     per_round = np.asarray(rounds["tf_data_pipeline"]) / np.asarray(rounds["model_from_memory"])
     training = {"pipeline_images_per_s": best["tf_data_pipeline"],
