@@ -75,8 +75,8 @@ def rows() -> list[str]:
             f"ratio {ev['ratio']:.2f} (one view, bare: {ev['bare_model_one_view_images_per_s']:.1f} img/s) | ≥ 0.8 | "
             f"{verdict(ev['ratio'] >= 0.8)} |",
             f"| training, batch {thr['batch']} | tf.data pipeline {tr['pipeline_images_per_s']:.1f} img/s vs model fed "
-            f"from memory {tr['memory_images_per_s']:.1f} img/s: ratio {tr['ratio']:.2f} (each one's best of "
-            f"{len(tr.get('ratio_per_round', []))} interleaved rounds; round by round: "
+            f"from memory {tr['memory_images_per_s']:.1f} img/s: ratio {tr['ratio']:.2f} (median of "
+            f"{len(tr.get('ratio_per_round', []))} interleaved rounds: "
             f"{', '.join(f'{r:.2f}' for r in tr.get('ratio_per_round', []))}) | ≥ 0.9 | "
             f"{verdict(tr['ratio'] >= 0.9)} |",
             f"| before: training with three separate Keras augmentation layers | "
