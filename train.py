@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args) -> int:
-    from skin_core import data, progress, resume, training
+    from skin_core import cancellation, data, progress, resume, training
     from skin_core.bundle import BundleError, output_problem
     from skin_core.model import WeightsError
 
@@ -66,11 +66,9 @@ def main(args) -> int:
         log.event("error", f"error: {problem}", error=problem)
         return 2
 
-    cancel_requested = []
-
     def cancel(signum, frame):
-        cancel_requested.append(signum)
-        raise training.TrainingCancelled()
+        cancellation.REQUESTED.set()          # for the checks that stop it if this exception is lost
+        raise cancellation.TrainingCancelled()
 
     signal.signal(signal.SIGTERM, cancel)
     try:
@@ -78,14 +76,14 @@ def main(args) -> int:
             finish_from(config, args.finish_from)
         else:
             training.train(config)
-    except training.TrainingCancelled:
+    except cancellation.TrainingCancelled:
         log.event("cancelled", "Training cancelled; nothing was written to " + config.out + kept(config))
         return 130
     except KeyboardInterrupt:
         log.event("cancelled", "Training interrupted; nothing was written to " + config.out + kept(config))
         return 130
     except Exception as exc:
-        if cancel_requested:       # the cancel landed inside TensorFlow's C code, which re-raised it as another error
+        if cancellation.REQUESTED.is_set():    # the cancel landed inside TensorFlow's C code, which re-raised it as another error
             log.event("cancelled", "Training cancelled; nothing was written to " + config.out + kept(config))
             return 130
         if isinstance(exc, (data.DatasetError, WeightsError, BundleError, ValueError)):
@@ -98,6 +96,8 @@ def main(args) -> int:
         log.event("error", f"error: training failed: {type(exc).__name__}: {exc}{kept(config)}",
                   error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        cancellation.REQUESTED.clear()    # this run is over (main may run again in the same process)
     return 0
 
 

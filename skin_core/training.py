@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from . import __version__, bundle as bundles, calibration, data, evaluation, resume
+from .cancellation import StopWhenCancelled, stop_if_requested
 from . import familiarity as familiarity_model
 from . import patients as patient_details
 from .classes import CLASS_CODES
@@ -53,10 +54,6 @@ def recorded_settings(cfg: TrainConfig) -> dict:
 def data_name(cfg: TrainConfig) -> str:
     """The datasets' folder names, for messages and the manifest ("ham10000 + isic2019_bcn_msk")."""
     return " + ".join(root.name for root in data.as_roots(cfg.data))
-
-
-class TrainingCancelled(Exception):
-    pass
 
 
 def distribution_strategy(name: str) -> tf.distribute.Strategy:
@@ -229,7 +226,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
         early_stopping = None if phase == "head" else resume.ResumableEarlyStopping(
             "val_macro_f1", mode="max", patience=cfg.patience, start_from_epoch=cfg.patience_from,
             resume=state.early_stopping)
-        callbacks = [ProgressCallback(log, phase, cfg.epochs, steps, run_cfg.batch_size), best]
+        callbacks = [StopWhenCancelled(), ProgressCallback(log, phase, cfg.epochs, steps, run_cfg.batch_size), best]
         callbacks += [early_stopping] if early_stopping else []
         callbacks.append(resume.EpochRecorder(state, phase, best, checkpoint, early_stopping))
         model.fit(train_ds, validation_data=val_ds, epochs=last, initial_epoch=max(first, state.epoch),
@@ -269,6 +266,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     manifest["familiarity"] = familiarity.description()
     report = _test_report(cfg, prep, predictor, manifest, log)
     manifest["training"]["seconds"] = round(time.time() - started, 1)
+    stop_if_requested()          # a cancel lost while the evaluation's steps were traced
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report,
                                split=_recorded_split(cfg, prep.table), familiarity=familiarity,
                                patient_head=patient_head)

@@ -255,28 +255,57 @@ def test_password_gate(monkeypatch):
     assert access.allowed("hunter2", required)
 
 
+def train_script_events(tmp_path, *options) -> tuple[int, list[str]]:
+    """train.py's main run in this process on the sample, its exit code and progress events; SIGTERM's
+    handler (main installs its own) is put back afterwards."""
+    import train as train_script
+    progress = tmp_path / "progress.jsonl"
+    args = train_script.get_args_parser().parse_args(
+        ["--data", str(SAMPLE), "--out", str(tmp_path / "bundle"), "--progress-file", str(progress), *options])
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = train_script.main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return code, [json.loads(line)["event"] for line in progress.read_text().splitlines()]
+
+
 def test_a_cancel_that_tensorflow_re_raises_as_another_error_still_counts_as_cancelled(tmp_path, monkeypatch):
     """SIGTERM can land inside TensorFlow's C code, which surfaces it as e.g. SystemError."""
-    import train as train_script
-    from skin_core import training
+    from skin_core import cancellation, training
 
     def fit_interrupted_inside_tensorflow(config):
         try:
             os.kill(os.getpid(), signal.SIGTERM)          # train.py's handler raises TrainingCancelled here
-        except training.TrainingCancelled:
+        except cancellation.TrainingCancelled:
             raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
 
     monkeypatch.setattr(training, "train", fit_interrupted_inside_tensorflow)
-    progress = tmp_path / "progress.jsonl"
-    args = train_script.get_args_parser().parse_args(
-        ["--data", str(SAMPLE), "--out", str(tmp_path / "bundle"), "--progress-file", str(progress)])
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        assert train_script.main(args) == 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    events = [json.loads(line)["event"] for line in progress.read_text().splitlines()]
-    assert events[-1] == "cancelled" and "error" not in events
+    code, events = train_script_events(tmp_path)
+    assert code == 130 and events[-1] == "cancelled" and "error" not in events
+    assert not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.parametrize("lost_after", ["prepare", "fit"])    # before the first batch; after fitting, before the bundle
+def test_a_cancel_whose_exception_is_lost_still_stops_the_run_and_writes_nothing(tmp_path, monkeypatch, lost_after):
+    """AutoGraph swallows an exception raised while it converts a step function (it logs the failed conversion
+    and runs the function unconverted): a run cancelled at that moment once went on to write its bundle."""
+    from skin_core import training
+    original = getattr(training, lost_after)
+
+    def then_a_cancel_is_swallowed(*args, **kwargs):
+        result = original(*args, **kwargs)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except Exception:                      # as AutoGraph's fallback to the unconverted function does
+            pass
+        return result
+
+    monkeypatch.setattr(training, lost_after, then_a_cancel_is_swallowed)
+    code, events = train_script_events(tmp_path, "--epochs", "2", "--head-epochs", "1", "--img-size", "32",
+                                       "--alpha", "0.25", "--weights", "none", "--batch-size", "8")
+    assert code == 130 and events[-1] == "cancelled" and "done" not in events and "error" not in events
+    assert ("epoch" in events) == (lost_after == "fit")       # stopped at the first batch, or after both epochs
     assert not (tmp_path / "bundle").exists()
 
 
