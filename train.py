@@ -83,7 +83,7 @@ def main(args) -> int:
         log.event("cancelled", "Training interrupted; nothing was written to " + config.out + kept(config))
         return 130
     except Exception as exc:
-        if cancellation.REQUESTED.is_set():    # the cancel landed inside TensorFlow's C code, which re-raised it as another error
+        if cancellation.REQUESTED.is_set():   # it landed in TensorFlow's C code, which re-raised it as another error
             log.event("cancelled", "Training cancelled; nothing was written to " + config.out + kept(config))
             return 130
         if isinstance(exc, (data.DatasetError, WeightsError, BundleError, ValueError)):

@@ -1,4 +1,4 @@
-"""Stopping a training run when it is cancelled (SIGTERM from the Retrain page, Ctrl-C's cousin).
+"""Stopping a training run when it is cancelled (SIGTERM, which the Retrain page's Cancel sends).
 
 train.py's signal handler marks the cancel and raises TrainingCancelled at once. That exception can be
 lost: when it lands while TensorFlow converts a step function (AutoGraph), the conversion error is logged
@@ -17,7 +17,7 @@ class TrainingCancelled(Exception):
 
 
 REQUESTED = threading.Event()
-"""Set by the signal handler; never cleared in a training process (one run per process)."""
+"""Set by train.py's signal handler; cleared when its run has ended."""
 
 
 def stop_if_requested() -> None:

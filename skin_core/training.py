@@ -22,9 +22,9 @@ import keras
 import tensorflow as tf
 
 from . import __version__, bundle as bundles, calibration, data, evaluation, resume
-from .cancellation import StopWhenCancelled, stop_if_requested
 from . import familiarity as familiarity_model
 from . import patients as patient_details
+from .cancellation import StopWhenCancelled, stop_if_requested
 from .classes import CLASS_CODES
 from .model import LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model, set_trainable_from, with_patient_head
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
