@@ -290,7 +290,7 @@ def test_a_cancel_that_tensorflow_re_raises_as_another_error_still_counts_as_can
 def test_a_cancel_whose_exception_is_lost_still_stops_the_run_and_writes_nothing(tmp_path, monkeypatch, lost_after):
     """AutoGraph swallows an exception raised while it converts a step function (it logs the failed conversion
     and runs the function unconverted): a run cancelled at that moment once went on to write its bundle."""
-    from skin_core import training
+    from skin_core import cancellation, training
     original = getattr(training, lost_after)
 
     def then_a_cancel_is_swallowed(*args, **kwargs):
@@ -307,6 +307,7 @@ def test_a_cancel_whose_exception_is_lost_still_stops_the_run_and_writes_nothing
     assert code == 130 and events[-1] == "cancelled" and "done" not in events and "error" not in events
     assert ("epoch" in events) == (lost_after == "fit")       # stopped at the first batch, or after both epochs
     assert not (tmp_path / "bundle").exists()
+    assert not cancellation.REQUESTED.is_set()                 # a later run in this process starts uncancelled
 
 
 def test_train_refuses_an_out_folder_that_is_not_a_bundle_before_reading_any_image(tmp_path, monkeypatch):
