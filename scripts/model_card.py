@@ -158,8 +158,8 @@ def sources_text(m: dict, r: dict) -> str:
     for name, part in (r.get("by_source") or {}).items():
         if name not in sources:
             lines.append(f"- **{name}**: {KNOWN_SOURCES.get(name, 'a labelled dataset')}. Learnt through the starting "
-                         f"bundle {m['training'].get('init_bundle')}, whose split of it `split.csv` lists; "
-                         f"{part['n']} test images held out from both.")
+                         f"bundle {m['training'].get('init_bundle')} (or the bundles it started from), whose split of "
+                         f"it `split.csv` lists; {part['n']} test images held out from both.")
     return "\n".join(lines)
 
 
