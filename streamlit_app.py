@@ -3,6 +3,7 @@ import streamlit as st
 
 from skin_core import registry
 from skin_core.bundle import BundleError, read_manifest
+from skin_core.manifest import network_label
 from app_pages.common import NOTICE, served_path
 
 st.set_page_config(page_title="Skin lesion classifier (research demo)", page_icon="🔬", layout="wide")
@@ -40,7 +41,7 @@ def sidebar() -> None:
             st.error(f"No usable active model: {exc}")
         else:
             st.markdown(f"**{manifest['name']}**")
-            st.caption(f"Trained {(manifest['created'] or '?')[:10]} · MobileNet V1 α={manifest['alpha']} · "
+            st.caption(f"Trained {(manifest['created'] or '?')[:10]} · {network_label(manifest)} · "
                        f"{manifest['input_size']} px")
             if manifest["test"]:
                 st.caption(held_out_summary(manifest["test"]))

@@ -36,7 +36,8 @@ ISBI 2017.* arXiv:1710.05006 (2017); ISIC Archive, licence CC BY-NC 4.0.
 
 ### Model
 MobileNet V1 (Howard et al. 2017, arXiv:1704.04861) from `keras.applications`, starting from Google's ImageNet
-weights (Apache-2.0), fine-tuned as described in the model card.
+weights (Apache-2.0), fine-tuned as described in the model card; an ensemble serves several such networks side by
+side and answers the mean of their outputs.
 
 ### Licences
 The code of this demo is MIT licensed; models trained on these images inherit their non-commercial terms.

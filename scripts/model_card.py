@@ -155,11 +155,13 @@ def sources_text(m: dict, r: dict) -> str:
         split = ", ".join(f"{k} {sizes[k]}" for k in ("train", "val", "test") if k in sizes)
         lines.append(f"- **{name}**: {KNOWN_SOURCES.get(name, 'a labelled dataset')}. {part['n_images']} images of "
                      f"{part['n_lesions']} lesions; {split}" + (f" ({how[name]})" if name in how else "") + ".")
+    members = m["training"].get("ensemble_of")
+    through = (f"its networks' training (the bundles {' and '.join(members)} and the bundles they started from)"
+               if members else f"the starting bundle {m['training'].get('init_bundle')} (or the bundles it started from)")
     for name, part in (r.get("by_source") or {}).items():
         if name not in sources:
-            lines.append(f"- **{name}**: {KNOWN_SOURCES.get(name, 'a labelled dataset')}. Learnt through the starting "
-                         f"bundle {m['training'].get('init_bundle')} (or the bundles it started from), whose split of "
-                         f"it `split.csv` lists; {part['n']} test images held out from both.")
+            lines.append(f"- **{name}**: {KNOWN_SOURCES.get(name, 'a labelled dataset')}. Learnt through {through}, "
+                         f"whose split of it `split.csv` lists; {part['n']} test images held out from all of them.")
     return "\n".join(lines)
 
 
@@ -195,10 +197,8 @@ def card(bundle: Path, command: str, experiments: str, choice: str = "") -> str:
 **Research demo, not a medical device.** Not for diagnosis, triage or reassurance of real patients.
 
 ## Model
-MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, dropout {t['dropout']} and a
-7-way dense head; {input_text(m)}, {detail_text(m)} (centre square, EXIF-upright RGB,
-bilinear resize, scaling inside the model; `skin_core.images.prepare`, recorded in the manifest). Started from
-{'the bundle ' + t['init_bundle'] + ' (the commands under Training give the chain back to ImageNet)' if t.get('init_bundle') else m['weights_source']}.
+{network_text(m)}; {input_text(m)}, {detail_text(m)} (centre square, EXIF-upright RGB,
+bilinear resize, scaling inside the model; `skin_core.images.prepare`, recorded in the manifest). {origin_text(m)}
 {prior_shift_text(m)}Temperature scaling T = {m['calibration']['temperature']:.3f}; melanoma threshold {m['thresholds']['mel']:.3f}, set on
 validation to reach sensitivity {t['mel_sensitivity']:.2f} there. Test-time views: {TTA_TEXT[m.get('test_time_augmentation', 'none')]}.
 {familiarity_text(m)}{patients_text(m)}
@@ -228,10 +228,7 @@ For reference, the 2025 paper this demo follows reported accuracy 0.890, top-2 0
 and melanoma F1 0.511 on an nv-heavy validation set (not a lesion-held-out test).
 
 {robustness_section(bundle)}## Training
-{phases(t)} AdamW (weight decay {t['weight_decay']}), cosine schedule peaking at {t['lr']} after one warm-up epoch,
-batch {t['batch_size']}, {t['epochs']} epochs; the best validation epoch ({t['best_epoch']}) was kept. Class balancing
-`{t['balance']}`, label smoothing {t['label_smoothing']}; augmentation: {augmentation(t)}{low_detail_text(m)}.
-{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min on {fitted_on(t)}. Reproduce:
+{training_text(m)} Reproduce:
 
 ```bash
 {command}
@@ -249,6 +246,45 @@ batch {t['batch_size']}, {t['epochs']} epochs; the best validation epoch ({t['be
 
 The experiments behind this model and the ones it replaced: [{experiments}]({experiments}).
 """
+
+
+def network_text(m: dict) -> str:
+    """What the network is: one MobileNet with its head, or several side by side (scripts/ensemble.py)."""
+    t, members = m["training"], m["training"].get("ensemble_of")
+    if not members:
+        return (f"MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, "
+                f"dropout {t['dropout']} and a\n7-way dense head")
+    return (f"{len(members)} MobileNet V1 networks (`keras.applications.MobileNet`, alpha {m['alpha']}), the bundles "
+            f"{' and '.join(members)}, side by side in one Keras\nmodel: each reads the photo up to its last block, "
+            "and one global average pooling and 7-way dense layer over their blocks gives the mean of\ntheir logits, "
+            "so the answer and its Grad-CAM map are the pair's (`skin_core.model.ensemble_of`); weights stored at half "
+            "precision")
+
+
+def origin_text(m: dict) -> str:
+    t = m["training"]
+    if t.get("ensemble_of"):
+        return "Each network's chain back to the ImageNet weights is under Training."
+    if t.get("init_bundle"):
+        return (f"Started from\nthe bundle {t['init_bundle']} (the commands under Training give the chain back to "
+                "ImageNet).")
+    return f"Started from\n{m['weights_source']}."
+
+
+def training_text(m: dict) -> str:
+    """How the weights were fitted: one run's schedule, or, for an ensemble, how its separately trained
+    networks were joined (their schedules are the commands)."""
+    t = m["training"]
+    if t.get("ensemble_of"):
+        return (f"The networks were trained separately on the same split, each with its own schedule (the commands "
+                f"below), and\njoined without further training (`scripts/ensemble.py`); the pair was then finished "
+                f"as one model on validation:\ntest-time views, prior shift, temperature and melanoma threshold. "
+                f"{(t.get('seconds') or 0) / 60:.0f} min to finish on {fitted_on(t)}.")
+    return (f"{phases(t)} AdamW (weight decay {t['weight_decay']}), cosine schedule peaking at {t['lr']} after one "
+            f"warm-up epoch,\nbatch {t['batch_size']}, {t['epochs']} epochs; the best validation epoch "
+            f"({t['best_epoch']}) was kept. Class balancing\n`{t['balance']}`, label smoothing "
+            f"{t['label_smoothing']}; augmentation: {augmentation(t)}{low_detail_text(m)}.\n"
+            f"{(t.get('fit_seconds') or t['seconds']) / 60:.0f} min on {fitted_on(t)}.")
 
 
 def detail_text(m: dict) -> str:

@@ -22,7 +22,6 @@ from pathlib import Path
 from skin_core import training
 from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, weight_soup
 from skin_core.options import TTA_CHOICES
-from skin_core.resume import FREE_SETTINGS
 
 
 def main():
@@ -48,15 +47,8 @@ def main():
         weight_soup([source] + [load_bundle(path) for path in args.average_with])
     except BundleError as exc:
         raise SystemExit(f"error: {exc}") from None
-    recorded = source.manifest["training"]
-    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    # the source run's own files and names (its progress log, checkpoint, machine) are not this run's, and
-    # its starting bundle was checked for leaks when it trained (the manifest keeps only that bundle's name)
-    kept = {k: v for k, v in recorded.items()
-            if k in fields and k not in FREE_SETTINGS and k not in ("data", "init_bundle")}
-    config = training.TrainConfig(**kept, data=args.data, out=args.out,
-                                  name=args.name or f"{source.name} (re-finished)")
-    config.detail_side = source.detail_side
+    config = training.recorded_config(source, args.data, args.out, args.name or f"{source.name} (re-finished)")
+    recorded, fields = source.manifest["training"], {f.name for f in dataclasses.fields(training.TrainConfig)}
     config.tta = args.tta or config.tta
     fit_info = {k: v for k, v in recorded.items() if k not in fields and k != "seconds"}
     if recorded.get("init_bundle"):

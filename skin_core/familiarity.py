@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 FAMILIARITY_FILE = "familiarity.npz"
-REFERENCE_SIZE = 1500     # training images kept: ~3 MB at float16 for 1024 features
+REFERENCE_SIZE = 1500     # training images kept: ~2.6 MB at float16 for 1024 features, compressed
 NEIGHBOUR = 20            # the k-th nearest one counts (steadier than the nearest)
 PERCENTILE = 99.0
 
@@ -59,7 +59,7 @@ class Familiarity:
                 "threshold": round(self.threshold, 5), "percentile_of_validation": self.percentile}
 
     def save(self, path) -> None:
-        np.savez(path, reference=self.reference.astype(np.float16), neighbour=np.int64(self.neighbour),
+        np.savez_compressed(path, reference=self.reference.astype(np.float16), neighbour=np.int64(self.neighbour),
                  threshold=np.float64(self.threshold), percentile=np.float64(self.percentile))
 
     @classmethod

@@ -78,3 +78,10 @@ def completed(record: dict, where: str) -> Manifest:
     manifest["calibration"] = {**NEUTRAL_CALIBRATION, **(record.get("calibration") or {})}
     manifest["preprocessing"] = {"detail_side": None, **(record.get("preprocessing") or {})}
     return manifest
+
+
+def network_label(manifest: Manifest) -> str:
+    """The network in a few words, for the sidebar: one MobileNet, or an ensemble of several side by side."""
+    single = f"MobileNet V1 α={manifest['alpha']}"
+    members = manifest["training"].get("ensemble_of")
+    return f"{len(members)} × {single} (ensemble)" if members else single

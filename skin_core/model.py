@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 
 LAST_CONV_LAYER = "conv_pw_13_relu"   # Grad-CAM reads this block's activations
+MEMBER_PREFIX = "member_"             # the networks of a side-by-side ensemble (ensemble_of)
 LOGITS_LAYER = "logits"
 POOL_LAYER = "pool"
 DROPOUT_LAYER = "head_dropout"
@@ -116,6 +118,65 @@ def with_patient_head(model: keras.Model, n_features: int) -> keras.Model:
     logits = keras.layers.Add(name="logits_with_patient")([model.get_layer(LOGITS_LAYER).output, push])
     probabilities = keras.layers.Activation("softmax", name="probabilities_with_patient", dtype="float32")(logits)
     return keras.Model({"image": model.inputs[0], "patient": patient}, probabilities, name=model.name + "_patient")
+
+
+def ensemble_of(models: list[keras.Model]) -> keras.Model:
+    """Several trained networks served as one model whose logits are the mean of theirs.
+
+    Each network keeps its own body up to its last block (a nested model named member_1, member_2, ...); the
+    blocks' activations are concatenated into the layer Grad-CAM reads, pooled, and one dense layer holds the
+    members' kernels stacked and halved (for two), so its logits are exactly the mean of the members' logits.
+    The predictor, Grad-CAM and the familiarity check then serve it as they serve one network: the maps are
+    those of the mean logit, the pooled features the members' side by side. Networks that read different
+    input sizes, classes or a colour layer differently cannot be joined.
+
+    The ensemble shares its layers with the networks given. Its weights (theirs too) are rounded to float16
+    values here, as the bundle stores them (bundle.store_at_half_precision, to keep two networks under 20 MB),
+    so every figure measured on it is the served model's.
+    """
+    first = models[0]
+    if len(models) < 2:
+        raise ValueError("An ensemble needs at least two networks.")
+    for other in models[1:]:
+        if other.input_shape != first.input_shape or other.output_shape != first.output_shape:
+            raise ValueError("The networks of an ensemble must take the same input size and answer the same classes.")
+        if (COLOUR_LAYER in _layer_names(other)) != (COLOUR_LAYER in _layer_names(first)):
+            raise ValueError("Either every network of an ensemble has the colour constancy layer or none has.")
+    if any(is_ensemble(member) for member in models):
+        raise ValueError("An ensemble is built from single networks, not from other ensembles.")
+    inputs = keras.Input(first.input_shape[1:], name="image")
+    blocks = [keras.Model(member.input, member.get_layer(LAST_CONV_LAYER).output,
+                          name=f"{MEMBER_PREFIX}{i}")(inputs) for i, member in enumerate(models, start=1)]
+    features = keras.layers.Concatenate(name=LAST_CONV_LAYER)(blocks)
+    pooled = keras.layers.GlobalAveragePooling2D(name=POOL_LAYER)(features)
+    dense = keras.layers.Dense(first.output_shape[-1], name=LOGITS_LAYER)
+    logits = dense(pooled)
+    kernels, biases = zip(*(member.get_layer(LOGITS_LAYER).get_weights() for member in models))
+    dense.set_weights([np.concatenate(kernels) / len(models), np.mean(biases, axis=0)])
+    probabilities = keras.layers.Activation("softmax", name="probabilities", dtype="float32")(logits)
+    ensemble = keras.Model(inputs, probabilities, name=f"ensemble_of_{len(models)}")
+    ensemble.set_weights([w.astype(np.float16).astype(w.dtype) if w.dtype == np.float32 else w
+                          for w in ensemble.get_weights()])
+    return ensemble
+
+
+def is_ensemble(model: keras.Model) -> bool:
+    """Whether the model holds several networks side by side (ensemble_of)."""
+    return any(name.startswith(MEMBER_PREFIX) for name in _layer_names(model))
+
+
+def describe(model: keras.Model) -> str:
+    """The architecture in words, for the manifest."""
+    single = "keras.applications.MobileNet (V1), GlobalAveragePooling, Dropout, Dense"
+    if not is_ensemble(model):
+        return single
+    count = sum(name.startswith(MEMBER_PREFIX) for name in _layer_names(model))
+    return (f"{count} networks side by side, each keras.applications.MobileNet (V1) to its last block; one "
+            "GlobalAveragePooling and Dense over their features give the mean of their logits")
+
+
+def _layer_names(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.layers}
 
 
 def body_layers(model: keras.Model) -> list[keras.layers.Layer]:

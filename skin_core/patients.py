@@ -139,6 +139,13 @@ class PatientHead:
             raise PatientError(f"{len(encoded)} patient rows for {n} photos.")
         return encoded @ self.weights
 
+    @classmethod
+    def mean_of(cls, heads: list["PatientHead"]) -> "PatientHead":
+        """The head of an ensemble whose logits are the mean of its networks' (model.ensemble_of)."""
+        if any(head.classes != heads[0].classes for head in heads):
+            raise PatientError("The patient heads answer different classes.")
+        return cls(np.mean([head.weights for head in heads], axis=0), list(heads[0].classes))
+
     def save(self, path) -> None:
         Path(path).write_text(json.dumps({"features": FEATURES, "classes": self.classes,
                                           "weights": np.round(self.weights, 6).tolist()}, indent=1))

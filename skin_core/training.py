@@ -12,7 +12,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields as dataclass_fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from . import familiarity as familiarity_model
 from . import patients as patient_details
 from .cancellation import StopWhenCancelled, stop_if_requested
 from .classes import CLASS_CODES
-from .model import LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model, set_trainable_from, with_patient_head
+from .model import (LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model, describe, is_ensemble,
+                    set_trainable_from, with_patient_head)
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .evaluation import HEADLINE
 from .options import BALANCE_CHOICES
@@ -249,17 +250,20 @@ def machine() -> str:
 
 
 def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.DataFrame, fit_info: dict,
-           log: ProgressLog, started: float, patient_head: patient_details.PatientHead | None = None) -> Path:
+           log: ProgressLog, started: float, patient_head: patient_details.PatientHead | None = None,
+           learnt_from: tuple[Path, ...] = ()) -> Path:
     """Calibrate and set the melanoma threshold on validation, evaluate on test, write the bundle.
 
     A model fitted with a patient head is split here into the photo model and the head (or `patient_head`
     comes with weights finished again); every figure is then computed with the patients' details.
+    `learnt_from`: the split.csv files of bundles whose weights this model holds beyond cfg.init_bundle (a
+    re-finished bundle, an ensemble's members): their images count as seen in the bundle's split too.
     """
     model, fitted_head = split_patient_head(model, prep.classes)
     patient_head = patient_head or fitted_head
     if patient_head is not None and prep.patient_rows is None:
         raise ValueError("This model reads the patient's age, sex and body site; finish it with --patients.")
-    manifest = _description(cfg, prep, fit_info)
+    manifest = {**_description(cfg, prep, fit_info), "architecture": describe(model)}
     predictor, val_features = _tune_on_validation(cfg, prep, model, patient_head, manifest, log)
     log.event("familiarity", "Measuring where the training images lie in the model's feature space")
     familiarity = fit_familiarity(predictor, prep.subset("train")[0], val_features)
@@ -268,7 +272,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     stop_if_requested()          # a cancel lost while the evaluation's steps were traced
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report,
-                               split=_recorded_split(cfg, prep.table), familiarity=familiarity,
+                               split=_recorded_split(cfg, prep.table, learnt_from), familiarity=familiarity,
                                patient_head=patient_head)
     if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
         resume.discard(cfg.checkpoint)
@@ -285,7 +289,6 @@ def _description(cfg: TrainConfig, prep: Prepared, fit_info: dict) -> dict:
         "classes": prep.classes,
         "input_size": cfg.img_size,
         "alpha": cfg.alpha,
-        "architecture": "keras.applications.MobileNet (V1), GlobalAveragePooling, Dropout, Dense",
         "preprocessing": {"crop": "centre square", "detail_side": prep.detail_side, "resize": "bilinear (Pillow)",
                           "scale": "x / 127.5 - 1, inside the model (layer scale_to_unit)",
                           "colour_constancy": ("shades of grey (p=6) to a fixed reference illuminant, inside the "
@@ -293,7 +296,7 @@ def _description(cfg: TrainConfig, prep: Prepared, fit_info: dict) -> dict:
                           "colour": "RGB, EXIF-upright, transparency on white",
                           "trained_on_low_detail": ({"share": cfg.low_detail, "side": cfg.low_detail_side}
                                                     if cfg.low_detail else None)},
-        "weights_source": settings["init_bundle"] or settings["weights"],
+        "weights_source": " + ".join(fit_info.get("ensemble_of", [])) or settings["init_bundle"] or settings["weights"],
         "dataset": {"root": data_name(cfg), "layout": prep.dataset.layout, "fingerprint": prep.arrays.fingerprint,
                     "n_images": int(len(table)), "n_lesions": int(table["lesion_id"].nunique()),
                     "counts": prep.dataset.counts(), "skipped": prep.dataset.skipped + prep.arrays.unreadable,
@@ -365,12 +368,13 @@ def _test_report(cfg: TrainConfig, prep: Prepared, predictor: Predictor, manifes
     return report
 
 
-def _recorded_split(cfg: TrainConfig, table: pd.DataFrame) -> pd.DataFrame:
-    """The split.csv rows: every image's subset, and what the starting model learnt from beyond this run's
-    datasets (it counts as seen too)."""
+def _recorded_split(cfg: TrainConfig, table: pd.DataFrame, learnt_from: tuple[Path, ...] = ()) -> pd.DataFrame:
+    """The split.csv rows: every image's subset, and what the starting model (and the bundles in
+    `learnt_from`) learnt from beyond this run's datasets (it counts as seen too)."""
     split = table[["image_id", "lesion_id", "dx", "subset"] + (["source"] if table["source"].nunique() > 1 else [])]
-    if cfg.init_bundle:
-        split = data.with_inherited_rows(split, Path(cfg.init_bundle) / bundles.SPLIT_FILE)
+    starts = ([Path(cfg.init_bundle) / bundles.SPLIT_FILE] if cfg.init_bundle else []) + list(learnt_from)
+    for starting_split in starts:
+        split = data.with_inherited_rows(split, starting_split)
     return split
 
 
@@ -425,6 +429,20 @@ def train(cfg: TrainConfig) -> Path:
     return finish(cfg, prep, model, history, info, log, started)
 
 
+def recorded_config(source: bundles.Bundle, data_roots, out: str, name: str) -> TrainConfig:
+    """The settings a bundle was trained with, for finishing its weights again (scripts/refinish.py,
+    scripts/ensemble.py) on `data_roots` into `out`: the run's own files and names (its progress log,
+    checkpoint, machine) are not the new bundle's, and its starting bundle was checked for leaks when it
+    trained (the manifest keeps only that bundle's name)."""
+    recorded = source.manifest["training"]
+    fields = {f.name for f in dataclass_fields(TrainConfig)}
+    kept = {k: v for k, v in recorded.items()
+            if k in fields and k not in resume.FREE_SETTINGS and k not in ("data", "init_bundle")}
+    config = TrainConfig(**kept, data=data_roots, out=out, name=name)
+    config.detail_side = source.detail_side
+    return config
+
+
 def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | None, fit_info: dict,
                         expected_fingerprint: str | None = None, split_csv: str | Path | None = None,
                         patient_head: patient_details.PatientHead | None = None) -> Path:
@@ -448,7 +466,9 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | 
                         colour_constancy=cfg.colour_constancy)
     model.load_weights(weights_file)
     history = pd.read_csv(history_csv, index_col="epoch") if history_csv else None   # a soup has none of its own
-    return finish(cfg, prep, model, history, fit_info, log, started, patient_head)
+    # a re-finished bundle's split also lists what its weights learnt from other datasets: still seen
+    return finish(cfg, prep, model, history, fit_info, log, started, patient_head,
+                  learnt_from=(Path(split_csv),) if split_csv else ())
 
 
 def _choose_tta(cfg: TrainConfig, staged: bundles.Bundle, pixels, labels, groups, log: ProgressLog,
@@ -480,6 +500,9 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> tuple[keras.Model, patie
                         dropout=cfg.dropout, colour_constancy=cfg.colour_constancy)
     if cfg.init_bundle:
         source = bundles.load_bundle(cfg.init_bundle)
+        if is_ensemble(source.model):
+            raise ValueError(f"The starting bundle {Path(cfg.init_bundle).name} holds several networks side by side "
+                             "(an ensemble); training continues from one network's bundle, such as one of its members.")
         if source.input_size != cfg.img_size or source.manifest["alpha"] != cfg.alpha:
             raise ValueError(f"The starting bundle is alpha {source.manifest['alpha']} at "
                              f"{source.input_size}px; set --alpha and --img-size to match.")

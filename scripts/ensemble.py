@@ -1,0 +1,66 @@
+"""Serve several trained bundles as one: their networks side by side, answering the mean of their logits,
+finished (views, prior shift, temperature, melanoma threshold, familiarity, test report) as one model.
+
+    python scripts/ensemble.py models/default runs/r45 --data path/to/HAM10000 --out runs/ensemble
+
+The bundles must hold the same split (split.csv byte for byte), so the validation the ensemble is tuned on and
+the test split it is scored on are lesions none of its networks learnt from. The first bundle's settings (input
+size, detail cap, views, patients) are the ensemble's. The weights are stored at half precision so that two
+MobileNets stay under 20 MB (skin_core.model.ensemble_of). An ensemble answers like one network everywhere in
+the app, but cannot be trained further: continue from one of its members instead.
+"""
+import argparse
+import time
+from pathlib import Path
+
+from skin_core import model as networks, training
+from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, shares_split
+from skin_core.patients import PatientError, PatientHead
+from skin_core.progress import ProgressLog
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundles", nargs="+", help="two or more bundle folders sharing one split")
+    parser.add_argument("--data", action="append", required=True,
+                        help="the dataset folder the first bundle was trained on (repeat for several)")
+    parser.add_argument("--name", default=None, help="the new bundle's display name")
+    parser.add_argument("--out", required=True, help="a new bundle folder")
+    args = parser.parse_args()
+    if len(args.bundles) < 2:
+        raise SystemExit("error: an ensemble needs at least two bundles")
+    if Path(args.out).exists():
+        raise SystemExit(f"error: {args.out} already exists; write the ensemble into a new folder")
+    try:
+        members = [load_bundle(path) for path in args.bundles]
+        first = members[0]
+        for other in members[1:]:
+            if not shares_split(first.path, other.path):
+                raise BundleError(f"{other.path.name} was not split like {first.path.name} (their {SPLIT_FILE} "
+                                  "differ), so one may have learnt from the other's validation or test lesions.")
+        heads = [member.patient_head for member in members]
+        if any(head is None for head in heads) and any(head is not None for head in heads):
+            raise BundleError("either every bundle reads the patient's age, sex and body site or none does")
+        patient_head = PatientHead.mean_of(heads) if heads[0] is not None else None
+        model = networks.ensemble_of([member.model for member in members])
+    except (BundleError, PatientError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    names = [member.path.name for member in members]
+    config = training.recorded_config(first, args.data if len(args.data) > 1 else args.data[0], args.out,
+                                      args.name or "Ensemble of " + " and ".join(member.name for member in members))
+    started = time.time()
+    try:
+        log = ProgressLog(config.progress_file)
+        prep = training.prepare(config, log, first.path / SPLIT_FILE)
+        if prep.arrays.fingerprint != first.manifest["dataset"]["fingerprint"]:
+            raise ValueError(f"The dataset differs from the one {first.path.name} was trained on (fingerprint "
+                             "mismatch); validation and test would not be its held-out lesions.")
+        out = training.finish(config, prep, model, None, {"ensemble_of": names}, log, started, patient_head,
+                              learnt_from=tuple(member.path / SPLIT_FILE for member in members))
+    except (ValueError, BundleError, OSError) as exc:   # DatasetError is a ValueError: the message says why
+        raise SystemExit(f"error: {getattr(exc, 'strerror', None) or exc}") from None
+    print(f"ensemble written to {out}")
+
+
+if __name__ == "__main__":
+    main()

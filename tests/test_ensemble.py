@@ -1,0 +1,150 @@
+"""Ensembles: several networks served as one model (model.ensemble_of), stored at half precision, finished
+and written as a bundle by scripts/ensemble.py."""
+import io
+import json
+import shutil
+import zipfile
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from skin_core import bundle as bundles, images
+from skin_core.bundle import Bundle
+from skin_core.model import LAST_CONV_LAYER, LOGITS_LAYER, build_model, ensemble_of, is_ensemble
+from skin_core.predict import Predictor
+from conftest import SAMPLE, run_script
+
+CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def two_networks(size=64):
+    """Two tiny networks with different random weights (their heads too), so their answers differ."""
+    import keras
+    networks = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        network = build_model(7, size, 0.25, weights=None, dropout=0.0)
+        dense = network.get_layer(LOGITS_LAYER)
+        kernel, bias = dense.get_weights()
+        dense.set_weights([np.random.default_rng(seed).normal(0, 0.5, kernel.shape), bias + seed])
+        networks.append(network)
+    return networks
+
+
+def logits_of(network, x):
+    import keras
+    return keras.Model(network.input, network.get_layer(LOGITS_LAYER).output)(x, training=False).numpy()
+
+
+def photos(n, size=64, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype(np.float32)
+
+
+def test_an_ensemble_answers_the_mean_of_its_networks_logits():
+    first, second = two_networks()
+    x = photos(6)
+    assert np.abs(logits_of(first, x) - logits_of(second, x)).max() > 0.5     # two different answers to average
+    ensemble = ensemble_of([first, second])
+    assert is_ensemble(ensemble) and not is_ensemble(first)
+    # the networks share their layers with the ensemble, so they hold the same (rounded) weights it does
+    expected = (logits_of(first, x) + logits_of(second, x)) / 2
+    np.testing.assert_allclose(logits_of(ensemble, x), expected, rtol=0, atol=1e-4)
+    # its weights are float16 values already, as the bundle stores them: storing loses nothing
+    for weights in ensemble.get_weights():
+        np.testing.assert_array_equal(weights, weights.astype(np.float16).astype(np.float32))
+
+
+def test_an_ensembles_maps_are_grad_cam_of_its_mean_logit():
+    """The served closed form (predict.make_forward) holds for the networks' blocks side by side."""
+    import keras
+    import tensorflow as tf
+    ensemble = ensemble_of(two_networks())
+    manifest = {"classes": CLASSES, "input_size": 64, "preprocessing": {"detail_side": None}, "files": {}}
+    predictor = Predictor(Bundle(path=SAMPLE, manifest=manifest, model=ensemble))
+    blocks = keras.Model(ensemble.input, [ensemble.get_layer(LAST_CONV_LAYER).output,
+                                          ensemble.get_layer(LOGITS_LAYER).output])
+    for image in photos(2, seed=3):
+        analysis = predictor.analyse(images.DecodedImage(rgb=image.astype(np.uint8), source_format="PNG",
+                                                         source_mode="RGB"))
+        assert analysis.cams.shape == (2, 2, 7)
+        batch = tf.constant(analysis.model_input[None].astype(np.float32))
+        for c in range(7):
+            with tf.GradientTape() as tape:
+                features, logits = blocks(batch, training=False)
+                score = logits[0, c]
+            weights = tf.reduce_mean(tape.gradient(score, features), axis=[1, 2])
+            cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0].numpy()
+            np.testing.assert_allclose(analysis.cams[..., c], cam / cam.max() if cam.max() > 0 else cam, atol=1e-4)
+
+
+def test_networks_that_cannot_be_joined_are_refused():
+    first, _ = two_networks()
+    with pytest.raises(ValueError, match="same input size"):
+        ensemble_of([first, build_model(7, 96, 0.25, weights=None)])
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble_of([first])
+    with pytest.raises(ValueError, match="not from other ensembles"):
+        ensemble_of([ensemble_of(two_networks()), first])
+
+
+def stored_weight_types(model_file) -> set:
+    with zipfile.ZipFile(model_file) as saved:
+        stored = saved.read("model.weights.h5")
+    types = set()
+    with h5py.File(io.BytesIO(stored), "r") as weights:
+        weights.visititems(lambda name, item: types.add(item.dtype) if isinstance(item, h5py.Dataset) else None)
+    return types
+
+
+def test_an_ensemble_bundle_is_stored_at_half_precision_and_serves_what_was_measured(tiny_bundle, tmp_path,
+                                                                                       monkeypatch):
+    import ensemble as ensemble_script
+    out = tmp_path / "pair"
+    run_script(ensemble_script, monkeypatch, tiny_bundle, tiny_bundle, "--data", SAMPLE, "--out", out)
+    pair, single = bundles.load_bundle(out), bundles.load_bundle(tiny_bundle)
+    assert is_ensemble(pair.model) and stored_weight_types(out / "model.keras") == {np.dtype(np.float16)}
+    assert stored_weight_types(tiny_bundle / "model.keras") == {np.dtype(np.float32)}
+    assert pair.manifest["architecture"].startswith("2 networks side by side")
+    assert pair.manifest["weights_source"] == f"{tiny_bundle.name} + {tiny_bundle.name}"
+    assert pair.manifest["training"]["ensemble_of"] == [tiny_bundle.name, tiny_bundle.name]
+    assert (out / bundles.SPLIT_FILE).read_bytes() == (tiny_bundle / bundles.SPLIT_FILE).read_bytes()
+    # a network beside itself answers as it does alone, up to the half-precision rounding
+    pixels = np.stack([images.prepare(images.decode(path.read_bytes()).rgb, single.input_size, single.detail_side)
+                       for path in sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:12]])
+    np.testing.assert_allclose(Predictor(pair).logits(pixels), Predictor(single).logits(pixels), rtol=0, atol=0.02)
+    # the figures in the manifest are those of the stored weights: scoring the loaded bundle again gives them
+    report = Predictor(pair).evaluate(SAMPLE, leave_out_seen=True)
+    assert report["n"] == pair.manifest["test"]["n"]
+    assert report["balanced_accuracy"] == pytest.approx(pair.manifest["test"]["balanced_accuracy"])
+    assert report["macro_f1"] == pytest.approx(pair.manifest["test"]["macro_f1"])
+    # an ensemble is served, not trained further
+    from skin_core.training import TrainConfig, train
+    with pytest.raises(ValueError, match="holds several networks side by side"):
+        train(TrainConfig(data=str(SAMPLE), out=str(tmp_path / "more"), epochs=1, head_epochs=0, img_size=32,
+                          alpha=0.25, batch_size=8, init_bundle=str(out), split_from=str(tiny_bundle)))
+    assert not (tmp_path / "more").exists()
+
+
+def test_bundles_that_cannot_form_an_ensemble_are_refused_before_anything_is_written(
+        tiny_bundle, tiny_patient_bundle, tmp_path, monkeypatch):
+    import ensemble as ensemble_script
+    other = tmp_path / "other_split"
+    shutil.copytree(tiny_bundle, other)
+    split = pd.read_csv(other / bundles.SPLIT_FILE)
+    split.loc[split["subset"] == "test", "subset"] = "train"
+    split.to_csv(other / bundles.SPLIT_FILE, index=False)
+    manifest = bundles.read_manifest(other)
+    manifest["files"][bundles.SPLIT_FILE] = bundles.sha256_file(other / bundles.SPLIT_FILE)
+    (other / bundles.MANIFEST_FILE).write_text(json.dumps(manifest))
+    out = tmp_path / "pair"
+    with pytest.raises(SystemExit, match="was not split like"):
+        run_script(ensemble_script, monkeypatch, tiny_bundle, other, "--data", SAMPLE, "--out", out)
+    with pytest.raises(SystemExit, match="either every bundle reads the patient's age"):
+        run_script(ensemble_script, monkeypatch, tiny_bundle, tiny_patient_bundle, "--data", SAMPLE, "--out", out)
+    with pytest.raises(SystemExit, match="at least two bundles"):
+        run_script(ensemble_script, monkeypatch, tiny_bundle, "--data", SAMPLE, "--out", out)
+    assert not out.exists()
+    with pytest.raises(SystemExit, match="already exists"):
+        run_script(ensemble_script, monkeypatch, tiny_bundle, tiny_bundle, "--data", SAMPLE, "--out", tiny_bundle)
