@@ -5,7 +5,8 @@ finished (views, prior shift, temperature, melanoma threshold, familiarity, test
 
 The bundles must hold the same split (split.csv byte for byte), so the validation the ensemble is tuned on and
 the test split it is scored on are lesions none of its networks learnt from. The first bundle's settings (input
-size, detail cap, views, patients) are the ensemble's. The weights are stored at half precision so that two
+size, detail cap, patients) are the ensemble's; its test-time views are chosen on validation (--tta auto) unless
+--tta names them. The weights are stored at half precision so that two
 MobileNets stay under 20 MB (skin_core.model.ensemble_of). An ensemble answers like one network everywhere in
 the app, but cannot be trained further: continue from one of its members instead.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from skin_core import model as networks, training
 from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, shares_split
+from skin_core.options import TTA_CHOICES
 from skin_core.patients import PatientError, PatientHead
 from skin_core.progress import ProgressLog
 
@@ -24,6 +26,9 @@ def main():
     parser.add_argument("bundles", nargs="+", help="two or more bundle folders sharing one split")
     parser.add_argument("--data", action="append", required=True,
                         help="the dataset folder the first bundle was trained on (repeat for several)")
+    parser.add_argument("--tta", default="auto", choices=TTA_CHOICES,
+                        help="test-time views; auto (the default) chooses them on validation for the ensemble, as "
+                             "finishing chooses them for one network (two networks average part of what views do)")
     parser.add_argument("--name", default=None, help="the new bundle's display name")
     parser.add_argument("--out", required=True, help="a new bundle folder")
     args = parser.parse_args()
@@ -48,6 +53,7 @@ def main():
     names = [member.path.name for member in members]
     config = training.recorded_config(first, args.data if len(args.data) > 1 else args.data[0], args.out,
                                       args.name or "Ensemble of " + " and ".join(member.name for member in members))
+    config.tta = args.tta
     started = time.time()
     try:
         log = ProgressLog(config.progress_file)
