@@ -191,9 +191,14 @@ def calibration(report: dict, key: str) -> None:
 
 def curves(history: pd.DataFrame | None, manifest: dict, key: str) -> None:
     if history is None:
-        averaged = manifest["training"].get("weights_averaged_with")
-        st.info(f"This model's weights were averaged with those of {', '.join(averaged)} (a weight soup), so it "
-                "has no training curves of its own." if averaged else "This bundle has no training history.")
+        averaged, members = manifest["training"].get("weights_averaged_with"), manifest["training"].get("ensemble_of")
+        if members:
+            st.info(f"This model joins the networks {' and '.join(members)}, trained separately, and answers the mean "
+                    "of their outputs, so it has no training curves of its own (the model card gives each network's "
+                    "training).")
+        else:
+            st.info(f"This model's weights were averaged with those of {', '.join(averaged)} (a weight soup), so it "
+                    "has no training curves of its own." if averaged else "This bundle has no training history.")
         return
     for metric, label in (("loss", "Loss"), ("accuracy", "Categorical accuracy"), ("top2", "Top-2 accuracy"),
                           ("top3", "Top-3 accuracy")):

@@ -113,7 +113,8 @@ def patients_text(m: dict) -> str:
     alone, val = p["validation_photo_only"], m["validation"]
     return (f"\nIt also reads the patient's age (in bands), sex and body site when they are given: each one-hot with "
             f"an \"unknown\" column, through a dense layer whose seven outputs are added to the photo's logits "
-            f"(`patients.json`), trained with the network, each field hidden in {p['dropout']:.0%} of training photos so "
+            f"(`patients.json`), trained with the network{PAIR_HEAD if m['training'].get('ensemble_of') else ''}, each field "
+            f"hidden in {p['dropout']:.0%} of training photos so "
             f"that a photo alone is answered too. Every figure below was computed with each image's recorded details; "
             f"given none, the same model scores balanced accuracy {pct(alone['balanced_accuracy'])}, macro F1 "
             f"{pct(alone['macro_f1'])} and ECE {pct(alone['ece'])} on validation (with them: "
@@ -128,6 +129,7 @@ def fitted_on(t: dict) -> str:
     return "a 2-core CPU" if t.get("backend", "tensorflow") == "tensorflow" else "a GPU"
 
 
+PAIR_HEAD = " (for a pair, the mean of its networks' layers, as its logits are the mean of theirs)"
 PATIENT_LIMIT = ("- Age, sex and body site are weighed as the training clinics recorded them; there, site and age are "
                  "tied to the clinic and its referral pattern,\n  so their weight may not carry over to another "
                  "population. The Diagnose page lets them be left out.\n")
@@ -254,7 +256,8 @@ def network_text(m: dict) -> str:
     if not members:
         return (f"MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, "
                 f"dropout {t['dropout']} and a\n7-way dense head")
-    return (f"{len(members)} MobileNet V1 networks (`keras.applications.MobileNet`, alpha {m['alpha']}), the bundles "
+    count = {2: "Two", 3: "Three"}.get(len(members), str(len(members)))
+    return (f"{count} MobileNet V1 networks (`keras.applications.MobileNet`, alpha {m['alpha']}), the bundles "
             f"{' and '.join(members)}, side by side in one Keras\nmodel: each reads the photo up to its last block, "
             "and one global average pooling and 7-way dense layer over their blocks gives the mean of\ntheir logits, "
             "so the answer and its Grad-CAM map are the pair's (`skin_core.model.ensemble_of`); weights stored at half "

@@ -195,6 +195,10 @@ def test_evaluation_page_without_history_and_comparing_two(models_dir):
     soup_note = "averaged with those of sibling (a weight soup), so it has no training curves"
     assert any(soup_note in str(i.value) for i in at.info)
     assert any("tested on the same held-out lesions" in str(c.value) for c in at.caption)
+    manifest["training"]["ensemble_of"] = ["r50", "r45"]                # as scripts/ensemble.py writes
+    (models_dir / "second" / "manifest.json").write_text(json.dumps(manifest))
+    at.run()
+    assert any("joins the networks r50 and r45, trained separately" in str(i.value) for i in at.info)
     split = models_dir / "second" / "split.csv"
     split.write_text(split.read_text().replace(",test", ",train", 1))
     at.run()

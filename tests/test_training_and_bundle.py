@@ -416,6 +416,26 @@ def test_refinishing_a_weight_soup_writes_a_new_bundle_and_leaves_the_source_alo
     assert bundles.load_bundle(tmp_path / "again").manifest["training"]["weights_averaged_with"] == [tiny_bundle.name]
 
 
+def test_a_refinished_bundle_still_lists_what_its_weights_learnt_from_other_datasets(tiny_bundle, tmp_path,
+                                                                                     monkeypatch):
+    """A bundle whose split lists images of another collection (learnt through its starting bundle) keeps those
+    rows when re-finished on its own dataset, so an evaluation on that collection still leaves them out."""
+    import refinish
+    source = tmp_path / "three_sites"
+    shutil.copytree(tiny_bundle, source)
+    other_site = pd.DataFrame({"image_id": ["BCN_0000001", "BCN_0000002"], "lesion_id": ["BCN_L1", "BCN_L2"],
+                               "dx": ["mel", "nv"], "subset": ["train", "test"]})
+    split = pd.concat([pd.read_csv(source / bundles.SPLIT_FILE), other_site], ignore_index=True)
+    split.to_csv(source / bundles.SPLIT_FILE, index=False)
+    manifest = json.loads((source / bundles.MANIFEST_FILE).read_text())
+    manifest["files"][bundles.SPLIT_FILE] = bundles.sha256_file(source / bundles.SPLIT_FILE)
+    (source / bundles.MANIFEST_FILE).write_text(json.dumps(manifest))
+    run_script(refinish, monkeypatch, source, "--out", tmp_path / "again", "--data", SAMPLE)
+    kept = pd.read_csv(tmp_path / "again" / bundles.SPLIT_FILE).set_index("image_id")
+    assert kept.loc["BCN_0000001", "subset"] == "train" and kept.loc["BCN_0000002", "subset"] == "test"
+    assert len(kept) == len(split)
+
+
 def test_a_bundle_refinished_at_another_input_size_keeps_its_weights_and_says_where_they_were_trained(
         tiny_bundle, tmp_path, monkeypatch):
     import refinish
