@@ -29,7 +29,7 @@ from skin_core.predict import Predictor
 from skin_core.recipe import compile_model
 from skin_core.pipelines import training_dataset
 from skin_core.training import TrainConfig
-from skin_core.model import set_trainable_from
+from skin_core.model import build_model, is_ensemble, set_trainable_from
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -88,6 +88,8 @@ def main():
     pipeline, _ = training_dataset(pixels, labels, 7, config)
     camera_pipeline, _ = training_dataset(pixels, labels, 7, TrainConfig(**{**config.__dict__, "photometric": True,
                                                                            "compression": True}))
+    if is_ensemble(model):    # an ensemble's networks are trained one by one: time one network like them
+        model = build_model(7, size, predictor.bundle.manifest["alpha"], weights=None)
     set_trainable_from(model, 0.7)
     compile_model(model, 1e-5, 1e-4, recipe.training_loss(labels, 7, "weights", 0.1))
     x0, y0 = next(iter(pipeline))

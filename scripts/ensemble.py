@@ -6,9 +6,10 @@ finished (views, prior shift, temperature, melanoma threshold, familiarity, test
 The bundles must hold the same split (split.csv byte for byte), so the validation the ensemble is tuned on and
 the test split it is scored on are lesions none of its networks learnt from. The first bundle's settings (input
 size, detail cap, patients) are the ensemble's; its test-time views are chosen on validation (--tta auto) unless
---tta names them. The weights are stored at half precision so that two
-MobileNets stay under 20 MB (skin_core.model.ensemble_of). An ensemble answers like one network everywhere in
-the app, but cannot be trained further: continue from one of its members instead.
+--tta names them: two networks already average part of what the views do, and each view costs every network's
+pass. The weights are stored at half precision so that two MobileNets stay under 20 MB
+(skin_core.model.ensemble_of). An ensemble answers like one network everywhere in the app, but cannot be trained
+further: continue from one of its members instead.
 """
 import argparse
 import time
