@@ -113,8 +113,9 @@ def patients_text(m: dict) -> str:
     alone, val = p["validation_photo_only"], m["validation"]
     return (f"\nIt also reads the patient's age (in bands), sex and body site when they are given: each one-hot with "
             f"an \"unknown\" column, through a dense layer whose seven outputs are added to the photo's logits "
-            f"(`patients.json`), trained with the network{PAIR_HEAD if m['training'].get('ensemble_of') else ''}, each field "
-            f"hidden in {p['dropout']:.0%} of training photos so "
+            f"(`patients.json`), trained with the network"
+            f"{ENSEMBLE_HEAD if m['training'].get('ensemble_of') else ''}, each field hidden in {p['dropout']:.0%} of "
+            f"training photos so "
             f"that a photo alone is answered too. Every figure below was computed with each image's recorded details; "
             f"given none, the same model scores balanced accuracy {pct(alone['balanced_accuracy'])}, macro F1 "
             f"{pct(alone['macro_f1'])} and ECE {pct(alone['ece'])} on validation (with them: "
@@ -129,7 +130,7 @@ def fitted_on(t: dict) -> str:
     return "a 2-core CPU" if t.get("backend", "tensorflow") == "tensorflow" else "a GPU"
 
 
-PAIR_HEAD = " (for a pair, the mean of its networks' layers, as its logits are the mean of theirs)"
+ENSEMBLE_HEAD = " (for an ensemble, the mean of its networks' layers, as its logits are the mean of theirs)"
 PATIENT_LIMIT = ("- Age, sex and body site are weighed as the training clinics recorded them; there, site and age are "
                  "tied to the clinic and its referral pattern,\n  so their weight may not carry over to another "
                  "population. The Diagnose page lets them be left out.\n")
@@ -159,7 +160,8 @@ def sources_text(m: dict, r: dict) -> str:
                      f"{part['n_lesions']} lesions; {split}" + (f" ({how[name]})" if name in how else "") + ".")
     members = m["training"].get("ensemble_of")
     through = (f"its networks' training (the bundles {' and '.join(members)} and the bundles they started from)"
-               if members else f"the starting bundle {m['training'].get('init_bundle')} (or the bundles it started from)")
+               if members else
+               f"the starting bundle {m['training'].get('init_bundle')} (or the bundles it started from)")
     for name, part in (r.get("by_source") or {}).items():
         if name not in sources:
             lines.append(f"- **{name}**: {KNOWN_SOURCES.get(name, 'a labelled dataset')}. Learnt through {through}, "
@@ -260,8 +262,8 @@ def network_text(m: dict) -> str:
     return (f"{count} MobileNet V1 networks (`keras.applications.MobileNet`, alpha {m['alpha']}), the bundles "
             f"{' and '.join(members)}, side by side in one Keras\nmodel: each reads the photo up to its last block, "
             "and one global average pooling and 7-way dense layer over their blocks gives the mean of\ntheir logits, "
-            "so the answer and its Grad-CAM map are the pair's (`skin_core.model.ensemble_of`); weights stored at half "
-            "precision")
+            "so the answer and its Grad-CAM map are the ensemble's (`skin_core.model.ensemble_of`); weights stored "
+            "at half precision")
 
 
 def origin_text(m: dict) -> str:
@@ -280,7 +282,7 @@ def training_text(m: dict) -> str:
     t = m["training"]
     if t.get("ensemble_of"):
         return (f"The networks were trained separately on the same split, each with its own schedule (the commands "
-                f"below), and\njoined without further training (`scripts/ensemble.py`); the pair was then finished "
+                f"below), and\njoined without further training (`scripts/ensemble.py`); the ensemble was then finished "
                 f"as one model on validation:\ntest-time views, prior shift, temperature and melanoma threshold. "
                 f"{(t.get('seconds') or 0) / 60:.0f} min to finish on {fitted_on(t)}.")
     return (f"{phases(t)} AdamW (weight decay {t['weight_decay']}), cosine schedule peaking at {t['lr']} after one "
