@@ -119,6 +119,11 @@ def test_an_ensemble_bundle_is_stored_at_half_precision_and_serves_what_was_meas
     assert report["n"] == pair.manifest["test"]["n"]
     assert report["balanced_accuracy"] == pytest.approx(pair.manifest["test"]["balanced_accuracy"])
     assert report["macro_f1"] == pytest.approx(pair.manifest["test"]["macro_f1"])
+    # its model card says what it is and how it was made (it has no schedule of its own to describe)
+    from model_card import card
+    text = card(out, "python scripts/ensemble.py A B ...", "docs/experiments.md")
+    assert f"Two MobileNet V1 networks (`keras.applications.MobileNet`, alpha 0.25), the bundles {tiny_bundle.name} and" \
+           in text and "joined without further training" in text and "best validation epoch" not in text
     # an ensemble is served, not trained further
     from skin_core.training import TrainConfig, train
     with pytest.raises(ValueError, match="holds several networks side by side"):
