@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from skin_core import model as networks, training
-from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, shares_split
+from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, require_one_split
 from skin_core.options import TTA_CHOICES
 from skin_core.patients import PatientError, PatientHead
 from skin_core.progress import ProgressLog
@@ -40,10 +40,7 @@ def main():
     try:
         members = [load_bundle(path) for path in args.bundles]
         first = members[0]
-        for other in members[1:]:
-            if not shares_split(first.path, other.path):
-                raise BundleError(f"{other.path.name} was not split like {first.path.name} (their {SPLIT_FILE} "
-                                  "differ), so one may have learnt from the other's validation or test lesions.")
+        require_one_split(members)
         heads = [member.patient_head for member in members]
         if any(head is None for head in heads) and any(head is not None for head in heads):
             raise BundleError("either every bundle reads the patient's age, sex and body site or none does")
@@ -58,10 +55,8 @@ def main():
     started = time.time()
     try:
         log = ProgressLog(config.progress_file)
-        prep = training.prepare(config, log, first.path / SPLIT_FILE)
-        if prep.arrays.fingerprint != first.manifest["dataset"]["fingerprint"]:
-            raise ValueError(f"The dataset differs from the one {first.path.name} was trained on (fingerprint "
-                             "mismatch); validation and test would not be its held-out lesions.")
+        prep = training.prepare_as_recorded(config, log, first.path / SPLIT_FILE,
+                                            first.manifest["dataset"]["fingerprint"])
         out = training.finish(config, prep, model, None, {"ensemble_of": names}, log, started, patient_head,
                               learnt_from=tuple(member.path / SPLIT_FILE for member in members))
     except (ValueError, BundleError, OSError) as exc:   # DatasetError is a ValueError: the message says why

@@ -174,6 +174,17 @@ def shares_split(first: Path, second: Path) -> bool:
     return all(f.is_file() for f in files) and files[0].read_bytes() == files[1].read_bytes()
 
 
+def require_one_split(bundles: list[Bundle]) -> None:
+    """Bundles combined into one model (a soup, an ensemble) must come from the same dataset and split, or one
+    may have learnt from another's validation or test lesions; raise BundleError otherwise."""
+    first = bundles[0]
+    for other in bundles[1:]:
+        if other.manifest["dataset"]["fingerprint"] != first.manifest["dataset"]["fingerprint"] or \
+                not shares_split(first.path, other.path):
+            raise BundleError(f"{other.path.name} was not trained on the same dataset and split as {first.path.name}, "
+                              "so one may have learnt from the other's validation or test lesions.")
+
+
 def weight_soup(bundles: list[Bundle]) -> keras.Model:
     """The first bundle's model holding the mean of all the bundles' weights (Wortsman et al. 2022).
 
@@ -185,10 +196,8 @@ def weight_soup(bundles: list[Bundle]) -> keras.Model:
     if len(bundles) > 1 and any(bundle.patient_head is not None for bundle in bundles):
         raise BundleError("bundles that read the patient's age, sex and body site cannot be averaged (each network "
                           "learnt its own share of what those details tell)")
+    require_one_split(bundles)
     for other in bundles[1:]:
-        if other.manifest["dataset"]["fingerprint"] != first.manifest["dataset"]["fingerprint"] or \
-                not shares_split(first.path, other.path):
-            raise BundleError(f"{other.path.name} was not trained on the same dataset and split as {first.path.name}.")
         if [w.shape for w in other.model.weights] != [w.shape for w in first.model.weights]:
             raise BundleError(f"{other.path.name} does not share {first.path.name}'s architecture.")
     if len(bundles) > 1:

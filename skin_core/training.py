@@ -443,6 +443,17 @@ def recorded_config(source: bundles.Bundle, data_roots, out: str, name: str) -> 
     return config
 
 
+def prepare_as_recorded(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None,
+                        expected_fingerprint: str | None) -> Prepared:
+    """`prepare`, refusing a dataset whose fingerprint differs from the one the weights were trained on (when
+    known): a re-finished bundle or an ensemble must be tuned and tested on the very images its split names."""
+    prep = prepare(cfg, log, split_csv)
+    if expected_fingerprint and prep.arrays.fingerprint != expected_fingerprint:
+        raise ValueError("The dataset differs from the one these weights were trained on (fingerprint mismatch); "
+                         "validation and test would not be the held-out lesions.")
+    return prep
+
+
 def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | None, fit_info: dict,
                         expected_fingerprint: str | None = None, split_csv: str | Path | None = None,
                         patient_head: patient_details.PatientHead | None = None) -> Path:
@@ -455,10 +466,7 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | 
     """
     log = ProgressLog(cfg.progress_file)
     started = time.time()
-    prep = prepare(cfg, log, split_csv)
-    if expected_fingerprint and prep.arrays.fingerprint != expected_fingerprint:
-        raise ValueError("The dataset differs from the one these weights were trained on (fingerprint mismatch); "
-                         "validation and test would not be the held-out lesions.")
+    prep = prepare_as_recorded(cfg, log, split_csv, expected_fingerprint)
     if fit_info.get("split_digest") and data.split_digest(prep.table) != fit_info["split_digest"]:
         raise ValueError("These weights were trained and validated on other images than this dataset and seed give "
                          "(split digest mismatch), so its test split could hold images they were fitted on.")

@@ -144,7 +144,8 @@ def test_bundles_that_cannot_form_an_ensemble_are_refused_before_anything_is_wri
     manifest["files"][bundles.SPLIT_FILE] = bundles.sha256_file(other / bundles.SPLIT_FILE)
     (other / bundles.MANIFEST_FILE).write_text(json.dumps(manifest))
     out = tmp_path / "pair"
-    with pytest.raises(SystemExit, match="was not split like"):
+    with pytest.raises(SystemExit, match="was not trained on the same dataset and split as .*, so one may have learnt "
+                                         "from the other.s validation or test lesions"):
         run_script(ensemble_script, monkeypatch, tiny_bundle, other, "--data", SAMPLE, "--out", out)
     with pytest.raises(SystemExit, match="either every bundle reads the patient's age"):
         run_script(ensemble_script, monkeypatch, tiny_bundle, tiny_patient_bundle, "--data", SAMPLE, "--out", out)
