@@ -162,17 +162,21 @@ def ensemble_of(models: list[keras.Model]) -> keras.Model:
 
 def is_ensemble(model: keras.Model) -> bool:
     """Whether the model holds several networks side by side (ensemble_of)."""
-    return any(name.startswith(MEMBER_PREFIX) for name in _layer_names(model))
+    return _member_count(model) > 0
 
 
 def describe(model: keras.Model) -> str:
     """The architecture in words, for the manifest."""
-    single = "keras.applications.MobileNet (V1), GlobalAveragePooling, Dropout, Dense"
-    if not is_ensemble(model):
-        return single
-    count = sum(name.startswith(MEMBER_PREFIX) for name in _layer_names(model))
+    count = _member_count(model)
+    if not count:
+        return "keras.applications.MobileNet (V1), GlobalAveragePooling, Dropout, Dense"
     return (f"{count} networks side by side, each keras.applications.MobileNet (V1) to its last block; one "
             "GlobalAveragePooling and Dense over their features give the mean of their logits")
+
+
+def _member_count(model: keras.Model) -> int:
+    """How many networks an ensemble holds side by side (0: the model is one network)."""
+    return sum(name.startswith(MEMBER_PREFIX) for name in _layer_names(model))
 
 
 def _layer_names(model: keras.Model) -> set[str]:
