@@ -263,7 +263,23 @@ def other_dataset_notes(report: dict) -> list[str]:
     if not report.get("lesions_named"):
         notes.append("The dataset names no lesions, so each image counts as a lesion of its own: photographs "
                      "of one lesion are counted as independent and the intervals are too narrow.")
+    if "patient_details" in report:
+        notes.append(patient_details_note(report["patient_details"]))
     return notes
+
+
+def patient_details_note(details: dict) -> str:
+    """What a model that reads age, sex and body site was given of them on another dataset."""
+    names = {"age": "age", "sex": "sex", "localization": "body site"}
+    known = ", ".join(f"{names[field]} {share:.0%}" for field, share in details["known"].items())
+    note = f"The model read each image's age, sex and body site from the dataset's metadata (known: {known})."
+    foreign = [f"{names[field]} " + ", ".join(f"{value!r} ({count})" for value, count in list(counts.items())[:5])
+               + (", ..." if len(counts) > 5 else "")
+               for field, counts in details.get("unrecognised", {}).items()]
+    if foreign:
+        note += (" Values outside HAM10000's were read as unknown (images in brackets): " + "; ".join(foreign)
+                 + ". Map them to HAM10000's names in the metadata to have them used.")
+    return note
 
 
 def summary_lines(report: dict) -> list[str]:

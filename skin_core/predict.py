@@ -262,6 +262,9 @@ class Predictor:
         report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable,
                       left_out_seen=seen, split_known=split_known and leave_out_seen,
                       lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()))
+        if rows is not None:
+            report["patient_details"] = {"known": patient_details.coverage(rows),
+                                         "unrecognised": patient_details.unrecognised(rows)}
         return report
 
     def analyse(self, decoded: images.DecodedImage, patient: dict | None = None) -> Analysis:

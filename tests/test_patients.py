@@ -32,6 +32,36 @@ def test_each_field_lands_in_its_column_and_anything_blank_or_foreign_is_unknown
     np.testing.assert_array_equal(patients.unknown(2), encoded[[3, 4]])
 
 
+def test_values_read_as_unknown_although_given_are_counted_per_field():
+    rows = pd.DataFrame({"age": [45, "n/a", None, 150, "unknown"],
+                         "sex": ["female", "F", "F", None, "unknown"],
+                         "localization": ["back", "anterior torso", "", "unknown", "anterior torso"]})
+    assert patients.unrecognised(rows) == {"age": {"n/a": 1, "150": 1}, "sex": {"F": 2},
+                                           "localization": {"anterior torso": 2}}
+    assert patients.unrecognised(rows.iloc[[0]]) == {}
+
+
+def test_evaluating_another_dataset_says_which_details_the_model_could_not_read(tiny_patient_bundle, tmp_path,
+                                                                               capsys):
+    from skin_core.__main__ import main
+    data = tmp_path / "other_clinic"
+    shutil.copytree(SAMPLE / "HAM10000_images_part_1", data / "HAM10000_images_part_1")
+    split = pd.read_csv(tiny_patient_bundle / "split.csv", dtype=str)
+    meta = pd.read_csv(SAMPLE / "HAM10000_metadata.csv", dtype=str)
+    meta = meta[meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])].reset_index(drop=True)
+    meta.loc[:2, "localization"] = "anterior torso"          # ISIC's name, not one of HAM10000's
+    meta.loc[0, "sex"] = "F"
+    meta.to_csv(data / "HAM10000_metadata.csv", index=False)
+    assert main(["evaluate", "--model", str(tiny_patient_bundle), "--data", str(data),
+                 "--json", str(tmp_path / "report.json")]) == 0
+    out = capsys.readouterr().out
+    details = json.loads((tmp_path / "report.json").read_text())["patient_details"]
+    assert details["unrecognised"] == {"sex": {"F": 1}, "localization": {"anterior torso": 3}}
+    assert details["known"]["localization"] == pytest.approx(meta["localization"].isin(patients.SITES).mean())
+    assert "Values outside HAM10000's were read as unknown (images in brackets): sex 'F' (1); " \
+           "body site 'anterior torso' (3)." in out
+
+
 def test_details_typed_by_a_person_are_checked_with_a_message_naming_the_field():
     assert patients.check("42", "male", "back") == {"age": 42.0, "sex": "male", "localization": "back"}
     assert patients.check(None, "", "unknown") == {"age": None, "sex": None, "localization": None}
