@@ -271,6 +271,8 @@ def other_dataset_notes(report: dict) -> list[str]:
 def patient_details_note(details: dict) -> str:
     """What a model that reads age, sex and body site was given of them on another dataset."""
     names = {"age": "age", "sex": "sex", "localization": "body site"}
+    if not any(details["known"].values()) and not details.get("unrecognised"):
+        return "The dataset records no age, sex or body site, so the model answered from the photos alone."
     known = ", ".join(f"{names[field]} {share:.0%}" for field, share in details["known"].items())
     note = f"The model read each image's age, sex and body site from the dataset's metadata (known: {known})."
     foreign = [f"{names[field]} " + ", ".join(f"{value!r} ({count})" for value, count in list(counts.items())[:5])

@@ -42,7 +42,7 @@ def test_values_read_as_unknown_although_given_are_counted_per_field():
 
 
 def test_evaluating_another_dataset_says_which_details_the_model_could_not_read(tiny_patient_bundle, tmp_path,
-                                                                               capsys):
+                                                                               sample_meta, capsys):
     from skin_core.__main__ import main
     data = tmp_path / "other_clinic"
     shutil.copytree(SAMPLE / "HAM10000_images_part_1", data / "HAM10000_images_part_1")
@@ -60,6 +60,11 @@ def test_evaluating_another_dataset_says_which_details_the_model_could_not_read(
     assert details["known"]["localization"] == pytest.approx(meta["localization"].isin(patients.SITES).mean())
     assert "Values outside HAM10000's were read as unknown (images in brackets): sex 'F' (1); " \
            "body site 'anterior torso' (3)." in out
+
+    folders = make_folder_dataset(tmp_path / "folders", sample_meta[sample_meta["image_id"].isin(meta["image_id"])])
+    assert main(["evaluate", "--model", str(tiny_patient_bundle), "--data", str(folders)]) == 0
+    assert "The dataset records no age, sex or body site, so the model answered from the photos alone." in \
+        capsys.readouterr().out
 
 
 def test_details_typed_by_a_person_are_checked_with_a_message_naming_the_field():
