@@ -215,11 +215,8 @@ def patients_note(manifest: dict) -> None:
     recorded = manifest["patients"]
     if not recorded:
         return
-    alone, val = recorded["validation_photo_only"], manifest["validation"]
     st.info("This model also reads the patient's age, sex and body site, and these figures used each image's "
-            "recorded details. Given the photo alone it scores, on the validation split, balanced accuracy "
-            f"{alone['balanced_accuracy']:.3f} and macro F1 {alone['macro_f1']:.3f} (with the details: "
-            f"{val['balanced_accuracy']:.3f} and {val['macro_f1']:.3f}).")
+            f"recorded details. Given the photo alone it scores {evaluation.photo_alone_figures(manifest)}.")
 
 
 def show(name: str, key: str) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from skin_core import evaluation
 from skin_core.bundle import read_manifest
 from skin_core.classes import full_name
 from skin_core.robustness import ROBUSTNESS_FILE, markdown_table
@@ -117,9 +118,8 @@ def patients_text(m: dict) -> str:
             f"{ENSEMBLE_HEAD if m['training'].get('ensemble_of') else ''}, each field hidden in {p['dropout']:.0%} of "
             f"training photos so "
             f"that a photo alone is answered too. Every figure below was computed with each image's recorded details; "
-            f"given none, the same model scores balanced accuracy {pct(alone['balanced_accuracy'])}, macro F1 "
-            f"{pct(alone['macro_f1'])} and ECE {pct(alone['ece'])} on validation (with them: "
-            f"{pct(val['balanced_accuracy'])}, {pct(val['macro_f1'])}, {pct(val['ece'])}).")
+            f"given none, the same model scores {evaluation.photo_alone_figures(m)}; on validation ECE "
+            f"{pct(alone['ece'])} given none and {pct(val['ece'])} with them.")
 
 
 def fitted_on(t: dict) -> str:

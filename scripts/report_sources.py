@@ -53,14 +53,17 @@ def main():
             rows = test_rows(root, split)
             details = patients.read(root, rows["image_id"]) if source.patient_head is not None else None
             pixels = data.read_images(rows, source.input_size, source.detail_side).pixels
-            parts.append(rows.assign(probs=list(predictor.probabilities(pixels, patients=details))))
+            given, alone = predictor.probabilities_given_and_alone(pixels, details)
+            parts.append(rows.assign(probs=list(given), alone=list(given if alone is None else alone)))
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     test = pd.concat(parts, ignore_index=True)
     labels = test["dx"].map({c: i for i, c in enumerate(source.classes)}).to_numpy()
     probs = np.stack(test["probs"].to_numpy())
+    alone = np.stack(test["alone"].to_numpy()) if source.patient_head is not None else None
     report = evaluation.test_split_report(labels, probs, source.classes, test, source.thresholds,
-                                          "held-out test splits of " + " + ".join(Path(root).name for root in args.data))
+                                          "held-out test splits of " + " + ".join(Path(root).name for root in args.data),
+                                          photo_only_probs=alone)
     manifest = {**source.manifest, "test": evaluation.manifest_test_figures(report)}
     history = source.path / HISTORY_FILE
     write_bundle(args.out, source.model, manifest, evaluation=report, split=split, familiarity=source.familiarity,

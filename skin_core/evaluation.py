@@ -224,24 +224,53 @@ def reports_by_source(y_true, probs, classes, sources, groups, thresholds=None) 
     return reports
 
 
-def test_split_report(y_true, probs, classes, rows, thresholds, dataset: str) -> dict:
+def test_split_report(y_true, probs, classes, rows, thresholds, dataset: str, photo_only_probs=None) -> dict:
     """The held-out test split's report: the whole, and each source's when `rows` (image_id, lesion_id, source;
     one per photo) come from several. What finishing writes, and scripts/report_sources.py for a bundle
-    reported on more sources than it was finished on."""
+    reported on more sources than it was finished on. For a model that reads age, sex and body site,
+    `photo_only_probs` (its answers given none) adds their headline figures as `photo_only`: photos from
+    elsewhere mostly come without those details."""
     report = build_report(y_true, probs, classes, groups=rows["lesion_id"], image_ids=rows["image_id"],
                           thresholds=thresholds)
     report["dataset"] = dataset
     if rows["source"].nunique() > 1:
         report["by_source"] = reports_by_source(y_true, probs, classes, rows["source"], rows["lesion_id"], thresholds)
+    if photo_only_probs is not None:
+        report["photo_only"] = manifest_test_figures(test_split_report(y_true, photo_only_probs, classes, rows,
+                                                                       thresholds, dataset))
     return report
 
 
 def manifest_test_figures(report: dict) -> dict:
-    """What a manifest keeps of a test report (TEST_HEADLINE), overall and for each source."""
+    """What a manifest keeps of a test report (TEST_HEADLINE), overall and for each source, and the same given
+    the photos alone (`photo_only`) for a model that reads the patient's details."""
     kept = {k: report[k] for k in TEST_HEADLINE}
     if "by_source" in report:
         kept["by_source"] = {source: {k: part[k] for k in TEST_HEADLINE} for source, part in report["by_source"].items()}
+    if "photo_only" in report:
+        kept["photo_only"] = report["photo_only"]
     return kept
+
+
+def photo_alone_figures(manifest: dict) -> str:
+    """For a model that reads age, sex and body site: what it scores given the photo alone beside what it scores
+    with the details, on the held-out test split (each source's when there are several) where finishing recorded
+    it, else on validation. Photos sent from elsewhere mostly come without the details."""
+    test = manifest["test"] or {}
+    if "photo_only" not in test:
+        return "on the validation split, " + _alone_and_given(manifest["patients"]["validation_photo_only"],
+                                                               manifest["validation"])
+    alone = test["photo_only"]
+    if "by_source" not in test or "by_source" not in alone:
+        return "on the held-out test split, " + _alone_and_given(alone, test)
+    return "on the held-out test split, " + "; on ".join(
+        f"{source}'s, {_alone_and_given(alone['by_source'][source], given)}"
+        for source, given in test["by_source"].items())
+
+
+def _alone_and_given(alone: dict, given: dict) -> str:
+    return (f"balanced accuracy {alone['balanced_accuracy']:.3f} and macro F1 {alone['macro_f1']:.3f} (with the "
+            f"details: {given['balanced_accuracy']:.3f} and {given['macro_f1']:.3f})")
 
 
 def other_dataset_notes(report: dict) -> list[str]:

@@ -218,6 +218,13 @@ class Predictor:
         """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
         return self.calibrated(self.logits(pixels, batch_size, patients=patients))
 
+    def probabilities_given_and_alone(self, pixels: np.ndarray, patients) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities with each picture's details and, for a model that reads them, with none (what a
+        photo sent without them is answered): one pass over the pictures."""
+        photo_logits, _ = self.photo_logits_and_features(pixels)
+        alone = self.calibrated(self.with_patients(photo_logits)) if self.patient_head is not None else None
+        return self.calibrated(self.with_patients(photo_logits, patients)), alone
+
     def calibrated_logits(self, logits: np.ndarray) -> np.ndarray:
         """The logits the calibrated probabilities are the softmax of: logit bias added, temperature applied."""
         return (logits + self.logit_bias) / self.temperature

@@ -359,9 +359,10 @@ def _test_report(cfg: TrainConfig, prep: Prepared, predictor: Predictor, manifes
         return None
     log.event("evaluate", "Evaluating the held-out test split")
     test_pixels, test_labels = prep.subset("test")
-    test_probs = predictor.probabilities(test_pixels, patients=prep.patients_of("test"))
+    test_probs, photo_only = predictor.probabilities_given_and_alone(test_pixels, prep.patients_of("test"))
     report = evaluation.test_split_report(test_labels, test_probs, prep.classes, prep.table[prep.parts["test"]],
-                                          manifest["thresholds"], "held-out test split of " + data_name(cfg))
+                                          manifest["thresholds"], "held-out test split of " + data_name(cfg),
+                                          photo_only_probs=photo_only)
     manifest["test"] = evaluation.manifest_test_figures(report)
     for line in evaluation.summary_lines(report):
         log.event("summary", line)

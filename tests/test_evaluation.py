@@ -179,3 +179,19 @@ def test_class_reliability_shows_a_class_whose_probabilities_run_high():
     np.testing.assert_allclose(curve["predicted"], [0.2, 0.8])
     np.testing.assert_allclose(curve["observed"], [0.2, 0.4])
     assert curve["mean_probability"] == pytest.approx(0.5) and curve["prevalence"] == pytest.approx(0.3)
+
+
+def test_what_a_patient_model_scores_given_the_photo_alone_is_worded_per_source_or_from_validation():
+    from skin_core.evaluation import photo_alone_figures
+    figures = lambda ba, f1: {"balanced_accuracy": ba, "macro_f1": f1}      # noqa: E731
+    manifest = {"validation": figures(0.745, 0.704), "patients": {"validation_photo_only": figures(0.72, 0.69)},
+                "test": {**figures(0.63, 0.60), "by_source": {"ham10000": figures(0.742, 0.696),
+                                                              "bcn": figures(0.532, 0.504)},
+                         "photo_only": {**figures(0.61, 0.58), "by_source": {"ham10000": figures(0.731, 0.688),
+                                                                             "bcn": figures(0.511, 0.49)}}}}
+    assert photo_alone_figures(manifest) == (
+        "on the held-out test split, ham10000's, balanced accuracy 0.731 and macro F1 0.688 (with the details: "
+        "0.742 and 0.696); on bcn's, balanced accuracy 0.511 and macro F1 0.490 (with the details: 0.532 and 0.504)")
+    older = {**manifest, "test": figures(0.63, 0.60)}        # finished before the test split's were recorded
+    assert photo_alone_figures(older) == ("on the validation split, balanced accuracy 0.720 and macro F1 0.690 "
+                                          "(with the details: 0.745 and 0.704)")
