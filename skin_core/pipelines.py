@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from .patients import GROUPS, MIXING_REFUSAL
+from .patients import GROUPS, MIXING_REFUSAL, unknown as unknown_rows
 from .recipe import augmenter, mixer
 
 if TYPE_CHECKING:
@@ -45,8 +45,9 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None)
     if cfg.compression:
         ds = ds.map(_on_images(lambda x: compress_some(x, cfg.seed + 8)), num_parallel_calls=tf.data.AUTOTUNE)
     if patients is not None:
-        share = cfg.patient_dropout
-        ds = ds.map(lambda x, y: ({**x, "patient": hide_some(x["patient"], cfg.seed + 9, share)}, y),
+        share, share_all = cfg.patient_dropout, cfg.patient_dropout_all
+        ds = ds.map(lambda x, y: ({**x, "patient": hide_all_of_some(hide_some(x["patient"], cfg.seed + 9, share),
+                                                                    cfg.seed + 12, share_all)}, y),
                     num_parallel_calls=tf.data.AUTOTUNE)
     mixing = mixer(cfg.mix, cfg.seed + 7)
     if mixing is not None:
@@ -82,6 +83,18 @@ def hide_some(patients: tf.Tensor, seed: int, share: float) -> tf.Tensor:
         unknown = tf.one_hot(stop - start - 1, stop - start, dtype=patients.dtype)[None]
         parts.append(tf.where(hidden, unknown, group))
     return tf.concat(parts, axis=1)
+
+
+def hide_all_of_some(patients: tf.Tensor, seed: int, share: float) -> tf.Tensor:
+    """Set every field of a random `share` of the rows to "unknown" at once.
+
+    Hiding each field on its own (hide_some, 25%) hides all three together in under 2% of the photos, so the
+    network learns its photo logits beside informative details almost always; a photo sent without any is
+    then answered by a combination it has rarely been trained as."""
+    if share <= 0:
+        return patients
+    hidden = tf.random.uniform([tf.shape(patients)[0], 1], seed=seed) < share
+    return tf.where(hidden, tf.constant(unknown_rows(1), patients.dtype), patients)
 
 
 def lower_detail_of_some(images: tf.Tensor, seed: int, share: float, side: int) -> tf.Tensor:

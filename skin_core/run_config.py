@@ -122,6 +122,10 @@ class TrainConfig:
     patient_dropout: float = setting(
         0.25, "share of training photos whose age, sex or body site is hidden, each field on its own, so that the "
               "model learns to answer without it", check=between_0_and_1(zero=True))
+    patient_dropout_all: float = setting(
+        0.0, "share of training photos with every detail hidden at once (on top of --patient-dropout), so that "
+             "the network learns to answer the photo alone, as photos sent without details are answered",
+        check=between_0_and_1(zero=True))
 
     def __post_init__(self):
         if self.detail_side == 0:        # 0 on the command line: no cap

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from conftest import SAMPLE, make_folder_dataset
 from skin_core import bundle as bundles, images, patients
-from skin_core.pipelines import hide_some
+from skin_core.pipelines import hide_all_of_some, hide_some
 from skin_core.predict import Predictor
 
 
@@ -97,6 +97,15 @@ def test_hiding_sets_whole_fields_to_unknown_and_nothing_else():
         assert 0.4 < hidden < 0.6, field                                # each field hidden on its own draw
     sex, site = patients.GROUPS["sex"], patients.GROUPS["localization"]
     assert not np.array_equal(half[:, sex[1] - 1], half[:, site[1] - 1])
+
+
+def test_hiding_every_detail_of_some_photos_leaves_the_others_untouched():
+    rows = patients.encode(pd.DataFrame({"age": [45] * 400, "sex": ["female"] * 400, "localization": ["back"] * 400}))
+    assert np.array_equal(hide_all_of_some(tf.constant(rows), 1, 0.0).numpy(), rows)
+    some = hide_all_of_some(tf.constant(rows), 1, 0.3).numpy()
+    all_hidden = (some == patients.unknown(1)).all(axis=1)
+    untouched = (some == rows).all(axis=1)
+    assert (all_hidden | untouched).all() and 0.2 < all_hidden.mean() < 0.4
 
 
 def test_a_patient_run_writes_its_head_in_the_bundle_and_the_predictor_adds_its_push(tiny_patient_bundle):
