@@ -330,6 +330,11 @@ def summary_lines(report: dict) -> list[str]:
         if point["sensitivity"] is not None and point["specificity"] is not None:
             lines.append(f"{code} at threshold {point['threshold']:.3f}: sensitivity {point['sensitivity']:.3f}, "
                          f"specificity {point['specificity']:.3f}")
+    if "photo_only" in report and "left_out_seen" in report:     # another dataset, read with its details
+        alone = report["photo_only"]
+        lines.append(f"given the photos alone (no age, sex or body site): balanced accuracy "
+                     f"{alone['balanced_accuracy']:.3f}, macro F1 {alone['macro_f1']:.3f}, accuracy "
+                     f"{alone['accuracy']:.3f}")
     lines.append("class   precision recall  f1     support auc")
     for code, row in report["per_class"].items():
         auc = f"{row['auc']:.3f}" if row["auc"] is not None else "  -  "

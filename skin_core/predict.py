@@ -263,15 +263,19 @@ class Predictor:
                                   on_progress=on_progress)
         labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
         rows = patient_details.read(dataset_root, arrays.table["image_id"]) if self.patient_head else None
-        report = evaluation.build_report(labels, self.probabilities(arrays.pixels, patients=rows), self.classes,
-                                         groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
-                                         thresholds=self.bundle.thresholds)
+        probs, alone = self.probabilities_given_and_alone(arrays.pixels, rows)
+        scored = dict(groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
+                      thresholds=self.bundle.thresholds)
+        report = evaluation.build_report(labels, probs, self.classes, **scored)
         report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable,
                       left_out_seen=seen, split_known=split_known and leave_out_seen,
                       lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()))
         if rows is not None:
-            report["patient_details"] = {"known": patient_details.coverage(rows),
-                                         "unrecognised": patient_details.unrecognised(rows)}
+            known = patient_details.coverage(rows)
+            report["patient_details"] = {"known": known, "unrecognised": patient_details.unrecognised(rows)}
+            if any(known.values()):        # else the figures above are already the photos' alone
+                report["photo_only"] = evaluation.manifest_test_figures(
+                    evaluation.build_report(labels, alone, self.classes, **scored))
         return report
 
     def analyse(self, decoded: images.DecodedImage, patient: dict | None = None) -> Analysis:

@@ -44,6 +44,7 @@ def test_values_read_as_unknown_although_given_are_counted_per_field():
 def test_evaluating_another_dataset_says_which_details_the_model_could_not_read(tiny_patient_bundle, tmp_path,
                                                                                sample_meta, capsys):
     from skin_core.__main__ import main
+    from skin_core.data import load_dataset, read_images
     data = tmp_path / "other_clinic"
     shutil.copytree(SAMPLE / "HAM10000_images_part_1", data / "HAM10000_images_part_1")
     split = pd.read_csv(tiny_patient_bundle / "split.csv", dtype=str)
@@ -60,6 +61,13 @@ def test_evaluating_another_dataset_says_which_details_the_model_could_not_read(
     assert details["known"]["localization"] == pytest.approx(meta["localization"].isin(patients.SITES).mean())
     assert "Values outside HAM10000's were read as unknown (images in brackets): sex 'F' (1); " \
            "body site 'anterior torso' (3)." in out
+    alone = json.loads((tmp_path / "report.json").read_text())["photo_only"]      # and what the photos alone score
+    predictor = Predictor.from_path(tiny_patient_bundle)
+    table = load_dataset(data, every_class=False).table
+    probs = predictor.probabilities(read_images(table, predictor.input_size, predictor.detail_side).pixels)
+    labels = table["dx"].map({c: i for i, c in enumerate(predictor.classes)}).to_numpy()
+    assert alone["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
+    assert f"given the photos alone (no age, sex or body site): balanced accuracy {alone['balanced_accuracy']:.3f}" in out
 
     folders = make_folder_dataset(tmp_path / "folders", sample_meta[sample_meta["image_id"].isin(meta["image_id"])])
     assert main(["evaluate", "--model", str(tiny_patient_bundle), "--data", str(folders)]) == 0
