@@ -130,17 +130,16 @@ def unrecognised(rows: pd.DataFrame) -> dict[str, dict[str, int]]:
     """The values encode() reads as unknown although they are not blank, per field, with how many rows hold
     each (e.g. another collection's site names, "F" for female, an age in words): an evaluation on another
     dataset says so, since the model then answers those photos without that detail."""
+    read_as_unknown = encode(rows)
     found = {}
-    if "age" in rows:
-        given = rows["age"].notna() & ~rows["age"].astype(str).str.strip().isin(("", UNKNOWN))
-        ages = pd.to_numeric(rows["age"], errors="coerce")
-        banded = ages.notna() & (ages >= AGE_BANDS[0][0]) & (ages < AGE_BANDS[-1][1])
-        found["age"] = rows["age"][given & ~banded].astype(str).value_counts().to_dict()
-    for field, names in (("sex", SEXES), ("localization", SITES)):
+    for field, (_, stop) in GROUPS.items():
         if field in rows:
-            values = rows[field].dropna().astype(str)
-            found[field] = values[~values.isin(names + ("", UNKNOWN))].value_counts().to_dict()
-    return {field: {str(k): int(v) for k, v in counts.items()} for field, counts in found.items() if counts}
+            values = rows[field].reset_index(drop=True)
+            given = values.notna() & ~values.astype(str).str.strip().isin(("", UNKNOWN))
+            counts = values[given & (read_as_unknown[:, stop - 1] == 1)].astype(str).value_counts()
+            if len(counts):
+                found[field] = {str(value): int(n) for value, n in counts.items()}
+    return found
 
 
 @dataclass
