@@ -54,7 +54,7 @@ def main():
             details = patients.read(root, rows["image_id"]) if source.patient_head is not None else None
             pixels = data.read_images(rows, source.input_size, source.detail_side).pixels
             given, alone = predictor.probabilities_given_and_alone(pixels, details)
-            parts.append(rows.assign(probs=list(given), alone=list(given if alone is None else alone)))
+            parts.append(rows.assign(probs=list(given), alone=None if alone is None else list(alone)))
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     test = pd.concat(parts, ignore_index=True)
