@@ -102,7 +102,7 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dat
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     metadata = find_metadata(root)
-    class_folders = any((root / c).is_dir() for c in classes)
+    class_folders = any(p.is_dir() and p.name.lower() in classes for p in root.iterdir())
     if metadata is not None and not (class_folders and "dx" not in _columns(metadata)):
         table, layout = _read_ham10000(root, metadata), "ham10000"
     elif class_folders:      # a metadata.csv without dx beside class folders is their lesion table
@@ -184,6 +184,7 @@ def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
     blank = frame[frame["dx"].isna() | frame["image_id"].isna()]
     if len(blank):
         raise DatasetError(f"{len(blank)} rows of {metadata.name} have no image_id or dx: rows {_first(blank.index + 2)}")
+    frame["dx"] = frame["dx"].str.strip().str.lower()   # other collections write "MEL" or " nv"
     if "lesion_id" not in frame:
         frame["lesion_id"] = frame["image_id"]
     frame["lesion_id"] = frame["lesion_id"].fillna(frame["image_id"])
@@ -196,12 +197,13 @@ def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
 
 
 def _read_class_folders(root: Path, classes) -> pd.DataFrame:
-    strays = [p.name for p in root.iterdir() if p.is_dir() and p.name not in classes]
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    strays = [p.name for p in folders if p.name.lower() not in classes]
     if strays:
         raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}.")
-    rows = [(str(path), path.stem, path.stem, path.parent.name)
-            for code in classes if (root / code).is_dir()
-            for path in sorted((root / code).rglob("*"))
+    rows = [(str(path), path.stem, path.stem, folder.name.lower())   # "MEL/" is mel's folder too
+            for folder in folders
+            for path in sorted(folder.rglob("*"))
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
     frame = pd.DataFrame(rows, columns=["path", "image_id", "lesion_id", "dx"])
     shared = frame[frame["image_id"].duplicated(keep=False)].sort_values("image_id")

@@ -31,6 +31,22 @@ SEXES = ("male", "female")
 SITES = ("abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", "hand", "lower extremity",
          "neck", "scalp", "trunk", "upper extremity")
 """HAM10000's body sites (its `localization` values, "unknown" aside)."""
+OTHER_NAMES = {
+    "sex": {"f": "female", "m": "male"},
+    "localization": {"anterior torso": "trunk", "lateral torso": "trunk", "posterior torso": "back",
+                     "palms/soles": "acral", "oral/genital": "genital"},
+}
+"""Other collections' words for the same values: the ISIC archive's (e.g. ISIC 2019 and 2020) body sites, mapped
+as the BCN20000/MSK photos the default learnt from were; its "head/neck" spans HAM10000's face, scalp, neck and
+ear, so it stays unknown, as it did in training."""
+
+
+def in_ham10000_words(field: str, value):
+    """A sex or body site as HAM10000 writes it ("F" -> "female", "posterior torso" -> "back"); others as given."""
+    if not isinstance(value, str):
+        return value
+    word = value.strip().lower()
+    return OTHER_NAMES.get(field, {}).get(word, word)
 
 
 def _age_name(band: tuple[int, int]) -> str:
@@ -66,6 +82,7 @@ def check(age=None, sex=None, site=None) -> dict:
             raise PatientError(f"Age must be between 0 and 120 years, got {age:g}.")
     else:
         age = None
+    sex, site = in_ham10000_words("sex", sex), in_ham10000_words("localization", site)
     if sex not in (None, "", UNKNOWN) and sex not in SEXES:
         raise PatientError(f"Sex must be one of {', '.join(SEXES)} (or left out), got {sex!r}.")
     if site not in (None, "", UNKNOWN) and site not in SITES:
@@ -76,7 +93,7 @@ def check(age=None, sex=None, site=None) -> dict:
 
 def encode(rows: pd.DataFrame) -> np.ndarray:
     """One-hot rows (n, len(FEATURES)) from age, sex and localization columns; a blank, missing or
-    unrecognised value is "unknown" (a dataset's own site names beyond HAM10000's are not guessed at)."""
+    unrecognised value is "unknown" (names beyond HAM10000's and OTHER_NAMES' are not guessed at)."""
     n = len(rows)
     out = np.zeros((n, len(FEATURES)), np.float32)
     age = pd.to_numeric(rows["age"], errors="coerce").to_numpy(float) if "age" in rows else np.full(n, np.nan)
@@ -85,7 +102,7 @@ def encode(rows: pd.DataFrame) -> np.ndarray:
         band[(age >= low) & (age < high)] = i
     out[np.arange(n), GROUPS["age"][0] + band] = 1
     for field, names in (("sex", SEXES), ("localization", SITES)):
-        values = rows[field].to_numpy(object) if field in rows else np.full(n, None, object)
+        values = ([in_ham10000_words(field, v) for v in rows[field]] if field in rows else [None] * n)
         index = np.array([names.index(v) if v in names else len(names) for v in values])
         out[np.arange(n), GROUPS[field][0] + index] = 1
     return out

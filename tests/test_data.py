@@ -42,6 +42,19 @@ def test_the_lesion_table_beside_class_folders_is_the_csv_that_has_lesions(tmp_p
     assert ds.layout == "folders" and set(ds.table["lesion_id"]) == set(sample_meta["lesion_id"])
 
 
+def test_labels_written_in_capitals_or_with_spaces_read_as_the_seven_codes(tmp_path, sample_meta):
+    meta = sample_meta.copy()
+    meta["dx"] = meta["dx"].str.upper().radd(" ")        # ISIC's "MEL", padded by a spreadsheet
+    ds = data.load_dataset(make_ham_dataset(tmp_path / "ham", meta))
+    assert ds.counts() == {c: 10 for c in CLASS_CODES}
+
+    root = make_folder_dataset(tmp_path / "folders", sample_meta)
+    for code in CLASS_CODES:
+        (root / code).rename(root / code.upper())
+    ds = data.load_dataset(root)
+    assert ds.layout == "folders" and ds.counts() == {c: 10 for c in CLASS_CODES}
+
+
 def test_empty_folder(tmp_path):
     with pytest.raises(data.DatasetError, match="empty"):
         data.load_dataset(tmp_path)

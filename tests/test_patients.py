@@ -32,12 +32,23 @@ def test_each_field_lands_in_its_column_and_anything_blank_or_foreign_is_unknown
     np.testing.assert_array_equal(patients.unknown(2), encoded[[3, 4]])
 
 
+def test_the_isic_archives_words_are_read_as_the_training_photos_were_mapped():
+    isic = pd.DataFrame({"age": [55, 70], "sex": ["F", " Male"],
+                         "localization": ["posterior torso", "Anterior Torso"]})
+    ham = pd.DataFrame({"age": [55, 70], "sex": ["female", "male"], "localization": ["back", "trunk"]})
+    np.testing.assert_array_equal(patients.encode(isic), patients.encode(ham))
+    for isic_site, ham_site in [("lateral torso", "trunk"), ("palms/soles", "acral"), ("oral/genital", "genital")]:
+        assert patients.check(None, "f", isic_site) == {"age": None, "sex": "female", "localization": ham_site}
+    head_neck = patients.encode(pd.DataFrame({"localization": ["head/neck"]}))     # face, scalp, neck or ear
+    assert one_hot_names(head_neck[0])[-1] == "site=unknown"
+
+
 def test_values_read_as_unknown_although_given_are_counted_per_field():
     rows = pd.DataFrame({"age": [45, "n/a", None, 150, "unknown"],
-                         "sex": ["female", "F", "F", None, "unknown"],
-                         "localization": ["back", "anterior torso", "", "unknown", "anterior torso"]})
-    assert patients.unrecognised(rows) == {"age": {"n/a": 1, "150": 1}, "sex": {"F": 2},
-                                           "localization": {"anterior torso": 2}}
+                         "sex": ["female", "F", "woman", None, "unknown"],
+                         "localization": ["back", "head/neck", "", "unknown", "left cheek"]})
+    assert patients.unrecognised(rows) == {"age": {"n/a": 1, "150": 1}, "sex": {"woman": 1},
+                                           "localization": {"head/neck": 1, "left cheek": 1}}
     assert patients.unrecognised(rows.iloc[[0]]) == {}
 
 
@@ -50,17 +61,17 @@ def test_evaluating_another_dataset_says_which_details_the_model_could_not_read(
     split = pd.read_csv(tiny_patient_bundle / "split.csv", dtype=str)
     meta = pd.read_csv(SAMPLE / "HAM10000_metadata.csv", dtype=str)
     meta = meta[meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])].reset_index(drop=True)
-    meta.loc[:2, "localization"] = "anterior torso"          # ISIC's name, not one of HAM10000's
-    meta.loc[0, "sex"] = "F"
+    meta.loc[:2, "localization"] = "head/neck"          # ISIC's name, spanning four of HAM10000's
+    meta.loc[0, "sex"] = "woman"
     meta.to_csv(data / "HAM10000_metadata.csv", index=False)
     assert main(["evaluate", "--model", str(tiny_patient_bundle), "--data", str(data),
                  "--json", str(tmp_path / "report.json")]) == 0
     out = capsys.readouterr().out
     details = json.loads((tmp_path / "report.json").read_text())["patient_details"]
-    assert details["unrecognised"] == {"sex": {"F": 1}, "localization": {"anterior torso": 3}}
+    assert details["unrecognised"] == {"sex": {"woman": 1}, "localization": {"head/neck": 3}}
     assert details["known"]["localization"] == pytest.approx(meta["localization"].isin(patients.SITES).mean())
-    assert "Values outside HAM10000's were read as unknown (images in brackets): sex 'F' (1); " \
-           "body site 'anterior torso' (3)." in out
+    assert "Values outside HAM10000's were read as unknown (images in brackets): sex 'woman' (1); " \
+           "body site 'head/neck' (3)." in out
     alone = json.loads((tmp_path / "report.json").read_text())["photo_only"]      # and what the photos alone score
     predictor = Predictor.from_path(tiny_patient_bundle)
     table = load_dataset(data, every_class=False).table
@@ -79,7 +90,7 @@ def test_details_typed_by_a_person_are_checked_with_a_message_naming_the_field()
     assert patients.check("42", "male", "back") == {"age": 42.0, "sex": "male", "localization": "back"}
     assert patients.check(None, "", "unknown") == {"age": None, "sex": None, "localization": None}
     for bad, field in (({"age": "forty"}, "Age"), ({"age": -1}, "Age"), ({"age": 130}, "Age"),
-                       ({"sex": "m"}, "Sex"), ({"site": "elbow"}, "Body site")):
+                       ({"sex": "x"}, "Sex"), ({"site": "elbow"}, "Body site")):
         with pytest.raises(patients.PatientError, match=field):
             patients.check(**bad)
 
