@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from . import model as _model  # registers the custom layers a saved model may hold
+from .copies import SEEN_FILE, SeenPhotos
 from .familiarity import FAMILIARITY_FILE, Familiarity
 from .jsonfiles import read_json_object, replace_file, replace_json, sync_to_disk
 from .manifest import FORMAT_VERSION, MODEL_FILE, Manifest, ManifestError, completed, from_json
@@ -30,7 +31,7 @@ HISTORY_FILE = "history.csv"
 EVALUATION_FILE = "evaluation.json"
 SPLIT_FILE = "split.csv"
 CARD_FILE = "MODEL_CARD.md"
-CHECKED_FILES = (MODEL_FILE, HISTORY_FILE, EVALUATION_FILE, SPLIT_FILE, FAMILIARITY_FILE, PATIENT_FILE)
+CHECKED_FILES = (MODEL_FILE, HISTORY_FILE, EVALUATION_FILE, SPLIT_FILE, FAMILIARITY_FILE, PATIENT_FILE, SEEN_FILE)
 
 
 class BundleError(ValueError):
@@ -52,6 +53,7 @@ class Bundle:
     model: keras.Model
     familiarity: Familiarity | None = None    # how unlike the training images a photo is (None: not fitted)
     patient_head: PatientHead | None = None   # what age, sex and body site add (None: the photo alone)
+    seen: SeenPhotos | None = None            # fingerprints of the photos it learnt from (None: not kept)
 
     def __post_init__(self):
         self.manifest = completed(self.manifest, Path(self.path).name)
@@ -147,11 +149,14 @@ def load_bundle(path) -> Bundle:
     patient_head = _optional_part(path, manifest, PATIENT_FILE, PatientHead.load)
     if patient_head is not None and patient_head.classes != list(manifest["classes"]):
         raise BundleError(f"{path.name}: {PATIENT_FILE} lists other classes than the manifest.")
-    return Bundle(path=path, manifest=manifest, model=model, familiarity=familiarity, patient_head=patient_head)
+    seen = _optional_part(path, manifest, SEEN_FILE, SeenPhotos.load)
+    return Bundle(path=path, manifest=manifest, model=model, familiarity=familiarity, patient_head=patient_head,
+                  seen=seen)
 
 
 def _optional_part(path: Path, manifest: dict, name: str, load):
-    """A part only some bundles have (the familiarity model, the patient head), loaded if the manifest lists it."""
+    """A part only some bundles have (the familiarity model, the patient head, the seen photos), loaded if the
+    manifest lists it."""
     if name not in manifest["files"]:
         return None
     try:
@@ -250,7 +255,7 @@ def _copy_attributes(source, target) -> None:
 
 def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, evaluation=None,
                  split=None, card: str | None = None, familiarity: Familiarity | None = None,
-                 patient_head: PatientHead | None = None) -> Path:
+                 patient_head: PatientHead | None = None, seen: SeenPhotos | None = None) -> Path:
     """Write a complete bundle into a temporary folder beside `target`, then move it into place.
 
     A crash at any point leaves either no bundle or the previous one, never half of one.
@@ -277,6 +282,8 @@ def write_bundle(target, model: keras.Model, manifest: dict, *, history=None, ev
             familiarity.save(staging / FAMILIARITY_FILE)
         if patient_head is not None:
             patient_head.save(staging / PATIENT_FILE)
+        if seen is not None:
+            seen.save(staging / SEEN_FILE)
         files = {name: sha256_file(staging / name) for name in CHECKED_FILES if (staging / name).is_file()}
         manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
         with open(staging / MANIFEST_FILE, "w") as handle:
@@ -369,18 +376,27 @@ def dataset_reports(path) -> tuple[dict[str, dict], list[str]]:
 
 
 def add_familiarity(path, familiarity: Familiarity, description: dict) -> None:
-    """Give an existing bundle its familiarity model (bundles trained before it existed): the file is
-    written beside the others first and counts only once the manifest, replaced in one step, lists it
-    with its checksum. A bundle that has one is refused: replacing a listed file and then the manifest
-    is two steps, and a stop between them would leave a bundle that no longer loads."""
+    """Give an existing bundle its familiarity model (bundles trained before it existed)."""
+    _add_part(path, FAMILIARITY_FILE, familiarity.save, "familiarity", description,
+              "a familiarity model; re-finish the bundle (scripts/refinish.py) to fit another")
+
+
+def add_seen_photos(path, seen: SeenPhotos) -> None:
+    """Give an existing bundle the fingerprints of the photos it learnt from (bundles trained before they were kept)."""
+    _add_part(path, SEEN_FILE, seen.save, "seen_photos", seen.description(), "the fingerprints of its photos")
+
+
+def _add_part(path, name: str, save, section: str, description: dict, what_it_has: str) -> None:
+    """Write an optional part beside an existing bundle's files; it counts only once the manifest, replaced in
+    one step, lists it with its checksum. A bundle that has the part is refused: replacing a listed file and then
+    the manifest is two steps, and a stop between them would leave a bundle that no longer loads."""
     path = Path(path)
     manifest = read_manifest(path)
-    if FAMILIARITY_FILE in manifest["files"]:
-        raise BundleError(f"{path.name} already has a familiarity model; re-finish the bundle "
-                          "(scripts/refinish.py) to fit another.")
-    replace_file(path / FAMILIARITY_FILE, familiarity.save, binary=True)
-    manifest["files"] = {**manifest["files"], FAMILIARITY_FILE: sha256_file(path / FAMILIARITY_FILE)}
-    manifest["familiarity"] = description
+    if name in manifest["files"]:
+        raise BundleError(f"{path.name} already has {what_it_has}.")
+    replace_file(path / name, save, binary=True)
+    manifest["files"] = {**manifest["files"], name: sha256_file(path / name)}
+    manifest[section] = description
     replace_json(path / MANIFEST_FILE, manifest, indent=2)
 
 

@@ -282,7 +282,10 @@ def other_dataset_notes(report: dict) -> list[str]:
     if report["left_out_seen"]:
         notes.append(f"{report['left_out_seen']} images whose image or lesion the model trained or was tuned on "
                      "were left out.")
-    elif report.get("split_known"):
+    if report.get("left_out_copies"):
+        notes.append(f"{report['left_out_copies']} images that are copies of photos the model trained or was tuned "
+                     "on, under other names (found by their content), were left out.")
+    if not report["left_out_seen"] and not report.get("left_out_copies") and report.get("split_known"):
         notes.append("None of its images or lesions was used to train or tune the model.")
     if not report.get("split_known"):
         notes.append("The model records no split, so images it trained on may be among these.")

@@ -143,6 +143,7 @@ class Analysis:
     distance: float | None = None    # from the training images in feature space (None: the bundle has no
     distance_limit: float | None = None   # familiarity model); above the limit the photo is unlike them
     patient: dict | None = None      # the age, sex and body site the answer used (None: the photo alone)
+    copy_of: str | None = None       # the image id of a photo the model learnt from that this one is a copy of
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(self.probabilities)[::-1]
@@ -261,6 +262,13 @@ class Predictor:
                                         "is what the Evaluation page shows.")
         arrays = data.read_images(table, self.input_size, self.detail_side, skip_bad=skip_bad,
                                   on_progress=on_progress)
+        copies_left_out = 0
+        if leave_out_seen and self.bundle.seen is not None:   # the same photos under other names
+            arrays, copies_left_out = _without_copies(arrays, self.bundle.seen)
+            if arrays.table.empty:
+                raise data.DatasetError(f"All {seen + copies_left_out} images of this dataset are photos this model "
+                                        "was trained or tuned on (some under other names), so none of them can "
+                                        "test it.")
         labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
         rows = patient_details.read(dataset_root, arrays.table["image_id"]) if self.patient_head else None
         probs, alone = self.probabilities_given_and_alone(arrays.pixels, rows)
@@ -268,7 +276,8 @@ class Predictor:
                       thresholds=self.bundle.thresholds)
         report = evaluation.build_report(labels, probs, self.classes, **scored)
         report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable,
-                      left_out_seen=seen, split_known=split_known and leave_out_seen,
+                      left_out_seen=seen, left_out_copies=copies_left_out,
+                      split_known=split_known and leave_out_seen,
                       lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()))
         if rows is not None:
             known = patient_details.coverage(rows)
@@ -289,8 +298,18 @@ class Predictor:
         if self.familiarity is not None:
             distance, limit = float(self.familiarity.distance(pooled.numpy())[0]), self.familiarity.threshold
         used = patient if self.patient_head is not None and patient is not None else None
+        copy_of = self.bundle.seen.copied(model_input[None])[0] if self.bundle.seen is not None else None
         return Analysis(self.classes, np.asarray(probs)[0].astype(np.float64), cams.numpy()[0], model_input, decoded,
-                        distance, limit, used)
+                        distance, limit, used, copy_of)
 
     def analyse_bytes(self, data: bytes, patient: dict | None = None) -> Analysis:
         return self.analyse(images.decode(data), patient)
+
+
+def _without_copies(arrays, seen) -> tuple:
+    """The images that are not copies of a photo the model learnt from, and how many were left out."""
+    from dataclasses import replace
+    kept = np.array([match is None for match in seen.copied(arrays.pixels)], bool)
+    if kept.all():
+        return arrays, 0
+    return replace(arrays, table=arrays.table[kept].reset_index(drop=True), pixels=arrays.pixels[kept]), int((~kept).sum())

@@ -10,9 +10,13 @@ from .predict import Analysis
 
 
 def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[quality.Finding], list[quality.Finding]]:
-    """Reasons to read the answer with care (uncertainty, the melanoma threshold, the malignant group),
-    then reasons to distrust the photo itself (its quality, and how unlike the training images it is)."""
+    """Reasons to read the answer with care (uncertainty, the melanoma threshold, the malignant group, a photo
+    the model learnt from), then reasons to distrust the photo itself (its quality, and how unlike the training images it is)."""
     answer = quality.prediction_findings(analysis.classes, analysis.probabilities, thresholds)
+    if analysis.copy_of:
+        answer.append(quality.Finding("seen", f"This photo is a copy of {analysis.copy_of}, one of the photos this "
+                                              "model was trained or tuned on (found by its content, whatever its "
+                                              "name): its answer shows how the model works, not how good it is."))
     photo = quality.image_findings(analysis.decoded.rgb) + \
         quality.familiarity_findings(analysis.distance, analysis.distance_limit)
     return answer, photo

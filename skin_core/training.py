@@ -21,7 +21,7 @@ import pandas as pd
 import keras
 import tensorflow as tf
 
-from . import __version__, bundle as bundles, calibration, data, evaluation, resume
+from . import __version__, bundle as bundles, calibration, copies, data, evaluation, resume
 from . import familiarity as familiarity_model
 from . import patients as patient_details
 from .cancellation import StopWhenCancelled, stop_if_requested
@@ -269,11 +269,13 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     familiarity = fit_familiarity(predictor, prep.subset("train")[0], val_features)
     manifest["familiarity"] = familiarity.description()
     report = _test_report(cfg, prep, predictor, manifest, log)
+    split = _recorded_split(cfg, prep.table, learnt_from)
+    seen = seen_photos(prep, split)
+    manifest["seen_photos"] = seen.description()
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     stop_if_requested()          # a cancel lost while the evaluation's steps were traced
-    out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report,
-                               split=_recorded_split(cfg, prep.table, learnt_from), familiarity=familiarity,
-                               patient_head=patient_head)
+    out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
+                               familiarity=familiarity, patient_head=patient_head, seen=seen)
     if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over
         resume.discard(cfg.checkpoint)
     log.event("done", f"Bundle written to {out} ({manifest['training']['seconds'] / 60:.1f} min)", bundle=str(out))
@@ -377,6 +379,14 @@ def _recorded_split(cfg: TrainConfig, table: pd.DataFrame, learnt_from: tuple[Pa
     for starting_split in starts:
         split = data.with_inherited_rows(split, starting_split)
     return split
+
+
+def seen_photos(prep: Prepared, split: pd.DataFrame) -> copies.SeenPhotos:
+    """The fingerprints of this run's photos that the bundle's split marks as trained or tuned on (its starting
+    model's too, where they are among this run's datasets), for finding copies of them under other names."""
+    learnt = set(split.loc[split["subset"].isin(["train", "val"]), "image_id"])
+    rows = np.flatnonzero(prep.table["image_id"].isin(learnt).to_numpy())
+    return copies.SeenPhotos.of(prep.table["image_id"].to_numpy()[rows], (prep.arrays.pixels[i] for i in rows))
 
 
 def split_patient_head(model: keras.Model, classes: list[str]) -> tuple[keras.Model, patient_details.PatientHead | None]:

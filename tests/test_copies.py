@@ -1,0 +1,132 @@
+"""Copies of a photo under another name: found whatever was done to them, other lesions not taken for them, and
+kept by every bundle so that evaluation and the Diagnose page can tell."""
+import io
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from conftest import SAMPLE, run_script
+from skin_core import bundle as bundles, copies, images, report
+from skin_core.predict import Predictor
+
+
+def prepared(picture: Image.Image, size: int = 160) -> np.ndarray:
+    return images.prepare(np.asarray(picture.convert("RGB")), size, 150)
+
+
+def resaved(picture: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=quality)
+    return Image.open(buffer)
+
+
+@pytest.fixture(scope="module")
+def sample_photos(sample_meta):
+    return {row.image_id: Image.open(row.path).convert("RGB") for row in sample_meta.itertuples()}
+
+
+def test_a_photo_resized_recompressed_recoloured_flipped_or_turned_is_found_as_a_copy(sample_photos):
+    ids = list(sample_photos)
+    seen = copies.SeenPhotos.of(ids, [prepared(photo) for photo in sample_photos.values()])
+    changes = {
+        "120x90, re-saved": lambda p: resaved(p.resize((120, 90), Image.Resampling.BILINEAR), 85),
+        "JPEG quality 30": lambda p: resaved(p, 30),
+        "600x450, as HAM10000's originals": lambda p: p.resize((600, 450), Image.Resampling.BICUBIC),
+        "recoloured": lambda p: Image.fromarray((np.asarray(p, np.float32) * [1.1, 0.9, 0.8]).clip(0, 255)
+                                                .astype(np.uint8)),
+        "mirrored": lambda p: p.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "a quarter turn": lambda p: p.transpose(Image.Transpose.ROTATE_90),
+    }
+    for name, change in changes.items():
+        found = seen.copied([prepared(change(sample_photos[i])) for i in ids[::5]])
+        assert found == ids[::5], name
+
+
+def test_photos_of_other_lesions_are_not_taken_for_copies(sample_photos, sample_meta):
+    assert sample_meta["lesion_id"].nunique() == len(sample_meta)      # 70 lesions, one photo each
+    ids = list(sample_photos)
+    seen = copies.SeenPhotos.of(ids[:35], [prepared(sample_photos[i]) for i in ids[:35]])
+    assert seen.copied([prepared(sample_photos[i]) for i in ids[35:]]) == [None] * 35
+
+
+def test_different_faint_lesions_in_the_same_black_circle_are_not_copies():
+    """A dermatoscope's black frame dominates the whole photo's print, so such photos can share it: the print of
+    the centre tells them apart."""
+    def framed(seed):
+        rng = np.random.default_rng(seed)
+        picture = Image.new("RGB", (84, 84), "black")
+        draw = ImageDraw.Draw(picture)
+        draw.ellipse((6, 6, 78, 78), fill=(225, 190, 180))
+        (x, y), r = rng.integers(30, 50, 2), rng.integers(3, 6)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(210, 175, 165))
+        noisy = np.asarray(picture.filter(ImageFilter.GaussianBlur(3)), np.float32) + rng.normal(0, 3, (84, 84, 3))
+        return images.prepare(noisy.clip(0, 255).astype(np.uint8), 160, 150)
+    photos = [framed(seed) for seed in range(20)]
+    prints = copies.fingerprints(photos)
+    whole_bits = np.bitwise_count(prints[:, None, 0] ^ prints[None, :, 0]).sum(axis=2)
+    assert (whole_bits[np.triu_indices(20, 1)] <= copies.WHOLE_BITS).sum() >= 3     # the frame alone matches
+    for i in range(20):
+        others = [j for j in range(20) if j != i]
+        assert copies.SeenPhotos.of([str(j) for j in others], [photos[j] for j in others]).copied([photos[i]]) == [None]
+
+
+def test_every_bundle_keeps_the_prints_of_the_photos_it_trained_and_was_tuned_on(tiny_bundle):
+    bundle = bundles.load_bundle(tiny_bundle)
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    assert set(bundle.seen.image_ids) == set(split.loc[split["subset"].isin(["train", "val"]), "image_id"])
+    assert bundle.manifest["seen_photos"]["photos"] == len(bundle.seen.image_ids)
+    (tiny_bundle / copies.SEEN_FILE).stat()          # listed and checked like every other file
+    assert copies.SEEN_FILE in bundle.manifest["files"]
+
+
+def test_evaluation_leaves_out_renamed_copies_and_diagnose_names_the_photo_copied(tiny_bundle, sample_meta, tmp_path):
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str).set_index("image_id")["subset"]
+    learnt = [i for i in sample_meta["image_id"] if split[i] in ("train", "val")][:6]
+    held_out = [i for i in sample_meta["image_id"] if split[i] == "test"]
+    clinic = tmp_path / "clinic"
+    for image_id in learnt + held_out:
+        row = sample_meta.set_index("image_id").loc[image_id]
+        (clinic / row["dx"]).mkdir(parents=True, exist_ok=True)
+        Image.open(row["path"]).resize((600, 450)).transpose(Image.Transpose.FLIP_LEFT_RIGHT) \
+            .save(clinic / row["dx"] / f"clinic_{image_id[-4:]}.png")
+    predictor = Predictor.from_path(tiny_bundle)
+    result = predictor.evaluate(clinic)
+    assert result["left_out_copies"] == len(learnt) and result["left_out_seen"] == 0
+    assert result["n"] == len(held_out)
+    from skin_core.evaluation import other_dataset_notes
+    assert f"{len(learnt)} images that are copies of photos the model trained or was tuned on" in \
+        " ".join(other_dataset_notes(result))
+
+    copy = next((clinic / sample_meta.set_index("image_id").loc[learnt[0], "dx"]).glob(f"clinic_{learnt[0][-4:]}.png"))
+    analysis = predictor.analyse_bytes(copy.read_bytes())
+    assert analysis.copy_of == learnt[0]
+    answer, _ = report.findings(analysis, predictor.bundle.thresholds)
+    assert any(f.code == "seen" and learnt[0] in f.message for f in answer)
+    fresh = predictor.analyse_bytes(next(clinic.rglob(f"clinic_{held_out[0][-4:]}.png")).read_bytes())
+    assert fresh.copy_of is None
+    assert all(f.code != "seen" for f in report.findings(fresh, predictor.bundle.thresholds)[0])
+
+
+def test_a_bundle_without_the_prints_gets_them_from_its_own_training_images(tiny_bundle, tmp_path, monkeypatch):
+    import add_seen_photos
+    older = tmp_path / "older"                                        # as bundles were before they kept them
+    shutil.copytree(tiny_bundle, older)
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["files"][copies.SEEN_FILE], manifest["seen_photos"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    (older / copies.SEEN_FILE).unlink()
+    assert bundles.load_bundle(older).seen is None
+    run_script(add_seen_photos, monkeypatch, older, "--data", SAMPLE)
+    added, trained = bundles.load_bundle(older).seen, bundles.load_bundle(tiny_bundle).seen
+    order = np.argsort(added.image_ids)
+    np.testing.assert_array_equal(added.image_ids[order], np.sort(trained.image_ids))
+    np.testing.assert_array_equal(added.prints[order], trained.prints[np.argsort(trained.image_ids)])
+    manifest_before = (older / "manifest.json").read_bytes()
+    with pytest.raises(SystemExit, match="already has the fingerprints"):
+        run_script(add_seen_photos, monkeypatch, older, "--data", SAMPLE)
+    assert (older / "manifest.json").read_bytes() == manifest_before
+
