@@ -26,18 +26,14 @@ def main():
         manifest = read_manifest(args.bundle)
         if SEEN_FILE in manifest["files"]:              # before reading any image
             raise BundleError(f"{Path(args.bundle).name} already has the fingerprints of its photos.")
-        split = pd.read_csv(Path(args.bundle) / SPLIT_FILE, dtype=str)
-        learnt = set(split.loc[split["subset"].isin(["train", "val"]), "image_id"])
-        table = data.load_datasets(args.data).table
-        table = table[table["image_id"].isin(learnt)].reset_index(drop=True)
+        table, absent = data.learnt_rows(args.data, pd.read_csv(Path(args.bundle) / SPLIT_FILE, dtype=str))
         arrays = data.read_images(table, int(manifest["input_size"]), manifest["preprocessing"]["detail_side"])
         seen = SeenPhotos.of(arrays.table["image_id"], arrays.pixels)
         add_seen_photos(args.bundle, seen)
     except (BundleError, data.DatasetError, OSError, KeyError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(f"fingerprints of {len(seen.image_ids)} photos written to {args.bundle}"
-          + (f"; {len(learnt) - len(seen.image_ids)} photos its split names as learnt from are not in these "
-             "datasets" if len(learnt) > len(seen.image_ids) else ""))
+          + (f"; {absent} photos its split names as learnt from are not in these datasets" if absent else ""))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,17 @@ def robustness_section(bundle: Path) -> str:
             "would warn about.\n\n" + "\n".join(markdown_table(report["conditions"])) + "\n\n")
 
 
+def seen_photos_text(m: dict) -> str:
+    """What the bundle keeps to find copies of its photos under other names, if it does."""
+    seen = m["seen_photos"]
+    if not seen:
+        return ""
+    return (f"\nThe bundle keeps fingerprints of the {seen['photos']:,} photos it was trained and tuned on (`{seen['file']}`): "
+            "evaluating another dataset leaves out copies of them under other names, and the Diagnose page says when "
+            "a photo is one. The collections hold a few photos twice under different lesion ids, so a test photo can "
+            "be a copy of a training one (`scripts/copies_in_split.py` lists them).\n")
+
+
 def familiarity_text(m: dict) -> str:
     """The feature-space check behind the "unlike the training images" warning, if the bundle has one."""
     f = m["familiarity"]
@@ -213,7 +224,7 @@ validation to reach sensitivity {t['mel_sensitivity']:.2f} there. Test-time view
 Every source is split on its own, stratified by class and grouped by `lesion_id` ({m['split']['method']}); no
 lesion is on two sides (`split.csv`). Epochs, calibration and the threshold used validation only; how the model
 was chosen, and what had been seen by then, is under Training. All sources are non-commercial (CC BY-NC 4.0), and so is this model.
-
+{seen_photos_text(m)}
 ## Results on held-out test lesions
 | test images | n | accuracy | majority-class baseline | balanced accuracy (95% CI) | macro F1 (95% CI) | top-3 | ECE | melanoma sens. / spec. |
 |---|---|---|---|---|---|---|---|---|

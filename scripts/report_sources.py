@@ -9,7 +9,8 @@ each image's age, sex and body site for a model that reads them), on each datase
 writes the evaluation report with each source's figures beside the overall ones (`by_source`), as a multi-source
 training run writes it. `--inherit-split-from` first adds the starting bundle's rows for images the bundle's own
 split lacks (bundles finished before train.py recorded them); the rows keep their subsets, so an image that model
-trained or was tuned on is never scored. The source bundle is not changed.
+trained or was tuned on is never scored. The new bundle keeps the fingerprints of every photo its split marks as
+learnt from (skin_core.copies). The source bundle is not changed.
 """
 import argparse
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 
 from skin_core import data, evaluation, patients
 from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, write_bundle
+from skin_core.copies import SeenPhotos
 from skin_core.predict import Predictor
 
 
@@ -55,6 +57,8 @@ def main():
             pixels = data.read_images(rows, source.input_size, source.detail_side).pixels
             given, alone = predictor.probabilities_given_and_alone(pixels, details)
             parts.append(rows.assign(probs=list(given), alone=None if alone is None else list(alone)))
+        learnt, _ = data.learnt_rows(args.data, split)   # the split may now name more photos than the source's prints
+        seen = SeenPhotos.of(learnt["image_id"], data.read_images(learnt, source.input_size, source.detail_side).pixels)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None
     test = pd.concat(parts, ignore_index=True)
@@ -64,11 +68,11 @@ def main():
     report = evaluation.test_split_report(labels, probs, source.classes, test, source.thresholds,
                                           "held-out test splits of " + " + ".join(Path(root).name for root in args.data),
                                           photo_only_probs=alone)
-    manifest = {**source.manifest, "test": evaluation.manifest_test_figures(report)}
+    manifest = {**source.manifest, "test": evaluation.manifest_test_figures(report), "seen_photos": seen.description()}
     history = source.path / HISTORY_FILE
     write_bundle(args.out, source.model, manifest, evaluation=report, split=split, familiarity=source.familiarity,
                  history=pd.read_csv(history, index_col="epoch") if history.is_file() else None,
-                 patient_head=source.patient_head)
+                 patient_head=source.patient_head, seen=seen)
     for line in evaluation.summary_lines(report):
         print(line)
     for name, part in report.get("by_source", {}).items():

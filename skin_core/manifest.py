@@ -44,7 +44,7 @@ class Manifest(TypedDict, total=False):
 
 REQUIRED = ("classes", "input_size", "preprocessing", "files")
 NEUTRAL = {"created": None, "alpha": None, "files": {}, "test_time_augmentation": "none", "thresholds": {}, "training": {}, "dataset": {},
-           "split": {}, "validation": None, "test": None, "patients": None, "familiarity": None}
+           "split": {}, "validation": None, "test": None, "patients": None, "familiarity": None, "seen_photos": None}
 NEUTRAL_CALIBRATION = {"temperature": 1.0, "prior_shift": 0.0, "log_prior": None}
 
 

@@ -13,7 +13,7 @@ backward pass, in the same call: the page can switch the explained class without
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import keras
@@ -308,8 +308,8 @@ class Predictor:
 
 def _without_copies(arrays, seen) -> tuple:
     """The images that are not copies of a photo the model learnt from, and how many were left out."""
-    from dataclasses import replace
     kept = np.array([match is None for match in seen.copied(arrays.pixels)], bool)
     if kept.all():
         return arrays, 0
-    return replace(arrays, table=arrays.table[kept].reset_index(drop=True), pixels=arrays.pixels[kept]), int((~kept).sum())
+    kept_rows = arrays.table[kept].reset_index(drop=True)
+    return replace(arrays, table=kept_rows, pixels=arrays.pixels[kept]), int((~kept).sum())

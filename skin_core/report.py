@@ -11,7 +11,8 @@ from .predict import Analysis
 
 def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[quality.Finding], list[quality.Finding]]:
     """Reasons to read the answer with care (uncertainty, the melanoma threshold, the malignant group, a photo
-    the model learnt from), then reasons to distrust the photo itself (its quality, and how unlike the training images it is)."""
+    the model learnt from), then reasons to distrust the photo itself (its quality, and how unlike the training
+    images it is)."""
     answer = quality.prediction_findings(analysis.classes, analysis.probabilities, thresholds)
     if analysis.copy_of:
         answer.append(quality.Finding("seen", f"This photo is a copy of {analysis.copy_of}, one of the photos this "

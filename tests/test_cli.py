@@ -32,14 +32,17 @@ def test_predict_prints_probabilities_and_writes_gradcam(tiny_bundle, tmp_path):
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 2
-    for record in records:
+    subsets = pd.read_csv(tiny_bundle / "split.csv", dtype=str).set_index("image_id")["subset"]
+    for photo, record in zip(photos, records):
         assert set(record["probabilities"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
         assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
         assert (tmp_path / "cams").joinpath(record["gradcam"].rsplit("/", 1)[-1]).is_file()
         # the findings the Diagnose page shows about the answer, from the same probabilities and thresholds
         classes, probabilities = list(record["probabilities"]), np.array(list(record["probabilities"].values()))
         expected = quality.prediction_findings(classes, probabilities, record["thresholds"])
-        assert [f["code"] for f in record["findings"] if f["about"] == "answer"] == [f.code for f in expected]
+        learnt = subsets[photo.stem] in ("train", "val")     # and, for a photo it learnt from, a note saying so
+        assert [f["code"] for f in record["findings"] if f["about"] == "answer"] == \
+            [f.code for f in expected] + (["seen"] if learnt else [])
         assert "uncertain" in [f.code for f in expected]    # two epochs on 70 images: never confident
         assert record["top"] == max(record["probabilities"], key=record["probabilities"].get)
         assert record["at_or_above_threshold"]["mel"] == (record["probabilities"]["mel"] >= record["thresholds"]["mel"])

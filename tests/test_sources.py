@@ -239,6 +239,9 @@ def test_reporting_a_bundle_on_its_own_sources_reproduces_the_test_figures_finis
     for key in ("n", "accuracy", "balanced_accuracy", "macro_f1", "top3_accuracy", "majority_baseline_accuracy"):
         assert reported[key] == pytest.approx(finished[key]), key
     assert "by_source" not in reported                      # one source: no per-source block
+    from skin_core.bundle import load_bundle
+    split = pd.read_csv(out / "split.csv", dtype=str)     # and it keeps the prints of every photo it learnt from
+    assert set(load_bundle(out).seen.image_ids) == set(split.loc[split["subset"] != "test", "image_id"])
 
 
 def test_the_sidebar_gives_each_sources_test_figures_beside_their_mixture(two_source_bundle, tmp_path, monkeypatch):
