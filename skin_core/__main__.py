@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="dataset folder in either layout")
     evaluate.add_argument("--json", help="write the full report here")
     evaluate.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images")
+    evaluate.add_argument("--skip-other-labels", action="store_true",
+                          help="leave out images labelled with a class the model does not know (e.g. ISIC's SCC)")
     export = commands.add_parser("export", help="export a bundle for TFLite or TF Serving")
     export.add_argument("--model", default="models/default")
     export.add_argument("--format", choices=["tflite", "savedmodel"], required=True)
@@ -116,7 +118,8 @@ def cmd_evaluate(args) -> int:
         created = not Path(args.json).exists()
         Path(args.json).touch()
     try:
-        report = Predictor.from_path(args.model).evaluate(args.data, skip_bad=args.skip_bad)
+        report = Predictor.from_path(args.model).evaluate(args.data, skip_bad=args.skip_bad,
+                                                          skip_other_labels=args.skip_other_labels)
     except BaseException:
         if created:   # a failed evaluation leaves no empty report behind
             Path(args.json).unlink(missing_ok=True)

@@ -85,11 +85,13 @@ def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
     return [(row.dx, Path(row.path), row.subset) for row in chosen.sort_values("dx").itertuples()]
 
 
-def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES, every_class: bool = True) -> Dataset:
+def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES, every_class: bool = True,
+                 skip_other_labels: bool = False) -> Dataset:
     """Read and check a dataset folder; raise DatasetError with a specific message if it is unusable.
-    Training needs images of every class; an evaluation (`every_class=False`) can test some of them."""
+    Training needs images of every class; an evaluation (`every_class=False`) can test some of them, and
+    (`skip_other_labels`) leave out images of classes the model does not know, such as ISIC's SCC."""
     try:
-        return _load_dataset(Path(root).expanduser(), skip_bad, classes, every_class)
+        return _load_dataset(Path(root).expanduser(), skip_bad, classes, every_class, skip_other_labels)
     except DatasetError:
         raise
     except OSError as exc:   # a folder or file the server may not read
@@ -98,7 +100,7 @@ def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES, every_cla
         raise DatasetError(f"Not a usable folder path: {root!r} ({exc}).") from None
 
 
-def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dataset:
+def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_other_labels: bool) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     metadata = find_metadata(root)
@@ -106,7 +108,7 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dat
     if metadata is not None and not (class_folders and "dx" not in _columns(metadata)):
         table, layout = _read_ham10000(root, metadata), "ham10000"
     elif class_folders:      # a metadata.csv without dx beside class folders is their lesion table
-        table, layout = _read_class_folders(root, classes), "folders"
+        table, layout = _read_class_folders(root, classes, skip_other_labels), "folders"
     elif not any(root.iterdir()):
         raise DatasetError(f"The dataset folder {root} is empty.")
     else:
@@ -116,11 +118,18 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool) -> Dat
     if table.empty:
         raise DatasetError(f"The dataset in {root} has no images.")
     unknown = table[~table["dx"].isin(classes)]
-    if len(unknown):
+    skipped = []
+    if len(unknown) and not skip_other_labels:
         raise DatasetError(
             f"{len(unknown)} rows have unknown dx values {sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
-            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}")
-    skipped = []
+            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}. (An evaluation can "
+            "leave them out: --skip-other-labels.)")
+    if len(unknown):
+        skipped += [f"{i}: labelled {dx!r}, not one of the model's classes" for i, dx in zip(unknown["image_id"],
+                                                                                              unknown["dx"])]
+        table = table[table["dx"].isin(classes)]
+        if table.empty:
+            raise DatasetError(f"None of the images is labelled with one of {', '.join(classes)}.")
     missing = table[table["path"].isna()]
     if len(missing):
         if not skip_bad:
@@ -196,10 +205,10 @@ def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
     return frame[["path", "image_id", "lesion_id", "dx"]]
 
 
-def _read_class_folders(root: Path, classes) -> pd.DataFrame:
+def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) -> pd.DataFrame:
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     strays = [p.name for p in folders if p.name.lower() not in classes]
-    if strays:
+    if strays and not skip_other_labels:
         raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}.")
     rows = [(str(path), path.stem, path.stem, folder.name.lower())   # "MEL/" is mel's folder too
             for folder in folders

@@ -9,6 +9,7 @@ scikit-learn in the tests), because a thousand scikit-learn calls per report tak
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support, roc_auc_score, roc_curve,
@@ -282,6 +283,8 @@ def other_dataset_notes(report: dict) -> list[str]:
     if report["left_out_seen"]:
         notes.append(f"{report['left_out_seen']} images whose image or lesion the model trained or was tuned on "
                      "were left out.")
+    if report.get("skipped"):
+        notes.append(f"Left out as asked: {_reasons(report['skipped'])}.")
     if report.get("left_out_copies"):
         notes.append(f"{report['left_out_copies']} images that are copies of photos the model trained or was tuned "
                      "on, under other names (found by their content), were left out.")
@@ -298,6 +301,14 @@ def other_dataset_notes(report: dict) -> list[str]:
     if "patient_details" in report:
         notes.append(patient_details_note(report["patient_details"]))
     return notes
+
+
+def _reasons(skipped: list[str]) -> str:
+    """Why images were left out, counted by kind ("3 images missing, 1 image labelled 'scc'"), from data's "id: reason" lines
+    and read_images' "name (error)" lines for unreadable files."""
+    kinds = pd.Series([line.split(": ", 1)[1].split(",")[0] if ": " in line else "unreadable"
+                       for line in skipped]).value_counts()
+    return ", ".join(f"{n} image{'s' if n > 1 else ''} {kind}" for kind, n in kinds.items())
 
 
 def patient_details_note(details: dict) -> str:

@@ -240,13 +240,15 @@ class Predictor:
         distances = self.familiarity.distance(features) if self.familiarity is not None else None
         return self.calibrated(logits), distances
 
-    def evaluate(self, dataset_root, *, skip_bad: bool = False, on_progress=None, leave_out_seen: bool = True) -> dict:
+    def evaluate(self, dataset_root, *, skip_bad: bool = False, skip_other_labels: bool = False, on_progress=None,
+                 leave_out_seen: bool = True) -> dict:
         """The evaluation report of this model on a labelled dataset folder (either layout), without the
         images and lesions its split.csv says it trained or was tuned on (unless `leave_out_seen` is off:
         then it is a check of the code, not of the model)."""
         from . import data, evaluation
         from .bundle import SPLIT_FILE
-        dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes, every_class=False)
+        dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes, every_class=False,
+                                    skip_other_labels=skip_other_labels)
         table, seen = dataset.table, 0
         split_csv = self.bundle.path / SPLIT_FILE
         split_known = split_csv.is_file()

@@ -2,6 +2,7 @@
 (its stderr must hold nothing but the tool's own lines, TensorFlow's start-up logs included); the other cases
 through the same `main`, in-process."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -124,6 +125,25 @@ def test_evaluate_scores_a_dataset_of_two_classes_over_those_classes(tiny_bundle
     assert report["classes_absent"] == ["akiec", "bcc", "bkl", "df", "vasc"]
     assert report["n"] == int(unseen["dx"].isin(["mel", "nv"]).sum())
     assert "no images of akiec, bcc, bkl, df, vasc" in out
+
+
+def test_evaluate_leaves_out_other_labels_only_when_asked_and_says_so(tiny_bundle, tmp_path, sample_meta, capsys):
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    unseen = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
+    data = make_folder_dataset(tmp_path / "folders", unseen)
+    (data / "SCC").mkdir()                                   # a class of ISIC 2019 the model does not know
+    shutil.copy(unseen["path"].iloc[0], data / "SCC" / "scc_1.jpg")
+    shutil.copy(unseen["path"].iloc[1], data / "SCC" / "scc_2.jpg")
+    code, _, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", data)
+    assert code == 2 and "Unknown class folders SCC" in err
+    code, out, err = run_in_process(capsys, "evaluate", "--model", tiny_bundle, "--data", data, "--skip-other-labels",
+                                    "--json", tmp_path / "report.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["n"] == len(unseen)
+    assert sorted(report["skipped"]) == ["scc_1: labelled 'scc', not one of the model's classes",
+                                         "scc_2: labelled 'scc', not one of the model's classes"]
+    assert "Left out as asked: 2 images labelled 'scc'." in out
 
 
 def test_evaluate_refuses_a_report_path_that_is_a_folder_or_in_a_bundle_before_evaluating(tiny_bundle, tmp_path,

@@ -74,6 +74,18 @@ def test_unknown_dx_values_are_named_with_first_rows(tmp_path, sample_meta):
         data.load_dataset(make_ham_dataset(tmp_path / "ham", meta))
 
 
+def test_an_evaluation_may_leave_out_labels_beyond_the_seven_and_records_them(tmp_path, sample_meta):
+    meta = sample_meta.copy()
+    meta.loc[[0, 1], "dx"] = ["SCC", "unk"]
+    root = make_ham_dataset(tmp_path / "ham", meta)
+    with pytest.raises(data.DatasetError, match="--skip-other-labels"):
+        data.load_dataset(root, every_class=False)
+    ds = data.load_dataset(root, every_class=False, skip_other_labels=True)
+    assert len(ds.table) == 68 and ds.table["dx"].isin(CLASS_CODES).all()
+    assert ds.skipped == [f"{meta['image_id'][0]}: labelled 'scc', not one of the model's classes",
+                          f"{meta['image_id'][1]}: labelled 'unk', not one of the model's classes"]
+
+
 def test_missing_images_are_named(tmp_path, sample_meta):
     root = make_ham_dataset(tmp_path / "ham", sample_meta)
     missing = sample_meta["image_id"][3]
