@@ -275,13 +275,16 @@ def other_dataset(path, manifest, key: str) -> None:
     with st.expander("Evaluate on another labelled dataset"):
         folder = st.text_input("Dataset folder on the server (HAM10000 layout or one folder per class)",
                                key=f"ds-{key}")
+        leave_out = st.checkbox("Leave out images that cannot be used: missing, unreadable, or labelled beyond the "
+                                "seven classes (e.g. ISIC's SCC); the report counts them", key=f"skip-{key}")
         admin = is_admin(f"admin-{key}")   # the result is saved beside the bundle
         if st.button("Evaluate", key=f"go-{key}", disabled=not admin) and folder:
             from skin_core.data import DatasetError
             progress = st.progress(0.0, "Reading images...")
             try:
                 result = predictor(path).evaluate(
-                    folder, on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
+                    folder, skip_bad=leave_out, skip_other_labels=leave_out,
+                    on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
                 name = dataset_report_file(folder)
                 update_report(path, name, result)
             except (DatasetError, BundleError, OSError) as exc:

@@ -122,8 +122,8 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     if len(unknown) and not skip_other_labels:
         raise DatasetError(
             f"{len(unknown)} rows have unknown dx values {sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
-            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}. (An evaluation can "
-            "leave them out: --skip-other-labels.)")
+            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}. An evaluation can be "
+            "told to leave them out (evaluate --skip-other-labels).")
     if len(unknown):
         skipped += [f"{i}: labelled {dx!r}, not one of the model's classes" for i, dx in zip(unknown["image_id"],
                                                                                               unknown["dx"])]
@@ -209,7 +209,8 @@ def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) ->
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     strays = [p.name for p in folders if p.name.lower() not in classes]
     if strays and not skip_other_labels:
-        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}.")
+        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}. An "
+                           "evaluation can be told to leave them out (evaluate --skip-other-labels).")
     rows = [(str(path), path.stem, path.stem, folder.name.lower())   # "MEL/" is mel's folder too
             for folder in folders
             for path in sorted(folder.rglob("*"))

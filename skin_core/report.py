@@ -15,9 +15,10 @@ def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[qua
     images it is)."""
     answer = quality.prediction_findings(analysis.classes, analysis.probabilities, thresholds)
     if analysis.copy_of:
-        answer.append(quality.Finding("seen", f"This photo is a copy of {analysis.copy_of}, one of the photos this "
-                                              "model was trained or tuned on (found by its content, whatever its "
-                                              "name): its answer shows how the model works, not how good it is."))
+        answer.append(quality.Finding("seen", f"This photo matches {analysis.copy_of}, one of the photos this model "
+                                              "was trained or tuned on (the same picture, perhaps resized, recoloured, "
+                                              "flipped or turned, whatever its name): its answer shows how the model "
+                                              "works, not how good it is."))
     photo = quality.image_findings(analysis.decoded.rgb) + \
         quality.familiarity_findings(analysis.distance, analysis.distance_limit)
     return answer, photo

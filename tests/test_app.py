@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, make_folder_dataset
 from skin_core.bundle import dataset_report_file
 
 TIMEOUT = 120
@@ -325,6 +325,22 @@ def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     at.text_input(key="ds-main").input(str(models_dir)).run()
     at.button(key="go-main").click().run()
     assert any("No labels found" in str(e.value) for e in at.error)
+
+
+def test_the_evaluation_page_leaves_out_other_labels_only_when_asked(models_dir, sample_meta, tmp_path):
+    split = pd.read_csv(models_dir / "default" / "split.csv", dtype=str)
+    unseen = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
+    clinic = make_folder_dataset(tmp_path / "clinic", unseen)
+    (clinic / "scc").mkdir()
+    shutil.copy(unseen["path"].iloc[0], clinic / "scc" / "scc_1.jpg")
+    at = page("evaluation").run()
+    at.text_input(key="ds-main").input(str(clinic)).run()
+    at.button(key="go-main").click().run()
+    assert any("Unknown class folders scc" in str(e.value) for e in at.error) and not at.success
+    at.checkbox(key="skip-main").check().run()
+    at.button(key="go-main").click().run()
+    assert not at.exception and at.success
+    assert any("Left out as asked: 1 image labelled 'scc'." in str(c.value) for c in at.caption)
 
 
 def test_saving_an_evaluation_beside_a_bundle_needs_the_admin_password(models_dir, monkeypatch):
