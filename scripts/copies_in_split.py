@@ -3,10 +3,12 @@
 meant to.
 
     python scripts/copies_in_split.py models/default --data path/to/HAM10000 [--data path/to/another] [--json out.json]
+        [--record]
 
 Collections hold some photos twice under different lesion ids, so a split by lesion can put one copy in training
 and the other in test. The copies are listed with the photo each matches; the figures are the bundle's recorded
-test predictions (evaluation.json) without those images, per source. Nothing in the bundle is changed.
+test predictions (evaluation.json) without those images, per source. `--record` writes the list into the bundle's
+manifest (`seen_photos.test_copies`), as training does for the bundles it writes; nothing else is changed.
 """
 import argparse
 import json
@@ -16,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from skin_core import data, evaluation
-from skin_core.bundle import EVALUATION_FILE, SPLIT_FILE, BundleError, load_bundle
+from skin_core.bundle import EVALUATION_FILE, MANIFEST_FILE, SPLIT_FILE, BundleError, load_bundle, read_manifest
+from skin_core.jsonfiles import replace_json
 
 
 def main():
@@ -24,6 +27,7 @@ def main():
     parser.add_argument("bundle")
     parser.add_argument("--data", action="append", required=True, help="a dataset the bundle learnt from (repeat)")
     parser.add_argument("--json", help="write the copies and the figures here")
+    parser.add_argument("--record", action="store_true", help="list the copies in the bundle's manifest")
     args = parser.parse_args()
     try:
         bundle = load_bundle(args.bundle)
@@ -58,6 +62,11 @@ def main():
             figures[source][name] = {"n": report["n"], **{k: round(report[k], 4) for k in evaluation.HEADLINE}}
         print(f"{source}: " + "; ".join(f"{name} " + ", ".join(f"{k} {v}" for k, v in f.items())
                                         for name, f in figures[source].items()))
+    if args.record:
+        manifest = read_manifest(args.bundle)
+        manifest["seen_photos"] = {**manifest["seen_photos"], "test_copies": [
+            {"image_id": row.image_id, "copy_of": row.copy_of} for row in found.itertuples()]}
+        replace_json(Path(args.bundle) / MANIFEST_FILE, manifest, indent=2)
     if args.json:
         Path(args.json).write_text(json.dumps({"copies": found.drop(columns=["path"], errors="ignore")
                                                .to_dict("records"), "figures": figures}, indent=1, default=str))

@@ -104,7 +104,10 @@ def seen_photos_text(m: dict) -> str:
     return (f"\nThe bundle keeps fingerprints of the {seen['photos']:,} photos it was trained and tuned on (`{seen['file']}`): "
             "evaluating another dataset leaves out copies of them under other names, and the Diagnose page says when "
             "a photo is one. The collections hold a few photos twice under different lesion ids, so a test photo can "
-            "be a copy of a training one (`scripts/copies_in_split.py` lists them).\n")
+            "be a copy of a training one" + (
+                f": {len(seen['test_copies'])} of this model's {m['test']['n']:,} test photos are (listed in the "
+                "manifest); `scripts/copies_in_split.py` gives the figures without them.\n" if seen.get("test_copies")
+                else " (`scripts/copies_in_split.py` finds them and gives the figures without them).\n"))
 
 
 def familiarity_text(m: dict) -> str:

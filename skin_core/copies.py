@@ -76,8 +76,8 @@ class SeenPhotos:
         return cls(np.asarray(image_ids, str), fingerprints(pixels))
 
     def copied(self, pixels) -> list[str | None]:
-        """For each prepared photo, the image id of a seen photo it is a copy of (any flip or quarter turn of
-        it), or None."""
+        """For each prepared photo (an array of them, or any iterable), the image id of a seen photo it is a copy
+        of (any flip or quarter turn of it), or None."""
         whole = np.ascontiguousarray(self.prints[:, 0]).view(np.uint64)
         centre = np.ascontiguousarray(self.prints[:, 1]).view(np.uint64)
         found = []

@@ -271,7 +271,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     report = _test_report(cfg, prep, predictor, manifest, log)
     split = _recorded_split(cfg, prep.table, learnt_from)
     seen = seen_photos(prep, split)
-    manifest["seen_photos"] = seen.description()
+    manifest["seen_photos"] = {**seen.description(), "test_copies": test_copies(prep, seen, log)}
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     stop_if_requested()          # a cancel lost while the evaluation's steps were traced
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
@@ -386,6 +386,19 @@ def seen_photos(prep: Prepared, split: pd.DataFrame) -> copies.SeenPhotos:
     model's too, where they are among this run's datasets), for finding copies of them under other names."""
     rows = np.flatnonzero(prep.table["image_id"].isin(data.learnt_ids(split)).to_numpy())
     return copies.SeenPhotos.of(prep.table["image_id"].to_numpy()[rows], (prep.arrays.pixels[i] for i in rows))
+
+
+def test_copies(prep: Prepared, seen: copies.SeenPhotos, log: ProgressLog) -> list[dict]:
+    """The test photos that are copies of photos the model learnt from under another lesion id (collections hold
+    a few twice), each with the photo it copies: recorded, so that a reader of the test figures knows."""
+    rows = np.flatnonzero(prep.parts["test"])
+    found = seen.copied(prep.arrays.pixels[i] for i in rows)
+    listed = [{"image_id": str(prep.table["image_id"].iat[i]), "copy_of": match}
+              for i, match in zip(rows, found) if match is not None]
+    if listed:
+        log.event("copies", f"{len(listed)} of the {len(rows)} test photos are copies of photos the model learnt "
+                  "from, under other lesion ids (the manifest lists them)", count=len(listed))
+    return listed
 
 
 def split_patient_head(model: keras.Model, classes: list[str]) -> tuple[keras.Model, patient_details.PatientHead | None]:

@@ -3,13 +3,14 @@ kept by every bundle so that evaluation and the Diagnose page can tell."""
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from conftest import SAMPLE, run_script
+from conftest import SAMPLE, make_ham_dataset, run_script
 from skin_core import bundle as bundles, copies, images, report
 from skin_core.predict import Predictor
 
@@ -130,3 +131,43 @@ def test_a_bundle_without_the_prints_gets_them_from_its_own_training_images(tiny
         run_script(add_seen_photos, monkeypatch, older, "--data", SAMPLE)
     assert (older / "manifest.json").read_bytes() == manifest_before
 
+
+
+def test_a_training_run_records_test_photos_that_copy_a_photo_it_learnt_from(tiny_bundle, sample_meta, tmp_path):
+    """HAM10000 holds a photo twice under two lesion ids; a split by lesion can put one in training and the
+    other in test. The run still splits by lesion, and its manifest lists such test photos."""
+    from skin_core.training import TrainConfig, train
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    original = split.loc[split["subset"] == "train"].iloc[0]
+    meta = sample_meta.copy()
+    source = Path(meta.loc[meta["image_id"] == original["image_id"], "path"].iloc[0])
+    twin = tmp_path / "ISIC_9999999.jpg"
+    recoloured = np.asarray(Image.open(source).convert("RGB"), np.float32) * [1.05, 0.95, 0.9]
+    Image.fromarray(recoloured.clip(0, 255).astype(np.uint8)).save(twin, quality=90)
+    meta.loc[len(meta)] = {**meta[meta["image_id"] == original["image_id"]].iloc[0].to_dict(),
+                           "image_id": "ISIC_9999999", "lesion_id": "HAM_9999999", "path": str(twin)}
+    root = make_ham_dataset(tmp_path / "ham", meta)
+    fixed = tmp_path / "fixed_split"
+    fixed.mkdir()
+    pd.concat([split, pd.DataFrame([{"image_id": "ISIC_9999999", "lesion_id": "HAM_9999999", "dx": original["dx"],
+                                     "subset": "test"}])]).to_csv(fixed / "split.csv", index=False)
+    out = train(TrainConfig(data=str(root), out=str(tmp_path / "run"), epochs=1, head_epochs=0, img_size=32,
+                            alpha=0.25, weights=None, batch_size=8, split_from=str(fixed), workers=2, tta="none"))
+    recorded = json.loads((out / "manifest.json").read_text())["seen_photos"]["test_copies"]
+    assert recorded == [{"image_id": "ISIC_9999999", "copy_of": original["image_id"]}]
+
+
+def test_the_split_check_finds_no_copies_among_distinct_lesions_and_records_so(tiny_bundle, tmp_path, monkeypatch,
+                                                                              capsys):
+    import copies_in_split
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    run_script(copies_in_split, monkeypatch, bundle, "--data", SAMPLE, "--json", tmp_path / "copies.json", "--record")
+    n_test = int((pd.read_csv(bundle / "split.csv")["subset"] == "test").sum())
+    assert f"0 of {n_test} test photos are copies" in capsys.readouterr().out
+    result = json.loads((tmp_path / "copies.json").read_text())
+    figures = result["figures"]["sample_data"]
+    assert result["copies"] == [] and figures["recorded"] == figures["without_copies"]
+    assert figures["recorded"]["accuracy"] == pytest.approx(json.loads((bundle / "evaluation.json").read_text())
+                                                            ["accuracy"], abs=1e-4)
+    assert bundles.load_bundle(bundle).manifest["seen_photos"]["test_copies"] == []    # and the bundle still loads
