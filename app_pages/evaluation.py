@@ -231,6 +231,9 @@ def show(name: str, key: str) -> None:
         curves(history, manifest, key)
         return
     headline(report, key)
+    copies = evaluation.test_copies_note(manifest)
+    if copies:
+        st.caption(copies)
     patients_note(manifest)
     report = by_source(report, key)
     tabs = st.tabs(["Confusion matrix", "Per class", "ROC & threshold", "Calibration", "Training curves",

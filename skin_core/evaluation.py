@@ -253,6 +253,17 @@ def manifest_test_figures(report: dict) -> dict:
     return kept
 
 
+def test_copies_note(manifest: dict) -> str | None:
+    """The test photos that copy a photo the model learnt from under another lesion id (a collection holding one
+    photo twice), which a split by lesion cannot keep apart; None when finishing found none or did not look."""
+    found = (manifest.get("seen_photos") or {}).get("test_copies")
+    if not found:
+        return None
+    return (f"{len(found)} of these test photos {'is a copy' if len(found) == 1 else 'are copies'} of photos the "
+            "model learnt from, filed under other lesion ids in their collections (the manifest lists them: "
+            f"{', '.join(item['image_id'] for item in found[:3])}{', ...' if len(found) > 3 else ''}).")
+
+
 def photo_alone_figures(manifest: dict) -> str:
     """For a model that reads age, sex and body site: what it scores given the photo alone beside what it scores
     with the details, on the held-out test split (each source's when there are several) where finishing recorded

@@ -327,6 +327,20 @@ def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     assert any("No labels found" in str(e.value) for e in at.error)
 
 
+def test_the_evaluation_page_says_which_test_photos_copy_a_photo_the_model_learnt_from(models_dir):
+    at = page("evaluation").run()
+    assert not any("copies of photos the model learnt from" in str(c.value) for c in at.caption)
+    manifest_path = models_dir / "default" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["seen_photos"]["test_copies"] = [{"image_id": "ISIC_0025226", "copy_of": "ISIC_0030074"},
+                                              {"image_id": "ISIC_0000173", "copy_of": "ISIC_0015110"}]
+    manifest_path.write_text(json.dumps(manifest))
+    at = page("evaluation").run()
+    assert not at.exception
+    assert any(str(c.value).startswith("2 of these test photos are copies of photos the model learnt from") and
+               "ISIC_0025226, ISIC_0000173" in str(c.value) for c in at.caption)
+
+
 def test_the_evaluation_page_leaves_out_other_labels_only_when_asked(models_dir, sample_meta, tmp_path):
     split = pd.read_csv(models_dir / "default" / "split.csv", dtype=str)
     unseen = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
