@@ -35,8 +35,7 @@ def main():
             raise BundleError(f"{bundle.name} keeps no fingerprints of its photos; add them with "
                               "scripts/add_seen_photos.py first.")
         split = pd.read_csv(Path(args.bundle) / SPLIT_FILE, dtype=str)
-        table = data.load_datasets(args.data).table
-        table = table[table["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])].reset_index(drop=True)
+        table, _ = data.rows_in_split(args.data, split, ("test",))
         arrays = data.read_images(table, bundle.input_size, bundle.detail_side)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -101,8 +101,8 @@ def seen_photos_text(m: dict) -> str:
     seen = m["seen_photos"]
     if not seen:
         return ""
-    return (f"\nThe bundle keeps fingerprints of the {seen['photos']:,} photos it was trained and tuned on (`{seen['file']}`): "
-            "evaluating another dataset leaves out copies of them under other names, and the Diagnose page says when "
+    return (f"\nThe bundle keeps fingerprints of the {seen['photos']:,} photos it was trained and tuned on "
+            f"(`{seen['file']}`): evaluating another dataset leaves out copies of them under other names, and the Diagnose page says when "
             "a photo is one. The collections hold a few photos twice under different lesion ids, so a test photo can "
             "be a copy of a training one" + (
                 f": {len(seen['test_copies'])} of this model's {m['test']['n']:,} test photos are (listed in the "

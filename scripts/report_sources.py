@@ -57,7 +57,7 @@ def main():
             pixels = data.read_images(rows, source.input_size, source.detail_side).pixels
             given, alone = predictor.probabilities_given_and_alone(pixels, details)
             parts.append(rows.assign(probs=list(given), alone=None if alone is None else list(alone)))
-        learnt, _ = data.learnt_rows(args.data, split)   # the split may now name more photos than the source's prints
+        learnt, _ = data.rows_in_split(args.data, split)   # the split may now name more photos than the source's prints
         seen = SeenPhotos.of(learnt["image_id"], data.read_images(learnt, source.input_size, source.detail_side).pixels)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -494,18 +494,13 @@ def load_under_split(root, split_csv, *, classes=CLASS_CODES) -> pd.DataFrame:
     return table
 
 
-def learnt_ids(split: pd.DataFrame) -> set[str]:
-    """The image ids a bundle's split marks as trained or tuned on."""
-    return set(split.loc[split["subset"].isin(["train", "val"]), "image_id"])
-
-
-def learnt_rows(roots, split: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """The rows of the datasets that a bundle's split marks as trained or tuned on, and how many of those images
-    none of the datasets holds."""
-    learnt = learnt_ids(split)
+def rows_in_split(roots, split: pd.DataFrame, subsets=("train", "val")) -> tuple[pd.DataFrame, int]:
+    """The rows of the datasets that a bundle's split puts in `subsets` (by default: what it trained or was tuned
+    on), and how many of those images none of the datasets holds."""
+    wanted = set(split.loc[split["subset"].isin(subsets), "image_id"])
     table = load_datasets(roots).table
-    table = table[table["image_id"].isin(learnt)].reset_index(drop=True)
-    return table, len(learnt) - len(table)
+    table = table[table["image_id"].isin(wanted)].reset_index(drop=True)
+    return table, len(wanted) - len(table)
 
 
 def split_digest(table: pd.DataFrame) -> str:

@@ -8,8 +8,9 @@ scikit-learn in the tests), because a thousand scikit-learn calls per report tak
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
-import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support, roc_auc_score, roc_curve,
@@ -315,11 +316,10 @@ def other_dataset_notes(report: dict) -> list[str]:
 
 
 def _reasons(skipped: list[str]) -> str:
-    """Why images were left out, counted by kind ("3 images missing, 1 image labelled 'scc'"), from data's "id: reason" lines
-    and read_images' "name (error)" lines for unreadable files."""
-    kinds = pd.Series([line.split(": ", 1)[1].split(",")[0] if ": " in line else "unreadable"
-                       for line in skipped]).value_counts()
-    return ", ".join(f"{n} image{'s' if n > 1 else ''} {kind}" for kind, n in kinds.items())
+    """Why images were left out, counted by kind ("3 images missing, 1 image labelled 'scc'"), from data's
+    "id: reason" lines and read_images' "name (error)" lines for unreadable files."""
+    kinds = Counter(line.split(": ", 1)[1].split(",")[0] if ": " in line else "unreadable" for line in skipped)
+    return ", ".join(f"{n} image{'s' if n > 1 else ''} {kind}" for kind, n in kinds.most_common())
 
 
 def patient_details_note(details: dict) -> str:

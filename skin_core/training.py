@@ -384,7 +384,8 @@ def _recorded_split(cfg: TrainConfig, table: pd.DataFrame, learnt_from: tuple[Pa
 def seen_photos(prep: Prepared, split: pd.DataFrame) -> copies.SeenPhotos:
     """The fingerprints of this run's photos that the bundle's split marks as trained or tuned on (its starting
     model's too, where they are among this run's datasets), for finding copies of them under other names."""
-    rows = np.flatnonzero(prep.table["image_id"].isin(data.learnt_ids(split)).to_numpy())
+    learnt = split.loc[split["subset"].isin(["train", "val"]), "image_id"]
+    rows = np.flatnonzero(prep.table["image_id"].isin(learnt).to_numpy())
     return copies.SeenPhotos.of(prep.table["image_id"].to_numpy()[rows], (prep.arrays.pixels[i] for i in rows))
 
 
