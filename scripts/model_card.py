@@ -101,13 +101,14 @@ def seen_photos_text(m: dict) -> str:
     seen = m["seen_photos"]
     if not seen:
         return ""
+    copies = seen.get("test_copies")
+    found = (f": {len(copies)} of this model's {m['test']['n']:,} test photos are (listed in the manifest); "
+             "`scripts/copies_in_split.py` gives the figures without them." if copies else
+             " (`scripts/copies_in_split.py` finds them and gives the figures without them).")
     return (f"\nThe bundle keeps fingerprints of the {seen['photos']:,} photos it was trained and tuned on "
-            f"(`{seen['file']}`): evaluating another dataset leaves out copies of them under other names, and the Diagnose page says when "
-            "a photo is one. The collections hold a few photos twice under different lesion ids, so a test photo can "
-            "be a copy of a training one" + (
-                f": {len(seen['test_copies'])} of this model's {m['test']['n']:,} test photos are (listed in the "
-                "manifest); `scripts/copies_in_split.py` gives the figures without them.\n" if seen.get("test_copies")
-                else " (`scripts/copies_in_split.py` finds them and gives the figures without them).\n"))
+            f"(`{seen['file']}`): evaluating another dataset leaves out copies of them under other names, and the "
+            "Diagnose page says when a photo is one. The collections hold a few photos twice under different lesion "
+            f"ids, so a test photo can be a copy of a training one{found}\n")
 
 
 def familiarity_text(m: dict) -> str:
