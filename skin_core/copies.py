@@ -16,6 +16,7 @@ must match both. Measured in docs/experiments.md ("Copies under another name").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -78,17 +79,25 @@ class SeenPhotos:
     def copied(self, pixels) -> list[str | None]:
         """For each prepared photo (an array of them, or any iterable), the image id of a seen photo it is a copy
         of (any flip or quarter turn of it), or None."""
-        whole = np.ascontiguousarray(self.prints[:, 0]).view(np.uint64)
-        centre = np.ascontiguousarray(self.prints[:, 1]).view(np.uint64)
         found = []
         for photo in pixels:
-            close_whole = _differing_bits(_turned(_grey(photo, 1.0)), whole) <= WHOLE_BITS
-            candidates = np.flatnonzero(close_whole.any(axis=0))      # few: the centre prints only for these
-            close = close_whole[:, candidates] & (
-                _differing_bits(_turned(_grey(photo, CENTRE_SHARE)), centre[candidates]) <= CENTRE_BITS)
-            matched = candidates[close.any(axis=0)]
+            matched = self.matching(photo)
             found.append(str(self.image_ids[matched[0]]) if len(matched) else None)
         return found
+
+    def matching(self, photo) -> np.ndarray:
+        """The positions of the seen photos that one prepared photo is a copy of (any flip or quarter turn)."""
+        whole, centre = self._words
+        close_whole = _differing_bits(_turned(_grey(photo, 1.0)), whole) <= WHOLE_BITS
+        candidates = np.flatnonzero(close_whole.any(axis=0))      # few: the centre prints only for these
+        close = close_whole[:, candidates] & (
+            _differing_bits(_turned(_grey(photo, CENTRE_SHARE)), centre[candidates]) <= CENTRE_BITS)
+        return candidates[close.any(axis=0)]
+
+    @cached_property
+    def _words(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole and centre prints as 64-bit words, made once for all the photos compared."""
+        return tuple(np.ascontiguousarray(self.prints[:, k]).view(np.uint64) for k in (0, 1))
 
     def save(self, target) -> None:
         """To a path ending in .npz or an open binary file."""
@@ -106,3 +115,25 @@ class SeenPhotos:
         return {"photos": int(len(self.image_ids)), "file": SEEN_FILE,
                 "method": "perceptual hashes (DCT of the grey 64x64 picture, 255 bits) of the whole prepared photo "
                           "and of its centre half (skin_core.copies)"}
+
+
+def copy_groups(lesion_ids, pixels) -> np.ndarray:
+    """Each photo's lesion id, or, for a photo that copies a photo filed under another lesion id, one lesion id
+    shared by all the lesions joined by such copies (the smallest): what a split must keep on one side, so that a
+    copy in the test split cannot score a photo the model learnt from. With no copies the lesion ids come back
+    unchanged, so a split grouped by them is the split grouped by lesion alone."""
+    lesion_ids = np.asarray(lesion_ids, str)
+    seen = SeenPhotos.of(lesion_ids, pixels)
+    parent = {lesion: lesion for lesion in lesion_ids}
+
+    def root(lesion):
+        while parent[lesion] != lesion:
+            parent[lesion] = parent[parent[lesion]]
+            lesion = parent[lesion]
+        return lesion
+
+    for position, photo in enumerate(pixels):
+        for match in seen.matching(photo):
+            first, second = sorted((root(lesion_ids[position]), root(lesion_ids[match])))
+            parent[second] = first
+    return np.array([root(lesion) for lesion in lesion_ids], dtype=object)

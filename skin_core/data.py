@@ -14,6 +14,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -322,11 +323,24 @@ def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
     return subset
 
 
+SIDES_BY_PRECEDENCE = ("train", "val", "test")
+
+
+def keep_copies_together(subset: pd.Series, groups: pd.Series) -> pd.Series:
+    """The subsets of a split by lesion with each group of lesions joined by copies of one photo (copies.copy_groups)
+    moved to the first side any of them is on, train before validation before test. Only those lesions move, so
+    the split is otherwise the one derived by lesion alone, and the held-out sides only ever lose photos."""
+    rank = subset.map(SIDES_BY_PRECEDENCE.index)
+    return rank.groupby(groups).transform("min").map(dict(enumerate(SIDES_BY_PRECEDENCE)))
+
+
 def split_by_source(table: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
-                    seed: int = 42, split_csv=None) -> tuple[pd.Series, dict[str, str]]:
+                    seed: int = 42, split_csv=None,
+                    groups_of: Callable[[pd.DataFrame], pd.Series] | None = None) -> tuple[pd.Series, dict[str, str]]:
     """Each row's subset, split by lesion within each source (the same seed for each), and how each source
     was split. A source whose images a bundle's `split_csv` lists takes its recorded subsets: a model trained
-    on more sites keeps the validation and test lesions of one trained on the first alone."""
+    on more sites keeps the validation and test lesions of one trained on the first alone. A source split afresh
+    keeps together the lesions that `groups_of` (given its rows) puts in one group: see keep_copies_together."""
     recorded = None if split_csv is None else subsets_of_listed(table, split_csv)
     subsets, how = pd.Series(index=table.index, dtype=object), {}
     for source, rows in table.groupby("source", sort=False):
@@ -334,9 +348,10 @@ def split_by_source(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
             subsets[rows.index] = recorded[rows.index]
             how[source] = f"as recorded in {Path(split_csv).parent.name}/{Path(split_csv).name}"
         else:
-            subsets[rows.index] = split_by_lesion(rows, test_fraction=test_fraction, val_fraction=val_fraction,
-                                                  seed=seed)
-            how[source] = f"StratifiedGroupKFold, seed {seed}"
+            fresh = split_by_lesion(rows, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+            subsets[rows.index] = fresh if groups_of is None else keep_copies_together(fresh, groups_of(rows))
+            how[source] = f"StratifiedGroupKFold, seed {seed}" + (", copies moved to their originals' side"
+                                                                  if groups_of else "")
     return subsets, how
 
 

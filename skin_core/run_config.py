@@ -97,6 +97,10 @@ class TrainConfig:
         0, "early stopping ignores the first EPOCH epochs, e.g. half the schedule: a whole-network run from "
            "ImageNet weights peaks noisily at the top of its learning rate and improves later",
         check=at_least(0), metavar="EPOCH")
+    copy_groups: bool = setting(
+        True, "split by lesion_id alone, as splits were made before copies were grouped (by default a photo filed "
+              "again under another lesion id moves to its original's side of a new split)",
+        flag="--no-copy-groups")
     test_fraction: float = setting(0.2, "share of lesions held out for the test split", check=share)
     val_fraction: float = setting(0.15, "share of lesions held out for validation", check=share)
     detail_side: int | None = setting(

@@ -132,14 +132,17 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     arrays = data.read_images(dataset.table, cfg.img_size, detail_side, skip_bad=cfg.skip_bad, workers=cfg.workers,
                               on_progress=lambda i, n: log.event("reading", None, done=i, total=n))
     table = arrays.table
-    table["subset"], per_source = data.split_by_source(table, test_fraction=cfg.test_fraction,
-                                                       val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                                       split_csv=split_csv)
+    joined = {}
+    table["subset"], per_source = data.split_by_source(
+        table, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, seed=cfg.seed, split_csv=split_csv,
+        groups_of=_copy_grouping(arrays.pixels, joined, log) if cfg.copy_groups else None)
     if split_csv is None:
-        split_info = {"method": SPLIT_METHOD, "seed": cfg.seed,
+        split_info = {"method": SPLIT_METHOD if cfg.copy_groups else LESION_SPLIT_METHOD, "seed": cfg.seed,
                       "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction}
     else:
         split_info = _split_info_of(Path(split_csv), taken_from)
+    if joined:
+        split_info["lesions_joined_by_copies"] = joined
     if len(per_source) > 1:
         split_info["by_source"] = per_source
     if cfg.init_bundle:
@@ -159,7 +162,26 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     return Prepared(dataset, arrays, labels, parts, detail_side, classes, split_info, patient_rows)
 
 
-SPLIT_METHOD = "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold), within each source"
+LESION_SPLIT_METHOD = "StratifiedGroupKFold by dx, grouped by lesion_id (test fold, then val fold), within each source"
+SPLIT_METHOD = LESION_SPLIT_METHOD + ("; lesions sharing a copy of one photo under two lesion ids then moved to "
+                                      "one side (train before val before test)")
+
+
+def _copy_grouping(pixels: np.ndarray, joined: dict, log: ProgressLog):
+    """groups_of for data.split_by_source: a source's lesions joined by copies of one photo (copies.copy_groups),
+    counted by source in `joined` and reported, so that no held-out photo is a copy of one the model learns from."""
+    def groups_of(rows: pd.DataFrame) -> pd.Series:
+        source = rows["source"].iat[0]
+        log.event("split_copies", f"Looking for copies of one photo under two lesion ids among the {len(rows)} "
+                  f"photos of {source}")
+        groups = pd.Series(copies.copy_groups(rows["lesion_id"], pixels[rows.index.to_numpy()]), index=rows.index)
+        moved = rows.loc[groups != rows["lesion_id"], "lesion_id"].nunique()
+        if moved:
+            joined[source] = int(moved)
+            log.event("split_copies", f"Lesions with a photo copied from another lesion id in {source}: {moved}, "
+                      "each kept on one side of the split with the lesion it copies", source=source, count=int(moved))
+        return groups
+    return groups_of
 
 
 def _split_info_of(split_csv: Path, taken_from: str | None) -> dict:

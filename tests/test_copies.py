@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from conftest import SAMPLE, make_ham_dataset, run_script
-from skin_core import bundle as bundles, copies, images, report
+from skin_core import bundle as bundles, copies, data, images, report
 from skin_core.predict import Predictor
 
 
@@ -75,6 +75,22 @@ def test_different_faint_lesions_in_the_same_black_circle_are_not_copies():
         assert copies.SeenPhotos.of([str(j) for j in others], [photos[j] for j in others]).copied([photos[i]]) == [None]
 
 
+def recoloured(picture: Image.Image) -> Image.Image:
+    return Image.fromarray((np.asarray(picture, np.float32) * [1.05, 0.95, 0.9]).clip(0, 255).astype(np.uint8))
+
+
+def test_copy_groups_join_the_lesions_of_a_photo_filed_twice_and_leave_the_others_alone(sample_photos, sample_meta):
+    lesions = sample_meta.set_index("image_id")["lesion_id"]
+    ids = list(sample_photos)
+    original = sample_photos[ids[3]]
+    photos = [prepared(photo) for photo in sample_photos.values()] + [
+        prepared(recoloured(original)), prepared(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]
+    groups = copies.copy_groups(list(lesions[ids]) + ["HAM_9999998", "HAM_0000000"], photos)
+    assert list(groups[[3, -2, -1]]) == ["HAM_0000000"] * 3        # the smallest of the three lesion ids
+    others = [i for i in range(len(ids)) if i != 3]
+    assert list(groups[others]) == list(lesions[ids].iloc[others])
+
+
 def test_every_bundle_keeps_the_prints_of_the_photos_it_trained_and_was_tuned_on(tiny_bundle):
     bundle = bundles.load_bundle(tiny_bundle)
     split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
@@ -133,20 +149,24 @@ def test_a_bundle_without_the_prints_gets_them_from_its_own_training_images(tiny
 
 
 
+def with_a_twin(sample_meta, image_id: str, folder: Path) -> Path:
+    """The sample dataset with `image_id` filed again, recoloured, as ISIC_9999999 of lesion HAM_9999999 (HAM10000
+    holds ISIC_0025226 and ISIC_0030074 so)."""
+    meta = sample_meta.copy()
+    twin = folder / "ISIC_9999999.jpg"
+    recoloured(Image.open(meta.loc[meta["image_id"] == image_id, "path"].iloc[0]).convert("RGB")).save(twin, quality=90)
+    meta.loc[len(meta)] = {**meta[meta["image_id"] == image_id].iloc[0].to_dict(),
+                           "image_id": "ISIC_9999999", "lesion_id": "HAM_9999999", "path": str(twin)}
+    return make_ham_dataset(folder / "ham", meta)
+
+
 def test_a_training_run_records_test_photos_that_copy_a_photo_it_learnt_from(tiny_bundle, sample_meta, tmp_path):
-    """HAM10000 holds a photo twice under two lesion ids; a split by lesion can put one in training and the
-    other in test. The run still splits by lesion, and its manifest lists such test photos."""
+    """A split reused from a bundle is kept as recorded, even where it puts a copy of a training photo (filed
+    under another lesion id) in test; the run's manifest lists such test photos."""
     from skin_core.training import TrainConfig, train
     split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
     original = split.loc[split["subset"] == "train"].iloc[0]
-    meta = sample_meta.copy()
-    source = Path(meta.loc[meta["image_id"] == original["image_id"], "path"].iloc[0])
-    twin = tmp_path / "ISIC_9999999.jpg"
-    recoloured = np.asarray(Image.open(source).convert("RGB"), np.float32) * [1.05, 0.95, 0.9]
-    Image.fromarray(recoloured.clip(0, 255).astype(np.uint8)).save(twin, quality=90)
-    meta.loc[len(meta)] = {**meta[meta["image_id"] == original["image_id"]].iloc[0].to_dict(),
-                           "image_id": "ISIC_9999999", "lesion_id": "HAM_9999999", "path": str(twin)}
-    root = make_ham_dataset(tmp_path / "ham", meta)
+    root = with_a_twin(sample_meta, original["image_id"], tmp_path)
     fixed = tmp_path / "fixed_split"
     fixed.mkdir()
     pd.concat([split, pd.DataFrame([{"image_id": "ISIC_9999999", "lesion_id": "HAM_9999999", "dx": original["dx"],
@@ -155,6 +175,40 @@ def test_a_training_run_records_test_photos_that_copy_a_photo_it_learnt_from(tin
                             alpha=0.25, weights=None, batch_size=8, split_from=str(fixed), workers=2, tta="none"))
     recorded = json.loads((out / "manifest.json").read_text())["seen_photos"]["test_copies"]
     assert recorded == [{"image_id": "ISIC_9999999", "copy_of": original["image_id"]}]
+
+
+def test_a_fresh_split_moves_a_photo_filed_twice_to_the_side_of_its_original_and_nothing_else(
+        tiny_bundle, sample_meta, tmp_path):
+    """A split derived by the run puts the lesions joined by a copy on the first side either is on (train, then
+    validation, then test) and leaves every other photo where the split by lesion alone puts it; --no-copy-groups
+    splits by lesion alone, as splits were derived before."""
+    from skin_core.training import TrainConfig, train
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
+    original = split.loc[split["subset"] == "test"].iloc[0]["image_id"]
+    root = with_a_twin(sample_meta, original, tmp_path)
+    table = data.load_dataset(root).table
+
+    def by_lesion_alone(seed):
+        subsets = data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=seed)
+        return subsets.set_axis(table["image_id"])
+    seed = next(s for s in range(100) if by_lesion_alone(s)["ISIC_9999999"] != by_lesion_alone(s)[original])
+    apart = by_lesion_alone(seed)
+    settings = dict(data=str(root), epochs=1, head_epochs=0, img_size=32, alpha=0.25, weights=None, batch_size=8,
+                    test_fraction=0.2, val_fraction=0.2, workers=2, tta="none", seed=seed)
+    out = train(TrainConfig(out=str(tmp_path / "run"), **settings))
+    subsets = pd.read_csv(out / "split.csv", dtype=str).set_index("image_id")["subset"]
+    first_side = min(apart[[original, "ISIC_9999999"]], key=["train", "val", "test"].index)
+    assert subsets[original] == subsets["ISIC_9999999"] == first_side
+    others = apart.index.difference([original, "ISIC_9999999"])
+    assert (subsets[others] == apart[others]).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"]["lesions_joined_by_copies"] == {"ham": 1}
+    assert "copy of one photo under two lesion ids" in manifest["split"]["method"]
+    assert manifest["seen_photos"]["test_copies"] == []
+    lesion_only = train(TrainConfig(out=str(tmp_path / "plain"), copy_groups=False, **settings))
+    subsets = pd.read_csv(lesion_only / "split.csv", dtype=str).set_index("image_id")["subset"]
+    assert subsets.to_dict() == apart.to_dict()
+    assert "lesions_joined_by_copies" not in json.loads((lesion_only / "manifest.json").read_text())["split"]
 
 
 def test_the_split_check_finds_no_copies_among_distinct_lesions_and_records_so(tiny_bundle, tmp_path, monkeypatch,

@@ -163,6 +163,13 @@ def test_split_keeps_every_lesion_on_one_side_and_every_class_everywhere():
     assert (again == subset).all()
 
 
+def test_lesions_joined_by_a_copy_move_to_the_first_side_any_is_on_and_no_other_row_moves():
+    subset = pd.Series(["test", "val", "train", "test", "val", "test", "test"], index=range(10, 17))
+    groups = pd.Series(["A", "A", "B", "B", "C", "D", "D"], index=range(10, 17))
+    moved = data.keep_copies_together(subset, groups)
+    assert moved.to_dict() == dict(zip(range(10, 17), ["val", "val", "train", "train", "val", "test", "test"]))
+
+
 def test_fingerprint_changes_with_the_pixels(sample_meta):
     first = data.read_images(sample_meta.head(14), 32).fingerprint
     assert first == data.read_images(sample_meta.head(14), 32).fingerprint
