@@ -1,7 +1,9 @@
 """Reading a labelled dataset, checking it, and splitting it by lesion.
 
-Two layouts are understood and detected automatically:
+Three layouts are understood and detected automatically:
 - HAM10000: a metadata CSV (lesion_id, image_id, dx, ...) and `<image_id>.jpg` files anywhere below;
+- an ISIC 2018 (task 3) or 2019 download: the challenge's one-hot ground-truth CSV, its metadata or lesion
+  groupings CSV beside it, and the images anywhere below (read in HAM10000's terms by `isic`);
 - one sub-folder per class (`akiec/`, `bcc/`, ...); each image is its own lesion unless a CSV
   with image_id and lesion_id columns sits beside the class folders.
 The result is always the same table: path, image_id, lesion_id, dx, source (the dataset folder's name).
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from . import images
+from . import images, isic
 from .classes import CLASS_CODES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -55,6 +57,16 @@ def find_metadata(root: Path) -> Path | None:
         if (root / name).is_file():
             return root / name
     return None
+
+
+def details_of(root: Path) -> pd.DataFrame | None:
+    """A dataset's rows by image_id with whatever age, sex and localization its label files give (HAM10000's
+    metadata CSV, or an ISIC download's metadata in those terms); None for a layout without them."""
+    metadata = find_metadata(root)
+    if metadata is not None:
+        return pd.read_csv(metadata, dtype={"image_id": str})
+    ground_truth = isic.find_ground_truth(root)
+    return None if ground_truth is None else isic.read(root, ground_truth)
 
 
 def _index_images(root: Path) -> dict[str, Path]:
@@ -106,16 +118,19 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
         raise DatasetError(f"Dataset folder not found: {root}")
     metadata = find_metadata(root)
     class_folders = any(p.is_dir() and p.name.lower() in classes for p in root.iterdir())
+    ground_truth = isic.find_ground_truth(root)
     if metadata is not None and not (class_folders and "dx" not in _columns(metadata)):
         table, layout = _read_ham10000(root, metadata), "ham10000"
+    elif ground_truth is not None:
+        table, layout = _read_isic(root, ground_truth), "isic"
     elif class_folders:      # a metadata.csv without dx beside class folders is their lesion table
         table, layout = _read_class_folders(root, classes, skip_other_labels), "folders"
     elif not any(root.iterdir()):
         raise DatasetError(f"The dataset folder {root} is empty.")
     else:
         raise DatasetError(
-            f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx) "
-            f"or one sub-folder per class ({', '.join(classes)}).")
+            f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx), an ISIC 2018 "
+            f"or 2019 ground-truth CSV (image, MEL, NV, ...) or one sub-folder per class ({', '.join(classes)}).")
     if table.empty:
         raise DatasetError(f"The dataset in {root} has no images.")
     unknown = table[~table["dx"].isin(classes)]
@@ -189,18 +204,32 @@ def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
     needed = {"image_id", "dx"}
     if not needed <= set(frame.columns):
         raise DatasetError(f"{metadata.name} lacks the columns {sorted(needed - set(frame.columns))}.")
+    return _labelled_images(root, frame, metadata.name)
+
+
+def _read_isic(root: Path, ground_truth: Path) -> pd.DataFrame:
+    try:
+        frame = isic.read(root, ground_truth)
+    except isic.IsicFileError as exc:
+        raise DatasetError(str(exc)) from None
+    return _labelled_images(root, frame, ground_truth.name)
+
+
+def _labelled_images(root: Path, frame: pd.DataFrame, file_name: str) -> pd.DataFrame:
+    """path, image_id, lesion_id, dx from a label file's rows (image_id, dx, perhaps lesion_id), checked; the path
+    is blank where no image below `root` has that id."""
     if frame.empty:
-        raise DatasetError(f"{metadata.name} has no rows.")
+        raise DatasetError(f"{file_name} has no rows.")
     blank = frame[frame["dx"].isna() | frame["image_id"].isna()]
     if len(blank):
-        raise DatasetError(f"{len(blank)} rows of {metadata.name} have no image_id or dx: rows {_first(blank.index + 2)}")
+        raise DatasetError(f"{len(blank)} rows of {file_name} have no image_id or dx: rows {_first(blank.index + 2)}")
     frame["dx"] = frame["dx"].str.strip().str.lower()   # other collections write "MEL" or " nv"
     if "lesion_id" not in frame:
         frame["lesion_id"] = frame["image_id"]
     frame["lesion_id"] = frame["lesion_id"].fillna(frame["image_id"])
     duplicated = frame[frame["image_id"].duplicated()]
     if len(duplicated):
-        raise DatasetError(f"{len(duplicated)} image_ids appear twice in {metadata.name}: {_first(duplicated['image_id'])}")
+        raise DatasetError(f"{len(duplicated)} image_ids appear twice in {file_name}: {_first(duplicated['image_id'])}")
     index = _index_images(root)
     frame["path"] = frame["image_id"].map(lambda i: str(index[i]) if i in index else None)
     return frame[["path", "image_id", "lesion_id", "dx"]]

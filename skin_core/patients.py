@@ -117,9 +117,9 @@ def read(data_roots, image_ids) -> pd.DataFrame:
     """Age, sex and localization for `image_ids`, in their order, from the metadata file of the dataset (or of
     any of several datasets); rows or columns they lack (or a dataset without one, e.g. class folders) come
     back blank (NaN), i.e. unknown."""
-    from .data import as_roots, find_metadata
-    found = [f for f in map(find_metadata, as_roots(data_roots)) if f is not None]
-    frame = pd.concat([pd.DataFrame(columns=["image_id"])] + [pd.read_csv(f, dtype={"image_id": str}) for f in found])
+    from .data import as_roots, details_of
+    found = [details for details in map(details_of, as_roots(data_roots)) if details is not None]
+    frame = pd.concat([pd.DataFrame(columns=["image_id"])] + found)
     rows = frame.drop_duplicates("image_id").set_index("image_id").reindex(list(image_ids))
     return rows.reindex(columns=list(COLUMNS)).reset_index(drop=True)
 

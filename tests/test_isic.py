@@ -1,0 +1,107 @@
+"""An ISIC 2018 or 2019 download read as it comes: one-hot labels, lesion ids and patient details in the
+challenge's own files, the images in a folder below."""
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from skin_core import data, patients
+
+ISIC_SITES = {"trunk": "anterior torso", "abdomen": "anterior torso", "chest": "anterior torso", "back": "posterior torso", "upper extremity": "upper extremity",
+              "lower extremity": "lower extremity", "face": "head/neck", "scalp": "head/neck", "neck": "head/neck",
+              "ear": "head/neck", "acral": "palms/soles", "foot": "lower extremity", "hand": "upper extremity"}
+
+
+def make_isic_download(root: Path, meta: pd.DataFrame, *, year: int = 2019) -> Path:
+    """Files named and laid out as the challenge's download: images in their own folder, the ground truth and
+    the metadata (2019) or lesion groupings (2018) beside it."""
+    images = root / f"ISIC_{year}_Training_Input"
+    images.mkdir(parents=True)
+    for row in meta.itertuples():
+        shutil.copy(row.path, images / f"{row.image_id}.jpg")
+    columns = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"] if year == 2019 else \
+        ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    code = {"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AK" if year == 2019 else "AKIEC", "bkl": "BKL",
+            "df": "DF", "vasc": "VASC", "scc": "SCC"}
+    truth = pd.DataFrame({"image": meta["image_id"]})
+    for column in columns:
+        truth[column] = [1.0 if code[dx] == column else 0.0 for dx in meta["dx"]]
+    truth.to_csv(root / f"ISIC_{year}_Training_GroundTruth.csv", index=False)
+    if year == 2019:
+        pd.DataFrame({"image": meta["image_id"], "age_approx": meta["age"],
+                      "anatom_site_general": meta["localization"].map(ISIC_SITES),
+                      "lesion_id": meta["lesion_id"], "sex": meta["sex"]}) \
+            .to_csv(root / "ISIC_2019_Training_Metadata.csv", index=False)
+    else:
+        pd.DataFrame({"image": meta["image_id"], "lesion_id": meta["lesion_id"], "diagnosis_confirm_type": "histo"}) \
+            .to_csv(root / "ISIC2018_Task3_Training_LesionGroupings.csv", index=False)
+    return root
+
+
+@pytest.mark.parametrize("year", [2018, 2019])
+def test_an_isic_download_is_read_in_ham10000_terms(tmp_path, sample_meta, year):
+    root = make_isic_download(tmp_path / f"isic{year}", sample_meta, year=year)
+    dataset = data.load_dataset(root)
+    assert dataset.layout == "isic"
+    table = dataset.table.set_index("image_id")
+    expected = sample_meta.set_index("image_id")
+    assert table["dx"].to_dict() == expected["dx"].to_dict()
+    assert table["lesion_id"].to_dict() == expected["lesion_id"].to_dict()
+    assert all(Path(path).is_file() for path in table["path"])
+
+
+def test_an_isic_2019_download_gives_age_sex_and_body_site_in_ham10000_words(tmp_path, sample_meta):
+    root = make_isic_download(tmp_path / "isic", sample_meta)
+    rows = patients.read(root, sample_meta["image_id"])
+    assert rows["age"].astype(float).tolist() == sample_meta["age"].astype(float).tolist()
+    assert rows["sex"].tolist() == sample_meta["sex"].tolist()
+    front = sample_meta["localization"].isin(["trunk", "abdomen", "chest"]).to_numpy()
+    back = (sample_meta["localization"] == "back").to_numpy()
+    assert front.any() and back.any()
+    encoded = patients.encode(rows)
+    assert encoded[front, patients.FEATURES.index("site=trunk")].all()      # ISIC's "anterior torso"
+    assert encoded[back, patients.FEATURES.index("site=back")].all()        # and "posterior torso"
+    assert set(patients.unrecognised(rows)) <= {"localization"}                   # head/neck has no single word
+    assert set(patients.unrecognised(rows).get("localization", {})) <= {"head/neck"}
+
+
+def test_scc_is_a_label_beyond_the_seven_and_a_row_without_one_diagnosis_is_named(tmp_path, sample_meta):
+    meta = sample_meta.copy()
+    meta.loc[0, "dx"] = "scc"
+    root = make_isic_download(tmp_path / "isic", meta)
+    with pytest.raises(data.DatasetError, match=r"unknown dx values \['scc'\].*--skip-other-labels"):
+        data.load_dataset(root)
+    kept = data.load_dataset(root, every_class=False, skip_other_labels=True)
+    assert len(kept.table) == len(meta) - 1
+    assert kept.skipped == [f"{meta['image_id'][0]}: labelled 'scc', not one of the model's classes"]
+
+    truth = pd.read_csv(root / "ISIC_2019_Training_GroundTruth.csv")
+    truth.loc[3, "NV"] = 1.0                                  # two diagnoses for one image
+    truth.to_csv(root / "ISIC_2019_Training_GroundTruth.csv", index=False)
+    with pytest.raises(data.DatasetError, match=f"1 rows of ISIC_2019_Training_GroundTruth.csv do not mark exactly "
+                                                f"one class with 1 \\(first: {meta['image_id'][3]}\\)"):
+        data.load_dataset(root, skip_other_labels=True)
+
+
+def test_a_folder_without_any_known_label_file_says_which_it_looked_for(tmp_path, sample_meta):
+    (tmp_path / "photos").mkdir()
+    shutil.copy(sample_meta["path"][0], tmp_path / "photos" / "a.jpg")
+    with pytest.raises(data.DatasetError, match="an ISIC 2018 or 2019 ground-truth CSV"):
+        data.load_dataset(tmp_path / "photos")
+
+
+def test_evaluate_scores_an_isic_download_with_its_patient_details(tiny_patient_bundle, tmp_path, sample_meta,
+                                                                   capsys):
+    from skin_core.__main__ import main
+    split = pd.read_csv(tiny_patient_bundle / "split.csv", dtype=str)
+    unseen = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
+    root = make_isic_download(tmp_path / "isic", unseen.reset_index(drop=True))
+    assert main(["evaluate", "--model", str(tiny_patient_bundle), "--data", str(root),
+                 "--json", str(tmp_path / "report.json")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["n"] == len(unseen)
+    known = report["patient_details"]["known"]
+    assert known["age"] == pytest.approx(unseen["age"].notna().mean())
+    assert known["sex"] == pytest.approx(unseen["sex"].isin(patients.SEXES).mean())
