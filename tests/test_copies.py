@@ -179,10 +179,11 @@ def test_a_training_run_records_test_photos_that_copy_a_photo_it_learnt_from(tin
 
 def test_a_fresh_split_moves_a_photo_filed_twice_to_the_side_of_its_original_and_nothing_else(
         tiny_bundle, sample_meta, tmp_path):
-    """A split derived by the run puts the lesions joined by a copy on the first side either is on (train, then
+    """A split derived by a run puts the lesions joined by a copy on the first side either is on (train, then
     validation, then test) and leaves every other photo where the split by lesion alone puts it; --no-copy-groups
     splits by lesion alone, as splits were derived before."""
-    from skin_core.training import TrainConfig, train
+    from skin_core.progress import ProgressLog
+    from skin_core.training import TrainConfig, prepare
     split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
     original = split.loc[split["subset"] == "test"].iloc[0]["image_id"]
     root = with_a_twin(sample_meta, original, tmp_path)
@@ -193,22 +194,20 @@ def test_a_fresh_split_moves_a_photo_filed_twice_to_the_side_of_its_original_and
         return subsets.set_axis(table["image_id"])
     seed = next(s for s in range(100) if by_lesion_alone(s)["ISIC_9999999"] != by_lesion_alone(s)[original])
     apart = by_lesion_alone(seed)
-    settings = dict(data=str(root), epochs=1, head_epochs=0, img_size=32, alpha=0.25, weights=None, batch_size=8,
-                    test_fraction=0.2, val_fraction=0.2, workers=2, tta="none", seed=seed)
-    out = train(TrainConfig(out=str(tmp_path / "run"), **settings))
-    subsets = pd.read_csv(out / "split.csv", dtype=str).set_index("image_id")["subset"]
+
+    def split_of(**settings):
+        prep = prepare(TrainConfig(data=str(root), out=str(tmp_path / "run"), img_size=32, test_fraction=0.2,
+                                   val_fraction=0.2, seed=seed, workers=2, **settings), ProgressLog(None))
+        return prep.table.set_index("image_id")["subset"], prep.split_info
+    subsets, info = split_of()
     first_side = min(apart[[original, "ISIC_9999999"]], key=["train", "val", "test"].index)
     assert subsets[original] == subsets["ISIC_9999999"] == first_side
     others = apart.index.difference([original, "ISIC_9999999"])
     assert (subsets[others] == apart[others]).all()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["split"]["lesions_joined_by_copies"] == {"ham": 1}
-    assert "copy of one photo under two lesion ids" in manifest["split"]["method"]
-    assert manifest["seen_photos"]["test_copies"] == []
-    lesion_only = train(TrainConfig(out=str(tmp_path / "plain"), copy_groups=False, **settings))
-    subsets = pd.read_csv(lesion_only / "split.csv", dtype=str).set_index("image_id")["subset"]
-    assert subsets.to_dict() == apart.to_dict()
-    assert "lesions_joined_by_copies" not in json.loads((lesion_only / "manifest.json").read_text())["split"]
+    assert info["lesions_joined_by_copies"] == {"ham": 1}
+    assert "copy of one photo under two lesion ids" in info["method"]
+    subsets, info = split_of(copy_groups=False)
+    assert subsets.to_dict() == apart.to_dict() and "lesions_joined_by_copies" not in info
 
 
 def test_the_split_check_finds_no_copies_among_distinct_lesions_and_records_so(tiny_bundle, tmp_path, monkeypatch,
