@@ -118,8 +118,9 @@ def confusion(report: dict, key: str) -> None:
 def per_class(report: dict, key: str) -> pd.DataFrame:
     table = pd.DataFrame(report["per_class"]).T[["precision", "recall", "f1", "support", "auc"]]
     table.index = [f"{full_name(c)} ({c})" for c in table.index]
-    averages = pd.DataFrame([{**report["macro_avg"], "support": report["n"]},
-                             {**report["weighted_avg"], "support": report["n"]}],
+    aucs = evaluation.average_aucs(report)
+    averages = pd.DataFrame([{**report["macro_avg"], "support": report["n"], "auc": aucs["macro"]},
+                             {**report["weighted_avg"], "support": report["n"], "auc": aucs["weighted"]}],
                             index=["macro average", "weighted average"])
     full = pd.concat([table, averages])
     st.dataframe(full.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}",

@@ -212,6 +212,18 @@ def build_report(y_true, probs, classes, *, groups=None, image_ids=None, thresho
     return report
 
 
+def average_aucs(report: dict) -> dict[str, float | None]:
+    """The macro and support-weighted means of a report's one-vs-rest AUCs, over the classes that have one: what
+    scikit-learn's roc_auc_score(multi_class="ovr") averages, which it cannot give when a class is absent.
+    Derived from the per-class figures, so reports saved before need nothing added."""
+    scored = {code: row for code, row in report["per_class"].items() if row["auc"] is not None}
+    if not scored:
+        return {"macro": None, "weighted": None}
+    aucs = [row["auc"] for row in scored.values()]
+    return {"macro": float(np.mean(aucs)),
+            "weighted": float(np.average(aucs, weights=[row["support"] for row in scored.values()]))}
+
+
 def reports_by_source(y_true, probs, classes, sources, groups, thresholds=None) -> dict[str, dict]:
     """build_report for each source's rows (without the per-image predictions, which the whole report holds):
     a model trained on several sites must show how it does on each, not only on their mixture."""

@@ -195,3 +195,20 @@ def test_what_a_patient_model_scores_given_the_photo_alone_is_worded_per_source_
     older = {**manifest, "test": figures(0.63, 0.60)}        # finished before the test split's were recorded
     assert photo_alone_figures(older) == ("on the validation split, balanced accuracy 0.720 and macro F1 0.690 "
                                           "(with the details: 0.745 and 0.704)")
+
+
+def test_the_average_aucs_are_scikit_learns_one_vs_rest_averages_and_skip_an_absent_class():
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(5)
+    y_true = rng.integers(0, 7, 400)
+    probs = rng.dirichlet(np.ones(7), 400) + np.eye(7)[y_true] * rng.uniform(0, 0.5, (400, 1))
+    probs /= probs.sum(axis=1, keepdims=True)
+    report = evaluation.build_report(y_true, probs, CLASS_CODES, bootstrap_rounds=10)
+    aucs = evaluation.average_aucs(report)
+    for average in ("macro", "weighted"):
+        assert aucs[average] == pytest.approx(roc_auc_score(y_true, probs, multi_class="ovr", average=average))
+    without_df = y_true != 3
+    report = evaluation.build_report(y_true[without_df], probs[without_df], CLASS_CODES, bootstrap_rounds=10)
+    scored = [row["auc"] for code, row in report["per_class"].items() if code != "df"]
+    assert report["per_class"]["df"]["auc"] is None
+    assert evaluation.average_aucs(report)["macro"] == pytest.approx(np.mean(scored))
