@@ -277,7 +277,7 @@ def saved_dataset_reports(path, key: str) -> None:
 
 def other_dataset(path, manifest, key: str) -> None:
     with st.expander("Evaluate on another labelled dataset"):
-        folder = st.text_input("Dataset folder on the server (HAM10000 layout, an ISIC 2018/2019 download or one "
+        folder = st.text_input("Dataset folder on the server (HAM10000 layout, an ISIC download or one "
                                "folder per class)",
                                key=f"ds-{key}")
         leave_out = st.checkbox("Leave out images that cannot be used: missing, unreadable, or labelled beyond the "

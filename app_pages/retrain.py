@@ -60,8 +60,8 @@ def launch_form(admin: bool) -> None:
     st.subheader("Launch a training run")
     source = st.radio("Dataset", ["Shipped sample (70 images)", "A folder on the server"], horizontal=True)
     folder = str(SAMPLE_DIR) if source.startswith("Shipped") else st.text_input(
-        "Dataset folder", help="HAM10000 layout (metadata CSV + images), an ISIC 2018/2019 download (ground-truth "
-                               "CSV + images) or one sub-folder per class",
+        "Dataset folder", help="HAM10000 layout (metadata CSV + images), an ISIC download (its ground-truth or "
+                               "metadata CSV + images) or one sub-folder per class",
         disabled=not admin)
     dataset_ok = False
     if folder and admin:       # the server's folders are read for signed-in users only

@@ -2,8 +2,9 @@
 
 Three layouts are understood and detected automatically:
 - HAM10000: a metadata CSV (lesion_id, image_id, dx, ...) and `<image_id>.jpg` files anywhere below;
-- an ISIC 2018 (task 3) or 2019 download: the challenge's one-hot ground-truth CSV, its metadata or lesion
-  groupings CSV beside it, and the images anywhere below (read in HAM10000's terms by `isic`);
+- an ISIC download: ISIC 2018 (task 3) or 2019's one-hot ground-truth CSV with its metadata or lesion groupings
+  beside it, or ISIC 2020's or the archive's CSV with a diagnosis in words, and the images anywhere below (read
+  in HAM10000's terms by `isic`);
 - one sub-folder per class (`akiec/`, `bcc/`, ...); each image is its own lesion unless a CSV
   with image_id and lesion_id columns sits beside the class folders.
 The result is always the same table: path, image_id, lesion_id, dx, source (the dataset folder's name).
@@ -63,7 +64,7 @@ def details_of(root: Path) -> pd.DataFrame | None:
     """A dataset's rows by image_id with whatever age, sex and localization its label files give (HAM10000's
     metadata CSV, or an ISIC download's metadata in those terms); None for a layout without them."""
     metadata = find_metadata(root)
-    if metadata is not None:
+    if metadata is not None and "image_id" in _columns(metadata):
         return pd.read_csv(metadata, dtype={"image_id": str})
     ground_truth = isic.find_ground_truth(root)
     return None if ground_truth is None else isic.read(root, ground_truth)
@@ -119,7 +120,9 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     metadata = find_metadata(root)
     class_folders = any(p.is_dir() and p.name.lower() in classes for p in root.iterdir())
     ground_truth = isic.find_ground_truth(root)
-    if metadata is not None and not (class_folders and "dx" not in _columns(metadata)):
+    # a metadata.csv without dx is class folders' lesion table or an ISIC archive export, not HAM10000's
+    ham_metadata = metadata is not None and not ((class_folders or ground_truth) and "dx" not in _columns(metadata))
+    if ham_metadata:
         table, layout = _read_ham10000(root, metadata), "ham10000"
     elif ground_truth is not None:
         table, layout = _read_isic(root, ground_truth), "isic"
@@ -129,8 +132,9 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
         raise DatasetError(f"The dataset folder {root} is empty.")
     else:
         raise DatasetError(
-            f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx), an ISIC 2018 "
-            f"or 2019 ground-truth CSV (image, MEL, NV, ...) or one sub-folder per class ({', '.join(classes)}).")
+            f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx), an ISIC "
+            f"ground-truth or metadata CSV (image, MEL, NV, ... or isic_id, diagnosis) or one sub-folder per class "
+            f"({', '.join(classes)}).")
     if table.empty:
         raise DatasetError(f"The dataset in {root} has no images.")
     unknown = table[~table["dx"].isin(classes)]

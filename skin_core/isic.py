@@ -1,13 +1,17 @@
-"""The ISIC challenges' own files read in HAM10000's terms, so that a download of ISIC 2018 (task 3) or ISIC 2019
-can be evaluated or trained on as it comes, without rewriting its labels.
+"""The ISIC challenges' and archive's own files read in HAM10000's terms, so that a download can be evaluated or
+trained on as it comes, without rewriting its labels.
 
-Those downloads label each image by one-hot columns (`image,MEL,NV,BCC,AKIEC,BKL,DF,VASC` in 2018;
-`image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK` in 2019) and keep lesion ids, age, sex and body site in another file
-(2019's `ISIC_2019_Training_Metadata.csv`: image, age_approx, anatom_site_general, lesion_id, sex; 2018's
-`..._LesionGroupings.csv`: image, lesion_id). They become HAM10000's columns: image_id, lesion_id, dx, age, sex,
-localization. AK and AKIEC are HAM10000's akiec; SCC and UNK stay what they are, labels beyond the model's
-seven, which an evaluation leaves out only when asked (HAM10000's akiec holds intraepithelial carcinoma, not
-invasive squamous cell carcinoma). Sex and body-site words are mapped later, as for any dataset
+Two kinds of label file are read:
+- one-hot columns, as ISIC 2018 task 3 (`image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`) and ISIC 2019
+  (`image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`) give them, with lesion ids, age, sex and body site in another file
+  (2019's `..._Metadata.csv`: image, age_approx, anatom_site_general, lesion_id, sex; 2018's
+  `..._LesionGroupings.csv`: image, lesion_id);
+- a `diagnosis` column in words, as ISIC 2020 (`image_name`, ..., `anatom_site_general_challenge`, `diagnosis`)
+  and the archive's metadata exports (`isic_id`, ..., `diagnosis`, `lesion_id`) give it, details in the same file.
+They become HAM10000's columns: image_id, lesion_id, dx, age, sex, localization. A diagnosis is one of the seven
+only where HAM10000's own definition of that class holds it (DIAGNOSES); anything else (squamous cell carcinoma,
+which HAM10000's akiec holds only in situ; lentigo NOS; unknown or blank) stays a label beyond the model's seven,
+which an evaluation leaves out only when asked. Sex and body-site words are mapped later, as for any dataset
 (patients.in_ham10000_words).
 """
 from __future__ import annotations
@@ -16,17 +20,25 @@ from pathlib import Path
 
 import pandas as pd
 
-IMAGE_COLUMN = "image"
+IMAGE_COLUMNS = ("image", "image_name", "isic_id")
 ONE_HOT = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "AKIEC": "akiec", "BKL": "bkl", "DF": "df",
            "VASC": "vasc", "SCC": "scc", "UNK": "unk"}
-"""Each challenge column and the label it becomes."""
-DETAILS = {"image": "image_id", "lesion_id": "lesion_id", "age_approx": "age", "sex": "sex",
-           "anatom_site_general": "localization"}
-"""The metadata file's columns and the HAM10000 columns they fill."""
+"""Each one-hot column and the label it becomes."""
+DIAGNOSIS_COLUMN = "diagnosis"
+DIAGNOSES = {"melanoma": "mel", "nevus": "nv", "basal cell carcinoma": "bcc", "actinic keratosis": "akiec",
+             "seborrheic keratosis": "bkl", "solar lentigo": "bkl", "lichenoid keratosis": "bkl",
+             "pigmented benign keratosis": "bkl", "dermatofibroma": "df", "vascular lesion": "vasc",
+             "angioma": "vasc", "angiokeratoma": "vasc", "pyogenic granuloma": "vasc", "hemorrhage": "vasc"}
+"""The archive's diagnoses that HAM10000's classes hold (Tschandl et al. 2018: benign keratosis-like lesions are
+solar lentigines, seborrheic keratoses and lichen-planus like keratoses; vascular lesions are angiomas,
+angiokeratomas, pyogenic granulomas and haemorrhage)."""
+DETAILS = {"lesion_id": "lesion_id", "age_approx": "age", "sex": "sex", "anatom_site_general": "localization",
+           "anatom_site_general_challenge": "localization"}
+"""The files' detail columns and the HAM10000 columns they fill."""
 
 
 class IsicFileError(ValueError):
-    """A challenge file that is there but cannot be read as one."""
+    """A label file that is there but cannot be read as one."""
 
 
 def _header(csv: Path) -> list[str]:
@@ -36,46 +48,67 @@ def _header(csv: Path) -> list[str]:
         return []
 
 
+def _image_column(header: list[str]) -> str | None:
+    return next((column for column in IMAGE_COLUMNS if column in header), None)
+
+
+def _labels_in(header: list[str]) -> bool:
+    return DIAGNOSIS_COLUMN in header or sum(column in ONE_HOT for column in header) >= 5
+
+
 def find_ground_truth(root: Path) -> Path | None:
-    """The first CSV in `root` whose header is an image column and at least five of the challenge's classes."""
+    """The first CSV in `root` that labels images: an image column, and one-hot classes or a diagnosis column."""
     for csv in sorted(Path(root).glob("*.csv")):
         header = _header(csv)
-        if IMAGE_COLUMN in header and sum(column in ONE_HOT for column in header) >= 5:
+        if _image_column(header) and _labels_in(header):
             return csv
     return None
 
 
 def _details_file(root: Path) -> Path | None:
-    """The CSV beside the ground truth that gives lesion ids (and in 2019 age, sex and body site) by image."""
+    """A CSV beside a one-hot ground truth that gives lesion ids or patient details by image (not labels)."""
     for csv in sorted(Path(root).glob("*.csv")):
         header = _header(csv)
-        if IMAGE_COLUMN in header and "lesion_id" in header and not any(column in ONE_HOT for column in header):
+        if _image_column(header) and not _labels_in(header) and any(column in DETAILS for column in header):
             return csv
     return None
 
 
-def read(root: Path, ground_truth: Path) -> pd.DataFrame:
-    """image_id, lesion_id, dx, age, sex, localization for every row of the ground truth (blank where the
-    download does not say; an image without a lesion id is its own lesion, as in data._read_ham10000)."""
+def _read(csv: Path) -> pd.DataFrame:
     try:
-        truth = pd.read_csv(ground_truth, dtype={IMAGE_COLUMN: str})
-        classes = [column for column in truth.columns if column in ONE_HOT]
-        scores = truth[classes].apply(pd.to_numeric, errors="coerce")
+        frame = pd.read_csv(csv, dtype=str)
     except Exception as exc:
-        raise IsicFileError(f"Cannot read {ground_truth.name}: {exc}") from None
+        raise IsicFileError(f"Cannot read {csv.name}: {exc}") from None
+    return frame.rename(columns={_image_column(list(frame.columns)): "image_id"})
+
+
+def _one_hot_labels(truth: pd.DataFrame, name: str) -> pd.Series:
+    classes = [column for column in truth.columns if column in ONE_HOT]
+    scores = truth[classes].apply(pd.to_numeric, errors="coerce")
     labelled = (scores == 1).sum(axis=1)
     if (labelled != 1).any():
-        rows = truth.loc[labelled != 1, IMAGE_COLUMN].head(5).tolist()
-        raise IsicFileError(f"{int((labelled != 1).sum())} rows of {ground_truth.name} do not mark exactly one "
-                            f"class with 1 (first: {', '.join(map(str, rows))}); each image needs one diagnosis.")
-    frame = pd.DataFrame({"image_id": truth[IMAGE_COLUMN].str.strip(),
-                          "dx": scores.idxmax(axis=1).map(ONE_HOT)})
-    details = _details_file(root)
-    if details is not None:
-        try:
-            extra = pd.read_csv(details, dtype=str)
-        except Exception as exc:
-            raise IsicFileError(f"Cannot read {details.name}: {exc}") from None
-        extra = extra[[c for c in DETAILS if c in extra]].rename(columns=DETAILS).drop_duplicates("image_id")
-        frame = frame.merge(extra, on="image_id", how="left")
+        rows = truth.loc[labelled != 1, "image_id"].head(5).tolist()
+        raise IsicFileError(f"{int((labelled != 1).sum())} rows of {name} do not mark exactly one class with 1 "
+                            f"(first: {', '.join(map(str, rows))}); each image needs one diagnosis.")
+    return scores.idxmax(axis=1).map(ONE_HOT)
+
+
+def _details(frame: pd.DataFrame) -> pd.DataFrame:
+    present = {column: name for column, name in DETAILS.items() if column in frame}
+    return frame[["image_id", *present]].rename(columns=present)
+
+
+def read(root: Path, ground_truth: Path) -> pd.DataFrame:
+    """image_id, lesion_id, dx, age, sex, localization for every row of the label file (blank where the download
+    does not say; an image without a lesion id is its own lesion, as in data._read_ham10000)."""
+    truth = _read(ground_truth)
+    truth["image_id"] = truth["image_id"].str.strip()
+    if DIAGNOSIS_COLUMN in truth:
+        words = truth[DIAGNOSIS_COLUMN].fillna("unknown").str.strip().str.lower()
+        frame = _details(truth).assign(dx=words.map(DIAGNOSES).fillna(words))
+    else:
+        frame = pd.DataFrame({"image_id": truth["image_id"], "dx": _one_hot_labels(truth, ground_truth.name)})
+        details = _details_file(root)
+        if details is not None:
+            frame = frame.merge(_details(_read(details)).drop_duplicates("image_id"), on="image_id", how="left")
     return frame.reindex(columns=["image_id", "lesion_id", "dx", "age", "sex", "localization"])

@@ -1,5 +1,5 @@
-"""An ISIC 2018 or 2019 download read as it comes: one-hot labels, lesion ids and patient details in the
-challenge's own files, the images in a folder below."""
+"""An ISIC download read as it comes: one-hot labels (2018, 2019) or a diagnosis in words (2020, archive exports),
+lesion ids and patient details in the download's own files, the images in a folder below."""
 import json
 import shutil
 from pathlib import Path
@@ -85,10 +85,53 @@ def test_scc_is_a_label_beyond_the_seven_and_a_row_without_one_diagnosis_is_name
         data.load_dataset(root, skip_other_labels=True)
 
 
+WORDS = {"akiec": "actinic keratosis", "bcc": "basal cell carcinoma", "bkl": "seborrheic keratosis",
+         "df": "dermatofibroma", "mel": "melanoma", "nv": "nevus", "vasc": "angioma"}
+
+
+@pytest.mark.parametrize("kind", ["ISIC 2020", "archive export"])
+def test_a_diagnosis_in_words_is_read_as_the_class_whose_definition_holds_it(tmp_path, sample_meta, kind):
+    root = tmp_path / "download"
+    (root / "images").mkdir(parents=True)
+    for row in sample_meta.itertuples():
+        shutil.copy(row.path, root / "images" / f"{row.image_id}.jpg")
+    words = sample_meta["dx"].map(WORDS).tolist()
+    words[0], words[1] = "squamous cell carcinoma", None           # beyond the seven, and not diagnosed
+    if kind == "ISIC 2020":
+        pd.DataFrame({"image_name": sample_meta["image_id"], "patient_id": "IP_1", "sex": sample_meta["sex"],
+                      "age_approx": sample_meta["age"], "anatom_site_general_challenge": "posterior torso",
+                      "diagnosis": words, "benign_malignant": "benign", "target": 0}).to_csv(root / "train.csv",
+                                                                                              index=False)
+    else:             # named like HAM10000's generic metadata file, but in the archive's columns
+        pd.DataFrame({"isic_id": sample_meta["image_id"], "age_approx": sample_meta["age"],
+                      "anatom_site_general": "posterior torso", "diagnosis": words,
+                      "lesion_id": sample_meta["lesion_id"], "sex": sample_meta["sex"]}).to_csv(root / "metadata.csv",
+                                                                                                index=False)
+    with pytest.raises(data.DatasetError, match=r"unknown dx values \['squamous cell carcinoma', 'unknown'\]"):
+        data.load_dataset(root)
+    dataset = data.load_dataset(root, skip_other_labels=True, every_class=False)
+    assert dataset.layout == "isic" and len(dataset.table) == len(sample_meta) - 2
+    expected = sample_meta.set_index("image_id")["dx"].iloc[2:]
+    assert dataset.table.set_index("image_id")["dx"].to_dict() == expected.to_dict()
+    rows = patients.read(root, sample_meta["image_id"])
+    assert (patients.encode(rows)[:, patients.FEATURES.index("site=back")] == 1).all()
+    assert rows["sex"].tolist() == sample_meta["sex"].tolist()
+
+
+def test_the_2019_test_metadata_without_lesion_ids_still_gives_the_details(tmp_path, sample_meta):
+    root = make_isic_download(tmp_path / "isic", sample_meta)
+    metadata = pd.read_csv(root / "ISIC_2019_Training_Metadata.csv").drop(columns=["lesion_id"])
+    (root / "ISIC_2019_Training_Metadata.csv").unlink()
+    metadata.to_csv(root / "ISIC_2019_Test_Metadata.csv", index=False)
+    table = data.load_dataset(root).table
+    assert (table["lesion_id"] == table["image_id"]).all()           # each image its own lesion
+    assert patients.read(root, sample_meta["image_id"])["sex"].tolist() == sample_meta["sex"].tolist()
+
+
 def test_a_folder_without_any_known_label_file_says_which_it_looked_for(tmp_path, sample_meta):
     (tmp_path / "photos").mkdir()
     shutil.copy(sample_meta["path"][0], tmp_path / "photos" / "a.jpg")
-    with pytest.raises(data.DatasetError, match="an ISIC 2018 or 2019 ground-truth CSV"):
+    with pytest.raises(data.DatasetError, match="an ISIC ground-truth or metadata CSV"):
         data.load_dataset(tmp_path / "photos")
 
 
