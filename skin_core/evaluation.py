@@ -319,6 +319,10 @@ def other_dataset_notes(report: dict) -> list[str]:
     if report.get("classes_absent"):
         notes.append(f"It holds no images of {', '.join(report['classes_absent'])}: balanced accuracy and macro "
                      "figures average over the classes it holds.")
+    if report.get("lesions_joined_by_copies"):
+        notes.append("Lesions holding a copy of a photo filed under another lesion id of this dataset (found by "
+                     f"its content): {report['lesions_joined_by_copies']}; the intervals resample each such group as "
+                     "one lesion.")
     if not report.get("lesions_named"):
         notes.append("The dataset names no lesions, so each image counts as a lesion of its own: photographs "
                      "of one lesion are counted as independent and the intervals are too narrow.")

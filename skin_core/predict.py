@@ -22,7 +22,7 @@ import pandas as pd
 import tensorflow as tf
 from scipy.special import softmax
 
-from . import images, patients as patient_details
+from . import copies, images, patients as patient_details
 from .bundle import Bundle, load_bundle
 from .model import LAST_CONV_LAYER, LOGITS_LAYER, POOL_LAYER, is_ensemble
 from .options import TTA_VIEW_NAMES, TTA_VIEWS
@@ -274,13 +274,16 @@ class Predictor:
         labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
         rows = patient_details.read(dataset_root, arrays.table["image_id"]) if self.patient_head else None
         probs, alone = self.probabilities_given_and_alone(arrays.pixels, rows)
-        scored = dict(groups=arrays.table["lesion_id"], image_ids=arrays.table["image_id"],
-                      thresholds=self.bundle.thresholds)
+        # a photo filed twice under two lesion ids is one lesion to the intervals, which resample lesions
+        lesions = copies.copy_groups(arrays.table["lesion_id"], arrays.pixels)
+        scored = dict(groups=lesions, image_ids=arrays.table["image_id"], thresholds=self.bundle.thresholds)
         report = evaluation.build_report(labels, probs, self.classes, **scored)
         report.update(dataset=str(dataset_root), model=self.bundle.name, skipped=dataset.skipped + arrays.unreadable,
                       left_out_seen=seen, left_out_copies=copies_left_out,
                       split_known=split_known and leave_out_seen,
-                      lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()))
+                      lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()),
+                      lesions_joined_by_copies=int(arrays.table.loc[lesions != arrays.table["lesion_id"].to_numpy(),
+                                                                    "lesion_id"].nunique()))
         if rows is not None:
             known = patient_details.coverage(rows)
             report["patient_details"] = {"known": known, "unrecognised": patient_details.unrecognised(rows)}

@@ -128,6 +128,23 @@ def test_evaluation_leaves_out_renamed_copies_and_diagnose_names_the_photo_copie
     assert all(f.code != "seen" for f in report.findings(fresh, predictor.bundle.thresholds)[0])
 
 
+def test_an_evaluation_resamples_a_photo_filed_twice_in_its_dataset_as_one_lesion(tiny_bundle, sample_meta, tmp_path):
+    from skin_core.evaluation import other_dataset_notes
+    split = pd.read_csv(tiny_bundle / "split.csv", dtype=str).set_index("image_id")["subset"]
+    held_out = sample_meta[sample_meta["image_id"].map(split) == "test"]
+    clinic = tmp_path / "clinic"                       # class folders: each file is a lesion of its own
+    for row in held_out.itertuples():
+        (clinic / row.dx).mkdir(parents=True, exist_ok=True)
+        shutil.copy(row.path, clinic / row.dx / f"{row.image_id}.jpg")
+    first = held_out.iloc[0]
+    Image.open(first["path"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(clinic / first["dx"] / "again.png")
+    result = Predictor.from_path(tiny_bundle).evaluate(clinic)
+    assert result["n"] == len(held_out) + 1 and result["left_out_copies"] == 0
+    assert result["n_lesions"] == len(held_out) and result["lesions_joined_by_copies"] == 1
+    assert "copy of a photo filed under another lesion id of this dataset (found by its content): 1;" in \
+        " ".join(other_dataset_notes(result))
+
+
 def test_a_bundle_without_the_prints_gets_them_from_its_own_training_images(tiny_bundle, tmp_path, monkeypatch):
     import add_seen_photos
     older = tmp_path / "older"                                        # as bundles were before they kept them
