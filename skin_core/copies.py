@@ -119,9 +119,10 @@ class SeenPhotos:
 
 def copy_groups(lesion_ids, pixels) -> np.ndarray:
     """Each photo's lesion id, or, for a photo that copies a photo filed under another lesion id, one lesion id
-    shared by all the lesions joined by such copies (the smallest): what a split must keep on one side, so that a
-    copy in the test split cannot score a photo the model learnt from. With no copies the lesion ids come back
-    unchanged, so a split grouped by them is the split grouped by lesion alone."""
+    shared by all the lesions joined by such copies (the smallest): what a new split keeps on one side
+    (data.keep_copies_together), so that no held-out photo copies a training photo, and what an evaluation's
+    intervals resample as one lesion. With no copies the lesion ids come back unchanged. Every pair is compared:
+    about 5 ms a photo for 10,000 of them."""
     lesion_ids = np.asarray(lesion_ids, str)
     seen = SeenPhotos.of(lesion_ids, pixels)
     parent = {lesion: lesion for lesion in lesion_ids}
@@ -137,3 +138,9 @@ def copy_groups(lesion_ids, pixels) -> np.ndarray:
             first, second = sorted((root(lesion_ids[position]), root(lesion_ids[match])))
             parent[second] = first
     return np.array([root(lesion) for lesion in lesion_ids], dtype=object)
+
+
+def lesions_joined(lesion_ids, groups) -> int:
+    """How many lesions copy_groups joined to another (each group's first lesion not counted)."""
+    lesion_ids = np.asarray(lesion_ids, str)
+    return len(set(lesion_ids[lesion_ids != np.asarray(groups, str)]))

@@ -282,8 +282,7 @@ class Predictor:
                       left_out_seen=seen, left_out_copies=copies_left_out,
                       split_known=split_known and leave_out_seen,
                       lesions_named=bool((arrays.table["lesion_id"] != arrays.table["image_id"]).any()),
-                      lesions_joined_by_copies=int(arrays.table.loc[lesions != arrays.table["lesion_id"].to_numpy(),
-                                                                    "lesion_id"].nunique()))
+                      lesions_joined_by_copies=copies.lesions_joined(arrays.table["lesion_id"], lesions))
         if rows is not None:
             known = patient_details.coverage(rows)
             report["patient_details"] = {"known": known, "unrecognised": patient_details.unrecognised(rows)}

@@ -175,11 +175,11 @@ def _copy_grouping(pixels: np.ndarray, joined: dict, log: ProgressLog):
         log.event("split_copies", f"Looking for copies of one photo under two lesion ids among the {len(rows)} "
                   f"photos of {source}")
         groups = pd.Series(copies.copy_groups(rows["lesion_id"], pixels[rows.index.to_numpy()]), index=rows.index)
-        moved = rows.loc[groups != rows["lesion_id"], "lesion_id"].nunique()
+        moved = copies.lesions_joined(rows["lesion_id"], groups)
         if moved:
-            joined[source] = int(moved)
+            joined[source] = moved
             log.event("split_copies", f"Lesions with a photo copied from another lesion id in {source}: {moved}, "
-                      "each kept on one side of the split with the lesion it copies", source=source, count=int(moved))
+                      "each kept on one side of the split with the lesion it copies", source=source, count=moved)
         return groups
     return groups_of
 
