@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                                         "'lower extremity')")
     evaluate = commands.add_parser("evaluate", help="evaluate a bundle on a labelled dataset")
     evaluate.add_argument("--model", default="models/default")
-    evaluate.add_argument("--data", required=True, help="dataset folder in either layout")
+    evaluate.add_argument("--data", required=True, help="dataset folder: HAM10000 layout, an ISIC download as it "
+                                                         "comes, or one sub-folder per class")
     evaluate.add_argument("--json", help="write the full report here")
     evaluate.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images")
     evaluate.add_argument("--skip-other-labels", action="store_true",

@@ -242,7 +242,7 @@ class Predictor:
 
     def evaluate(self, dataset_root, *, skip_bad: bool = False, skip_other_labels: bool = False, on_progress=None,
                  leave_out_seen: bool = True) -> dict:
-        """The evaluation report of this model on a labelled dataset folder (either layout), without the
+        """The evaluation report of this model on a labelled dataset folder (any layout data reads), without the
         images and lesions its split.csv says it trained or was tuned on (unless `leave_out_seen` is off:
         then it is a check of the code, not of the model)."""
         from . import data, evaluation

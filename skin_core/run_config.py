@@ -51,8 +51,8 @@ share = between_0_and_1()
 @dataclass
 class TrainConfig:
     data: str | list[str] = setting(
-        help="dataset folder (HAM10000 layout or one folder per class); repeat it to train on several datasets as "
-             "one (each split by lesion on its own, each reported on its own)")
+        help="dataset folder (HAM10000 layout, an ISIC download as it comes, or one folder per class); repeat it "
+             "to train on several datasets as one (each split by lesion on its own, each reported on its own)")
     out: str = setting(help="bundle folder to write, e.g. models/my_model")
     epochs: int = setting(30, "total epochs, head phase included", check=at_least(1))
     head_epochs: int = setting(2, "epochs training only the new head", check=at_least(0))
