@@ -63,8 +63,8 @@ def prior_shift_text(m: dict) -> str:
     tau = m["calibration"]["prior_shift"]
     if not tau:
         return ""
-    return (f"The logits are first shifted by {tau:.2f} x log(training-split class prior) (fitted on the validation\n"
-            "split): the class-balanced training answers as if all seven classes were equally common, and the shift\n"
+    return (f"The logits are first shifted by {tau:.2f} x log(training-split class prior) (fitted on the validation "
+            "split): the class-balanced training answers as if all seven classes were equally common, and the shift "
             "moves it part of the way back toward the real class mix, so it changes the top class as well. ")
 
 
@@ -127,14 +127,15 @@ def patients_text(m: dict) -> str:
     if not p:
         return ""
     alone, val = p["validation_photo_only"], m["validation"]
-    return (f"\nIt also reads the patient's age (in bands), sex and body site when they are given: each one-hot with "
+    return (f"- **Patient details:** It also reads the patient's age (in bands), sex and body site when they are "
+            f"given: each one-hot with "
             f"an \"unknown\" column, through a dense layer whose seven outputs are added to the photo's logits "
             f"(`patients.json`), trained with the network"
             f"{ENSEMBLE_HEAD if m['training'].get('ensemble_of') else ''}, each field hidden in {p['dropout']:.0%} of "
             f"training photos so "
             f"that a photo alone is answered too. Every figure below was computed with each image's recorded details; "
             f"given none, the same model scores {evaluation.photo_alone_figures(m)}; on validation ECE "
-            f"{pct(alone['ece'])} given none and {pct(val['ece'])} with them.")
+            f"{pct(alone['ece'])} given none and {pct(val['ece'])} with them.\n")
 
 
 def fitted_on(t: dict) -> str:
@@ -216,12 +217,11 @@ def card(bundle: Path, command: str, experiments: str, choice: str = "") -> str:
 **Research demo, not a medical device.** Not for diagnosis, triage or reassurance of real patients.
 
 ## Model
-{network_text(m)}; {input_text(m)}, {detail_text(m)} (centre square, EXIF-upright RGB,
-bilinear resize, scaling inside the model; `skin_core.images.prepare`, recorded in the manifest). {origin_text(m)}
-{prior_shift_text(m)}Temperature scaling T = {m['calibration']['temperature']:.3f}; melanoma threshold {m['thresholds']['mel']:.3f}, set on
-validation to reach sensitivity {t['mel_sensitivity']:.2f} there. Test-time views: {TTA_TEXT[m.get('test_time_augmentation', 'none')]}.
-{familiarity_text(m)}{patients_text(m)}
-
+- **Network:** {network_text(m)}. {origin_text(m)}
+- **Input:** {input_text(m)}, {detail_text(m)} (centre square, EXIF-upright RGB, bilinear resize, scaling inside the model; `skin_core.images.prepare`, recorded in the manifest).
+- **Answer:** {prior_shift_text(m)}Temperature scaling T = {m['calibration']['temperature']:.3f}; melanoma threshold {m['thresholds']['mel']:.3f}, set on validation to reach sensitivity {t['mel_sensitivity']:.2f} there. Test-time views: {TTA_TEXT[m.get('test_time_augmentation', 'none')]}.
+- **Unfamiliar photos:** {familiarity_text(m)}
+{patients_text(m)}
 ## Data, licences and split
 {sources_text(m, r)}
 
@@ -272,11 +272,11 @@ def network_text(m: dict) -> str:
     t, members = m["training"], m["training"].get("ensemble_of")
     if not members:
         return (f"MobileNet V1 (`keras.applications.MobileNet`, alpha {m['alpha']}) with global average pooling, "
-                f"dropout {t['dropout']} and a\n7-way dense head")
+                f"dropout {t['dropout']} and a 7-way dense head")
     count = {2: "Two", 3: "Three"}.get(len(members), str(len(members)))
     return (f"{count} MobileNet V1 networks (`keras.applications.MobileNet`, alpha {m['alpha']}), the bundles "
-            f"{' and '.join(members)}, side by side in one Keras\nmodel: each reads the photo up to its last block, "
-            "and one global average pooling and 7-way dense layer over their blocks gives the mean of\ntheir logits, "
+            f"{' and '.join(members)}, side by side in one Keras model: each reads the photo up to its last block, "
+            "and one global average pooling and 7-way dense layer over their blocks gives the mean of their logits, "
             "so the answer and its Grad-CAM map are the ensemble's (`skin_core.model.ensemble_of`); weights stored "
             "at half precision")
 
@@ -286,9 +286,9 @@ def origin_text(m: dict) -> str:
     if t.get("ensemble_of"):
         return "Each network's chain back to the ImageNet weights is under Training."
     if t.get("init_bundle"):
-        return (f"Started from\nthe bundle {t['init_bundle']} (the commands under Training give the chain back to "
+        return (f"Started from the bundle {t['init_bundle']} (the commands under Training give the chain back to "
                 "ImageNet).")
-    return f"Started from\n{m['weights_source']}."
+    return f"Started from {m['weights_source']}."
 
 
 def training_text(m: dict) -> str:
