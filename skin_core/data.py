@@ -207,7 +207,9 @@ def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
         raise DatasetError(f"Cannot read {metadata.name}: {exc}") from None
     needed = {"image_id", "dx"}
     if not needed <= set(frame.columns):
-        raise DatasetError(f"{metadata.name} lacks the columns {sorted(needed - set(frame.columns))}.")
+        raise DatasetError(f"{metadata.name} lacks the columns {sorted(needed - set(frame.columns))}: HAM10000's "
+                           "metadata has lesion_id, image_id and dx; an ISIC export is read by its isic_id (or image) "
+                           "and diagnosis columns.")
     return _labelled_images(root, frame, metadata.name)
 
 

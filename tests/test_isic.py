@@ -128,6 +128,17 @@ def test_the_2019_test_metadata_without_lesion_ids_still_gives_the_details(tmp_p
     assert patients.read(root, sample_meta["image_id"])["sex"].tolist() == sample_meta["sex"].tolist()
 
 
+def test_an_archive_export_without_a_diagnosis_column_is_refused_with_what_is_read(tmp_path, sample_meta):
+    root = tmp_path / "export"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(sample_meta["path"][0], root / "images" / f"{sample_meta['image_id'][0]}.jpg")
+    pd.DataFrame({"isic_id": [sample_meta["image_id"][0]], "diagnosis_1": ["Benign"]}).to_csv(root / "metadata.csv",
+                                                                                               index=False)
+    with pytest.raises(data.DatasetError, match=r"metadata.csv lacks the columns \['dx', 'image_id'\].*isic_id "
+                                                r"\(or image\) and diagnosis columns"):
+        data.load_dataset(root)
+
+
 def test_a_folder_without_any_known_label_file_says_which_it_looked_for(tmp_path, sample_meta):
     (tmp_path / "photos").mkdir()
     shutil.copy(sample_meta["path"][0], tmp_path / "photos" / "a.jpg")
