@@ -289,7 +289,8 @@ def other_dataset(path, manifest, key: str) -> None:
             try:
                 result = predictor(path).evaluate(
                     folder, skip_bad=leave_out, skip_other_labels=leave_out,
-                    on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"))
+                    on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"),
+                    on_stage=lambda text: progress.progress(1.0, f"{text}..."))
                 name = dataset_report_file(folder)
                 update_report(path, name, result)
             except (DatasetError, BundleError, OSError) as exc:

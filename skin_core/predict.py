@@ -241,10 +241,12 @@ class Predictor:
         return self.calibrated(logits), distances
 
     def evaluate(self, dataset_root, *, skip_bad: bool = False, skip_other_labels: bool = False, on_progress=None,
-                 leave_out_seen: bool = True) -> dict:
+                 on_stage=None, leave_out_seen: bool = True) -> dict:
         """The evaluation report of this model on a labelled dataset folder (any layout data reads), without the
         images and lesions its split.csv says it trained or was tuned on (unless `leave_out_seen` is off:
-        then it is a check of the code, not of the model)."""
+        then it is a check of the code, not of the model). `on_progress(done, total)` follows the reading of the
+        images and `on_stage(text)` names each later step, so a page can say what the wait is for."""
+        say = on_stage or (lambda text: None)
         from . import data, evaluation
         from .bundle import SPLIT_FILE
         dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes, every_class=False,
@@ -266,6 +268,7 @@ class Predictor:
                                   on_progress=on_progress)
         copies_left_out = 0
         if leave_out_seen and self.bundle.seen is not None:   # the same photos under other names
+            say(f"Looking for copies of the photos this model learnt from among {len(arrays.table)} images")
             arrays, copies_left_out = _without_copies(arrays, self.bundle.seen)
             if arrays.table.empty:
                 raise data.DatasetError(f"All {seen + copies_left_out} images of this dataset are photos this model "
@@ -273,8 +276,10 @@ class Predictor:
                                         "test it.")
         labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
         rows = patient_details.read(dataset_root, arrays.table["image_id"]) if self.patient_head else None
+        say(f"Scoring {len(arrays.table)} images with the model")
         probs, alone = self.probabilities_given_and_alone(arrays.pixels, rows)
         # a photo filed twice under two lesion ids is one lesion to the intervals, which resample lesions
+        say("Looking for photos filed twice in this dataset")
         lesions = copies.copy_groups(arrays.table["lesion_id"], arrays.pixels)
         scored = dict(groups=lesions, image_ids=arrays.table["image_id"], thresholds=self.bundle.thresholds)
         report = evaluation.build_report(labels, probs, self.classes, **scored)

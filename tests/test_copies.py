@@ -138,8 +138,12 @@ def test_an_evaluation_resamples_a_photo_filed_twice_in_its_dataset_as_one_lesio
         shutil.copy(row.path, clinic / row.dx / f"{row.image_id}.jpg")
     first = held_out.iloc[0]
     Image.open(first["path"]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(clinic / first["dx"] / "again.png")
-    result = Predictor.from_path(tiny_bundle).evaluate(clinic)
-    assert result["n"] == len(held_out) + 1 and result["left_out_copies"] == 0
+    stages = []
+    result = Predictor.from_path(tiny_bundle).evaluate(clinic, on_stage=stages.append)
+    n = len(held_out) + 1
+    assert stages == [f"Looking for copies of the photos this model learnt from among {n} images",
+                      f"Scoring {n} images with the model", "Looking for photos filed twice in this dataset"]
+    assert result["n"] == n and result["left_out_copies"] == 0
     assert result["n_lesions"] == len(held_out) and result["lesions_joined_by_copies"] == 1
     assert "copy of a photo filed under another lesion id of this dataset (found by its content): 1;" in \
         " ".join(other_dataset_notes(result))
