@@ -119,8 +119,9 @@ def cmd_evaluate(args) -> int:
         created = not Path(args.json).exists()
         Path(args.json).touch()
     try:
-        report = Predictor.from_path(args.model).evaluate(args.data, skip_bad=args.skip_bad,
-                                                          skip_other_labels=args.skip_other_labels)
+        report = Predictor.from_path(args.model).evaluate(      # each slow step named on stderr as it starts
+            args.data, skip_bad=args.skip_bad, skip_other_labels=args.skip_other_labels,
+            on_stage=lambda text: print(f"{text}...", file=sys.stderr, flush=True))
     except BaseException:
         if created:   # a failed evaluation leaves no empty report behind
             Path(args.json).unlink(missing_ok=True)

@@ -103,6 +103,7 @@ def test_evaluate_writes_the_report_for_a_folder_dataset(tiny_bundle, tmp_path, 
     assert set(report["per_class"]["mel"]) == {"precision", "recall", "f1", "support", "auc"}
     assert "images whose image or lesion the model trained or was tuned on were left out" in out
     assert "each image counts as a lesion of its own" in out      # class folders without a lesion table
+    assert f"Scoring {len(test)} images with the model..." in err    # the slow steps are named as they start
 
 
 def test_evaluating_only_images_the_model_learned_from_is_refused(tiny_bundle, tmp_path, sample_meta, capsys):
