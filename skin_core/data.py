@@ -133,7 +133,7 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     else:
         raise DatasetError(
             f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx), an ISIC "
-            f"ground-truth or metadata CSV (image, MEL, NV, ... or isic_id, diagnosis) or one sub-folder per class "
+            f"ground-truth or metadata CSV (image, MEL, NV, ... or isic_id, diagnosis or diagnosis_1..5) or one sub-folder per class "
             f"({', '.join(classes)}).")
     if table.empty:
         raise DatasetError(f"The dataset in {root} has no images.")
@@ -209,7 +209,7 @@ def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
     if not needed <= set(frame.columns):
         raise DatasetError(f"{metadata.name} lacks the columns {sorted(needed - set(frame.columns))}: HAM10000's "
                            "metadata has lesion_id, image_id and dx; an ISIC export is read by its isic_id (or image) "
-                           "and diagnosis columns.")
+                           "and diagnosis (or diagnosis_1 to diagnosis_5) columns.")
     return _labelled_images(root, frame, metadata.name)
 
 

@@ -6,12 +6,16 @@ Two kinds of label file are read:
   (`image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`) give them, with lesion ids, age, sex and body site in another file
   (2019's `..._Metadata.csv`: image, age_approx, anatom_site_general, lesion_id, sex; 2018's
   `..._LesionGroupings.csv`: image, lesion_id);
-- a `diagnosis` column in words, as ISIC 2020 (`image_name`, ..., `anatom_site_general_challenge`, `diagnosis`)
-  and the archive's metadata exports (`isic_id`, ..., `diagnosis`, `lesion_id`) give it, details in the same file.
-They become HAM10000's columns: image_id, lesion_id, dx, age, sex, localization. A diagnosis is one of the seven
-only where HAM10000's own definition of that class holds it (DIAGNOSES); anything else (squamous cell carcinoma,
-which HAM10000's akiec holds only in situ; lentigo NOS; unknown or blank) stays a label beyond the model's seven,
-which an evaluation leaves out only when asked. Sex and body-site words are mapped later, as for any dataset
+- a diagnosis in words, details in the same file: one `diagnosis` column, as ISIC 2020 (`image_name`, ...,
+  `anatom_site_general_challenge`, `diagnosis`) and the archive's older exports (`isic_id`, ..., `diagnosis`,
+  `lesion_id`) give it, or the archive's current hierarchy, `diagnosis_1` (Benign, Malignant, Indeterminate) to
+  `diagnosis_5`, each level more specific than the one before (e.g. "Benign melanocytic proliferations",
+  "Nevus", "Nevus, Spitz").
+They become HAM10000's columns: image_id, lesion_id, dx, age, sex, localization. The most specific diagnosis given
+decides, and it is one of the seven only where HAM10000's own definition of that class holds it (DIAGNOSES; a
+subtype named after its type, "Nevus, Spitz", is read as that type). Anything else (squamous cell carcinoma, which
+HAM10000's akiec holds only in situ; lentigo NOS; unknown or blank) stays a label beyond the model's seven, which
+an evaluation leaves out only when asked. Sex and body-site words are mapped later, as for any dataset
 (patients.in_ham10000_words).
 """
 from __future__ import annotations
@@ -25,13 +29,24 @@ ONE_HOT = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "AKIEC": "akie
            "VASC": "vasc", "SCC": "scc", "UNK": "unk"}
 """Each one-hot column and the label it becomes."""
 DIAGNOSIS_COLUMN = "diagnosis"
-DIAGNOSES = {"melanoma": "mel", "nevus": "nv", "basal cell carcinoma": "bcc", "actinic keratosis": "akiec",
+DIAGNOSIS_LEVELS = ("diagnosis_1", "diagnosis_2", "diagnosis_3", "diagnosis_4", "diagnosis_5")
+"""The archive's hierarchy, most general first."""
+DIAGNOSES = {"melanoma": "mel", "melanoma invasive": "mel", "melanoma in situ": "mel", "melanoma metastasis": "mel",
+             "nevus": "nv", "blue nevus": "nv", "basal cell carcinoma": "bcc",
+             "actinic keratosis": "akiec", "solar or actinic keratosis": "akiec",
+             "squamous cell carcinoma in situ": "akiec",
              "seborrheic keratosis": "bkl", "solar lentigo": "bkl", "lichenoid keratosis": "bkl",
-             "pigmented benign keratosis": "bkl", "dermatofibroma": "df", "vascular lesion": "vasc",
-             "angioma": "vasc", "angiokeratoma": "vasc", "pyogenic granuloma": "vasc", "hemorrhage": "vasc"}
-"""The archive's diagnoses that HAM10000's classes hold (Tschandl et al. 2018: benign keratosis-like lesions are
-solar lentigines, seborrheic keratoses and lichen-planus like keratoses; vascular lesions are angiomas,
-angiokeratomas, pyogenic granulomas and haemorrhage)."""
+             "lichen planus like keratosis": "bkl", "pigmented benign keratosis": "bkl", "dermatofibroma": "df",
+             "vascular lesion": "vasc", "angioma": "vasc", "hemangioma": "vasc", "angiokeratoma": "vasc",
+             "pyogenic granuloma": "vasc", "hemorrhage": "vasc",
+             "benign soft tissue proliferations - vascular": "vasc"}
+"""The archive's diagnoses (lower case, up to a first comma) that HAM10000's classes hold (Tschandl et al. 2018:
+melanoma in all its variants, in situ included; benign keratosis-like lesions are solar lentigines, seborrheic
+keratoses and lichen-planus like keratoses; vascular lesions are angiomas, angiokeratomas, pyogenic granulomas and
+haemorrhage; akiec is actinic keratosis and intraepithelial carcinoma, Bowen's disease). Melanoma metastases are
+melanoma, as ISIC 2019's MEL column counts them. "Squamous cell carcinoma, NOS" is not read as akiec, since it
+does not say in situ: the archive files HAM10000's own Bowen's disease under it, which a HAM10000 download from the
+Dataverse labels akiec."""
 DETAILS = {"lesion_id": "lesion_id", "age_approx": "age", "sex": "sex", "anatom_site_general": "localization",
            "anatom_site_general_challenge": "localization"}
 """The files' detail columns and the HAM10000 columns they fill."""
@@ -52,8 +67,12 @@ def _image_column(header: list[str]) -> str | None:
     return next((column for column in IMAGE_COLUMNS if column in header), None)
 
 
+def _diagnosis_in_words(header: list[str]) -> bool:
+    return DIAGNOSIS_COLUMN in header or any(level in header for level in DIAGNOSIS_LEVELS)
+
+
 def _labels_in(header: list[str]) -> bool:
-    return DIAGNOSIS_COLUMN in header or sum(column in ONE_HOT for column in header) >= 5
+    return _diagnosis_in_words(header) or sum(column in ONE_HOT for column in header) >= 5
 
 
 def find_ground_truth(root: Path) -> Path | None:
@@ -93,6 +112,21 @@ def _one_hot_labels(truth: pd.DataFrame, name: str) -> pd.Series:
     return scores.idxmax(axis=1).map(ONE_HOT)
 
 
+def _most_specific_diagnosis(truth: pd.DataFrame) -> pd.Series:
+    """Each row's diagnosis in words: the `diagnosis` column, or the most specific level of the hierarchy given."""
+    if DIAGNOSIS_COLUMN in truth:
+        return truth[DIAGNOSIS_COLUMN]
+    levels = truth[[level for level in DIAGNOSIS_LEVELS if level in truth]].apply(lambda column: column.str.strip())
+    return levels.where(levels != "").ffill(axis=1).iloc[:, -1]
+
+
+def in_ham10000_terms(diagnoses: pd.Series) -> pd.Series:
+    """HAM10000's class for each diagnosis in words that one holds (DIAGNOSES), else the words in lower case
+    ("unknown" for a blank), which stay beyond the seven."""
+    words = diagnoses.fillna("unknown").astype(str).str.strip().str.lower().replace("", "unknown")
+    return words.map(DIAGNOSES).fillna(words.str.split(",").str[0].str.strip().map(DIAGNOSES)).fillna(words)
+
+
 def _details(frame: pd.DataFrame) -> pd.DataFrame:
     present = {column: name for column, name in DETAILS.items() if column in frame}
     return frame[["image_id", *present]].rename(columns=present)
@@ -103,9 +137,8 @@ def read(root: Path, ground_truth: Path) -> pd.DataFrame:
     does not say; an image without a lesion id is its own lesion, as in data._read_ham10000)."""
     truth = _read(ground_truth)
     truth["image_id"] = truth["image_id"].str.strip()
-    if DIAGNOSIS_COLUMN in truth:
-        words = truth[DIAGNOSIS_COLUMN].fillna("unknown").str.strip().str.lower()
-        frame = _details(truth).assign(dx=words.map(DIAGNOSES).fillna(words))
+    if _diagnosis_in_words(list(truth.columns)):
+        frame = _details(truth).assign(dx=in_ham10000_terms(_most_specific_diagnosis(truth)))
     else:
         frame = pd.DataFrame({"image_id": truth["image_id"], "dx": _one_hot_labels(truth, ground_truth.name)})
         details = _details_file(root)

@@ -128,14 +128,50 @@ def test_the_2019_test_metadata_without_lesion_ids_still_gives_the_details(tmp_p
     assert patients.read(root, sample_meta["image_id"])["sex"].tolist() == sample_meta["sex"].tolist()
 
 
-def test_an_archive_export_without_a_diagnosis_column_is_refused_with_what_is_read(tmp_path, sample_meta):
+HIERARCHY = {"akiec": ("Malignant", "Malignant epidermal proliferations", "Solar or actinic keratosis", None),
+             "bcc": ("Malignant", "Malignant adnexal epithelial proliferations - Follicular", "Basal cell carcinoma",
+                     "Basal cell carcinoma, Nodular"),
+             "bkl": ("Benign", "Benign epidermal proliferations", "Pigmented benign keratosis", None),
+             "df": ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic", "Dermatofibroma", None),
+             "mel": ("Malignant", "Malignant melanocytic proliferations (Melanoma)", "Melanoma Invasive",
+                     "Melanoma Invasive, Superficial spreading"),
+             "nv": ("Benign", "Benign melanocytic proliferations", "Nevus", "Nevus, Spitz"),
+             "vasc": ("Benign", "Benign soft tissue proliferations - Vascular", None, None)}
+"""The archive's current export: HAM10000's own collection there leaves its vascular lesions' third level blank."""
+
+
+def test_the_archives_hierarchy_of_diagnoses_is_read_at_its_most_specific_level(tmp_path, sample_meta):
+    root = tmp_path / "export"
+    (root / "images").mkdir(parents=True)
+    for row in sample_meta.itertuples():
+        shutil.copy(row.path, root / "images" / f"{row.image_id}.jpg")
+    levels = [list(HIERARCHY[dx]) for dx in sample_meta["dx"]]
+    levels[0] = ["Malignant", "Malignant epidermal proliferations", "Squamous cell carcinoma, NOS", None]
+    levels[1] = ["Benign", "", "", ""]                                   # a benign lesion, diagnosed no further
+    export = pd.DataFrame(levels, columns=["diagnosis_1", "diagnosis_2", "diagnosis_3", "diagnosis_4"])
+    export.insert(0, "isic_id", sample_meta["image_id"])
+    export["lesion_id"] = sample_meta["lesion_id"]
+    export["sex"] = sample_meta["sex"]
+    export.to_csv(root / "metadata.csv", index=False)
+    assert set(sample_meta["dx"].iloc[2:]) == set(HIERARCHY)              # every class's words are read
+
+    with pytest.raises(data.DatasetError, match=r"unknown dx values \['benign', 'squamous cell carcinoma, nos'\]"):
+        data.load_dataset(root)
+    dataset = data.load_dataset(root, skip_other_labels=True, every_class=False)
+    expected = sample_meta.set_index("image_id")[["dx", "lesion_id"]].iloc[2:]
+    assert dataset.table.set_index("image_id")[["dx", "lesion_id"]].to_dict() == expected.to_dict()
+    assert patients.read(root, sample_meta["image_id"])["sex"].tolist() == sample_meta["sex"].tolist()
+
+
+def test_an_archive_export_without_any_diagnosis_is_refused_with_what_is_read(tmp_path, sample_meta):
     root = tmp_path / "export"
     (root / "images").mkdir(parents=True)
     shutil.copy(sample_meta["path"][0], root / "images" / f"{sample_meta['image_id'][0]}.jpg")
-    pd.DataFrame({"isic_id": [sample_meta["image_id"][0]], "diagnosis_1": ["Benign"]}).to_csv(root / "metadata.csv",
-                                                                                               index=False)
+    pd.DataFrame({"isic_id": [sample_meta["image_id"][0]], "age_approx": [50]}).to_csv(root / "metadata.csv",
+                                                                                        index=False)
     with pytest.raises(data.DatasetError, match=r"metadata.csv lacks the columns \['dx', 'image_id'\].*isic_id "
-                                                r"\(or image\) and diagnosis columns"):
+                                                r"\(or image\) and diagnosis \(or diagnosis_1 to diagnosis_5\) "
+                                                r"columns"):
         data.load_dataset(root)
 
 
