@@ -3,6 +3,7 @@ bundle's evaluation.json (written by skin_core.evaluation); the page only draws 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -10,11 +11,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages.common import is_admin, notice, predictor, served_path
-from skin_core import evaluation, registry
+from app_pages.common import is_admin, notice, served_path
+from skin_core import evaluation, evaluation_jobs, registry
 from skin_core.robustness import ROBUSTNESS_FILE
-from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_report_file, dataset_reports,
-                               read_manifest, shares_split, update_report)
+from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_reports, read_manifest,
+                               shares_split)
 from skin_core.classes import full_name
 
 SHOWN = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy")   # ECE has its own tab
@@ -276,7 +277,16 @@ def saved_dataset_reports(path, key: str) -> None:
 
 
 def other_dataset(path, manifest, key: str) -> None:
-    with st.expander("Evaluate on another labelled dataset"):
+    """Evaluating another dataset runs in a process of its own (skin_core.evaluation_jobs): a large one takes
+    minutes, and the page may be left or reloaded meanwhile."""
+    job = evaluation_jobs.latest(path)
+    told = st.session_state.get(f"told-{key}")
+    news = job is not None and time.time() - (job.ended or 0) < 600 and told != job.job_id
+    if job is not None and (job.status == "running" or news):
+        st.session_state[f"other-{key}"] = True     # open while it runs, and once more to tell how it ended
+        if job.status != "running":
+            st.session_state[f"told-{key}"] = job.job_id
+    with st.expander("Evaluate on another labelled dataset", key=f"other-{key}", on_change="rerun"):
         folder = st.text_input("Dataset folder on the server (HAM10000 layout, an ISIC download or one "
                                "folder per class)",
                                key=f"ds-{key}")
@@ -285,21 +295,52 @@ def other_dataset(path, manifest, key: str) -> None:
         admin = is_admin(f"admin-{key}")   # the result is saved beside the bundle
         if st.button("Evaluate", key=f"go-{key}", disabled=not admin) and folder:
             from skin_core.data import DatasetError
-            progress = st.progress(0.0, "Reading images...")
             try:
-                result = predictor(path).evaluate(
-                    folder, skip_bad=leave_out, skip_other_labels=leave_out,
-                    on_progress=lambda i, n: progress.progress(i / n, f"Read {i}/{n} images"),
-                    on_stage=lambda text: progress.progress(1.0, f"{text}..."))
-                name = dataset_report_file(folder)
-                update_report(path, name, result)
-            except (DatasetError, BundleError, OSError) as exc:
-                progress.empty()
+                with st.spinner("Checking the dataset..."):
+                    evaluation_jobs.start(path, folder, leave_out=leave_out)
+            except (DatasetError, BundleError, evaluation_jobs.EvaluationJobError) as exc:
                 st.error(str(exc))
                 return
-            progress.empty()
-            st.success(f"Saved as {name} beside the bundle.")
-            headline(result, f"{key}-other")
+        job = evaluation_jobs.latest(path)
+        if job is None:
+            return
+        if job.status == "running":
+            follow_evaluation(job.job_id, key, admin)
+        else:
+            last_evaluation(job, path, key)
+
+
+@st.fragment(run_every=2)
+def follow_evaluation(job_id: str, key: str, admin: bool) -> None:
+    try:
+        job = evaluation_jobs.state(job_id)
+    except evaluation_jobs.EvaluationJobError as exc:     # its record damaged or removed meanwhile
+        st.error(str(exc))
+        return
+    if job.status != "running":
+        st.rerun(scope="app")            # the whole page, so its saved reports include the new one
+    st.progress(job.progress, f"Evaluating {job.dataset}: {job.step}")
+    st.caption("This runs on the server by itself: you may leave this page and come back.")
+    if st.button("Cancel the evaluation", key=f"cancel-{key}", disabled=not admin):
+        try:
+            evaluation_jobs.cancel(job_id)
+        except evaluation_jobs.EvaluationJobError as exc:
+            st.error(str(exc))
+            return
+        st.rerun(scope="app")
+
+
+def last_evaluation(job, path, key: str) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.started))
+    if job.status == "cancelled":
+        st.info(f"The evaluation of {job.dataset} started {when} was cancelled; nothing was saved.")
+    elif job.status == "failed":
+        st.error(f"The evaluation of {job.dataset} started {when} failed: {job.error}")
+    else:
+        reports, _ = dataset_reports(path)
+        st.success(f"Evaluated {job.dataset} (started {when}). Saved as {job.report_name} beside the bundle.")
+        if job.report_name in reports:
+            headline(reports[job.report_name], f"{key}-other")
 
 
 st.title("📊 Evaluation")

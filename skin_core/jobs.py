@@ -64,7 +64,7 @@ def runs_dir(root: Path | None = None) -> Path:
     return (root or registry.models_dir()) / "runs"
 
 
-def _started_at(pid: int) -> float | None:
+def process_started_at(pid: int) -> float | None:
     """When process `pid` started: with the id, it names one process even after the id is reused."""
     try:
         return psutil.Process(pid).create_time()
@@ -72,7 +72,7 @@ def _started_at(pid: int) -> float | None:
         return None
 
 
-def _alive(pid: int | None, started: float | None = None) -> bool:
+def process_alive(pid: int | None, started: float | None = None) -> bool:
     """Whether the process is running, and is the same one that was launched when its start time was
     recorded: after a reboot or a container restart the id may belong to another process, which must
     neither hold the lock nor receive Cancel's signals."""
@@ -92,7 +92,7 @@ def running_job(root: Path | None = None) -> str | None:
     held = json_object_or_none(lock)
     if held is None:
         return None
-    if _alive(held.get("pid"), held.get("pid_started")):
+    if process_alive(held.get("pid"), held.get("pid_started")):
         return held["run_id"]
     lock.unlink(missing_ok=True)
     return None
@@ -201,7 +201,7 @@ def _relaunch(run_dir: Path, lock_fd: int, extra_env: dict | None) -> None:
     job = json_object_or_none(run_dir / "job.json")
     job.pop("status", None)
     # the earlier attempt's last word ("cancelled", an error) no longer decides the state
-    job["events_from"] = len(_progress_events(run_dir))
+    job["events_from"] = len(progress_events(run_dir))
     job.setdefault("resumed", []).append(time.time())
     _spawn(run_dir, job, lock_fd, extra_env, log_mode="ab")
 
@@ -211,13 +211,14 @@ def _spawn(run_dir: Path, job: dict, lock_fd: int, extra_env: dict | None, log_m
         process = subprocess.Popen(job["command"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=TRAIN_SCRIPT.parent, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
-    job["pid"], job["pid_started"] = process.pid, _started_at(process.pid)
+    job["pid"], job["pid_started"] = process.pid, process_started_at(process.pid)
     replace_json(run_dir / "job.json", job, indent=2)
     with os.fdopen(lock_fd, "w") as handle:
         json.dump({"run_id": job["run_id"], "pid": process.pid, "pid_started": job["pid_started"]}, handle)
 
 
-def _progress_events(run_dir: Path) -> list[dict]:
+def progress_events(run_dir: Path) -> list[dict]:
+    """The JSON lines a job's process has written to progress.jsonl so far."""
     events = []
     progress = run_dir / "progress.jsonl"
     if progress.exists():
@@ -235,13 +236,13 @@ def state(run_id: str, root: Path | None = None) -> JobState:
     if job is None:
         raise JobError(f"The record of {run_id} cannot be read (job.json is damaged); delete the run." if
                        (run_dir / "job.json").exists() else f"No such run: {run_id}")
-    events = _progress_events(run_dir)
+    events = progress_events(run_dir)
     attempt_from = job.get("events_from", 0)
     final = next((e for e in reversed(events[attempt_from:]) if e["event"] in TERMINAL), None)
     marked = job.get("status")
     if final is not None:
         status, error = TERMINAL[final["event"]], final.get("error")
-    elif _alive(job.get("pid"), job.get("pid_started")):
+    elif process_alive(job.get("pid"), job.get("pid_started")):
         status, error = "running", None
     else:
         status = "cancelled" if marked == "cancelling" else "failed"
@@ -269,18 +270,25 @@ def cancel(run_id: str, root: Path | None = None) -> None:
     pid, started = job.get("pid"), job.get("pid_started")
     try:
         replace_json(run_dir / "job.json", job, indent=2)
-        if _alive(pid, started):
-            os.killpg(os.getpgid(pid), signal.SIGTERM)
-            deadline = time.time() + 30
-            while _alive(pid, started) and time.time() < deadline:
-                time.sleep(0.2)
-            if _alive(pid, started):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-    except ProcessLookupError:   # it ended on its own between the check and the signal
-        pass
+        stop_process_group(pid, started, wait_s=30)
     except OSError as exc:       # a read-only runs folder, a process this user may not signal
         raise JobError(f"{run_id} could not be cancelled: {exc.strerror or exc}.") from None
     _release(run_id, pid, root)
+
+
+def stop_process_group(pid: int | None, started: float | None, *, wait_s: float) -> None:
+    """Ask a job's process group to stop (SIGTERM: it records why and writes nothing half-way), and kill it if it
+    is still there after `wait_s` seconds."""
+    try:
+        if process_alive(pid, started):
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+            deadline = time.time() + wait_s
+            while process_alive(pid, started) and time.time() < deadline:
+                time.sleep(0.2)
+            if process_alive(pid, started):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    except ProcessLookupError:   # it ended on its own between the check and the signal
+        pass
 
 
 def _continuable_runs_from(run_id: str, root: Path | None) -> list[str]:

@@ -2,6 +2,7 @@
 import ast
 import json
 import shutil
+import time
 
 import pandas as pd
 import pytest
@@ -303,12 +304,26 @@ def test_retrain_actions_need_the_password_when_one_is_set(models_dir, monkeypat
     assert not launch_button(at).disabled
 
 
+def finished_evaluation(models_dir, timeout_s: float = 300):
+    """The evaluation the page launched, once its process has ended."""
+    from skin_core import evaluation_jobs
+    deadline = time.time() + timeout_s
+    while (job := evaluation_jobs.latest(models_dir / "default")).status == "running":
+        assert time.time() < deadline, "the evaluation did not end"
+        time.sleep(0.5)
+    return job
+
+
 def test_evaluation_page_evaluates_another_dataset_and_saves_it(models_dir):
     at = page("evaluation").run()
     at.text_input(key="ds-main").input(str(SAMPLE)).run()
     at.button(key="go-main").click().run()
-    assert not at.exception
+    assert not at.exception and not at.error
+    assert any(str(p.text).startswith(f"Evaluating {SAMPLE}: ") for p in at.get("progress"))   # in its own process
     name = dataset_report_file(str(SAMPLE))
+    assert finished_evaluation(models_dir).status == "done"
+    at.run()
+    assert not at.exception
     assert any(f"Saved as {name}" in str(s.value) for s in at.success)
     saved = json.loads((models_dir / "default" / name).read_text())
     # the tiny model was trained on the sample data: only its test split is scored, and the page says so
@@ -353,8 +368,26 @@ def test_the_evaluation_page_leaves_out_other_labels_only_when_asked(models_dir,
     assert any("Unknown class folders scc" in str(e.value) for e in at.error) and not at.success
     at.checkbox(key="skip-main").check().run()
     at.button(key="go-main").click().run()
+    assert finished_evaluation(models_dir).status == "done"
+    at.run()
     assert not at.exception and at.success
     assert any("Left out as asked: 1 image labelled 'scc'." in str(c.value) for c in at.caption)
+
+
+def test_an_evaluation_that_fails_in_its_process_is_reported_on_the_page(models_dir, sample_meta, tmp_path):
+    split = pd.read_csv(models_dir / "default" / "split.csv", dtype=str)
+    learnt = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] == "train", "image_id"])]
+    folder = make_folder_dataset(tmp_path / "learnt", learnt)   # labels read fine: the launch is allowed
+    at = page("evaluation").run()
+    at.text_input(key="ds-main").input(str(folder)).run()
+    at.button(key="go-main").click().run()
+    assert not at.error
+    assert finished_evaluation(models_dir).status == "failed"
+    at.run()
+    assert not at.exception
+    assert any(f"The evaluation of {folder}" in str(e.value) and f"failed: All {len(learnt)} images" in str(e.value)
+               for e in at.error)
+    assert not list((models_dir / "default").glob("evaluation-*.json"))
 
 
 def test_saving_an_evaluation_beside_a_bundle_needs_the_admin_password(models_dir, monkeypatch):
