@@ -30,6 +30,8 @@ from .jsonfiles import json_object_or_none, read_json_object, replace_json
 
 FOLDER = "evaluations"
 OUTCOMES = ("done", "failed", "cancelled")
+COUNTED = {"read": "Read {done}/{total} images", "scored": "Scored {done}/{total} images with the model"}
+"""The two long steps whose progress is counted, and how each is told."""
 KEEP = 20               # finished evaluations' folders kept; their reports stay beside the bundles regardless
 STARTING = ".starting"  # held while one start checks that none runs and launches its process
 CANCEL_WAIT_S = 10
@@ -51,7 +53,7 @@ class EvaluationJob:
     dataset: str
     status: str                  # running, done, failed, cancelled
     started: float
-    progress: float              # share of the images read
+    progress: float              # share of the images read, then of those scored
     step: str                    # what it is doing now, in words
     report_name: str | None = None
     error: str | None = None
@@ -133,10 +135,10 @@ def state(job_id: str, root: Path | None = None) -> EvaluationJob:
     job = _record(job_id, root)
     events = progress_events(folder)
     outcome = next((e for e in reversed(events) if e["event"] in OUTCOMES), None)
-    read = next((e for e in reversed(events) if e["event"] == "read"), None)
-    latest = next((e for e in reversed(events) if e["event"] in ("read", "step")), None)
-    step = "Starting: loading the model" if latest is None else \
-        f"Read {latest['done']}/{latest['total']} images" if latest["event"] == "read" else latest["text"]
+    latest = next((e for e in reversed(events) if e["event"] in COUNTED or e["event"] == "step"), None)
+    counted = next((e for e in reversed(events) if e["event"] in COUNTED), None)
+    step = "Starting: loading the model" if latest is None else latest.get("text") or \
+        COUNTED[latest["event"]].format(**latest)
     report_name, error, ended = None, None, None
     if outcome is not None:
         ended = outcome.get("time")
@@ -149,7 +151,8 @@ def state(job_id: str, root: Path | None = None) -> EvaluationJob:
     else:
         status, error = "failed", "The evaluation process ended without finishing (it crashed or was killed)."
     return EvaluationJob(job_id, job["bundle"], job["dataset"], status, job["started"],
-                         read["done"] / max(read["total"], 1) if read else 0.0, step, report_name, error, ended)
+                         counted["done"] / max(counted["total"], 1) if counted else 0.0, step, report_name, error,
+                         ended)
 
 
 def _job_ids(root: Path | None) -> list[str]:
@@ -217,7 +220,8 @@ def run(folder: Path) -> int:
         report = Predictor.from_path(job["bundle"]).evaluate(
             job["dataset"], skip_bad=job["leave_out"], skip_other_labels=job["leave_out"],
             on_progress=lambda done, total: log.event("read", done=done, total=total),
-            on_stage=lambda text: log.event("step", f"{text}...", text=f"{text}..."))
+            on_stage=lambda text: log.event("step", f"{text}...", text=f"{text}..."),
+            on_scoring=lambda done, total: log.event("scored", done=done, total=total))
         signal.signal(signal.SIGTERM, signal.SIG_IGN)        # the report is written whole or not at all
         name = dataset_report_file(job["dataset"])
         update_report(job["bundle"], name, report)

@@ -199,11 +199,15 @@ class Predictor:
         logits, features = self.photo_logits_and_features(pixels, batch_size)
         return self.with_patients(logits, patients), features
 
-    def photo_logits_and_features(self, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def photo_logits_and_features(self, pixels: np.ndarray, batch_size: int = 64,
+                                  on_batch=None) -> tuple[np.ndarray, np.ndarray]:
         """The network's own logits (no patient push) and pooled features: one pass that with_patients can
-        then complete with and without the patients' details."""
-        batches = [self._logits(tf.convert_to_tensor(pixels[i:i + batch_size], tf.float32))
-                   for i in range(0, len(pixels), batch_size)]
+        then complete with and without the patients' details. `on_batch(done, total)` follows it."""
+        batches = []
+        for i in range(0, len(pixels), batch_size):
+            batches.append(self._logits(tf.convert_to_tensor(pixels[i:i + batch_size], tf.float32)))
+            if on_batch:
+                on_batch(min(i + batch_size, len(pixels)), len(pixels))
         if not batches:
             return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, self._feature_width), np.float32)
         return (np.concatenate([logits.numpy() for logits, _ in batches]),
@@ -219,10 +223,11 @@ class Predictor:
         """Calibrated probabilities for prepared pictures: the numbers evaluation reports."""
         return self.calibrated(self.logits(pixels, batch_size, patients=patients))
 
-    def probabilities_given_and_alone(self, pixels: np.ndarray, patients) -> tuple[np.ndarray, np.ndarray | None]:
+    def probabilities_given_and_alone(self, pixels: np.ndarray, patients,
+                                      on_batch=None) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities with each picture's details and, for a model that reads them, with none (what a
         photo sent without them is answered): one pass over the pictures."""
-        photo_logits, _ = self.photo_logits_and_features(pixels)
+        photo_logits, _ = self.photo_logits_and_features(pixels, on_batch=on_batch)
         alone = self.calibrated(self.with_patients(photo_logits)) if self.patient_head is not None else None
         return self.calibrated(self.with_patients(photo_logits, patients)), alone
 
@@ -241,11 +246,12 @@ class Predictor:
         return self.calibrated(logits), distances
 
     def evaluate(self, dataset_root, *, skip_bad: bool = False, skip_other_labels: bool = False, on_progress=None,
-                 on_stage=None, leave_out_seen: bool = True) -> dict:
+                 on_stage=None, on_scoring=None, leave_out_seen: bool = True) -> dict:
         """The evaluation report of this model on a labelled dataset folder (any layout data reads), without the
         images and lesions its split.csv says it trained or was tuned on (unless `leave_out_seen` is off:
         then it is a check of the code, not of the model). `on_progress(done, total)` follows the reading of the
-        images and `on_stage(text)` names each later step, so a page can say what the wait is for."""
+        images, `on_stage(text)` names each later step and `on_scoring(done, total)` follows the longest, so a
+        page can say what the wait is for."""
         say = on_stage or (lambda text: None)
         from . import data, evaluation
         from .bundle import SPLIT_FILE
@@ -277,7 +283,7 @@ class Predictor:
         labels = arrays.table["dx"].map({c: i for i, c in enumerate(self.classes)}).to_numpy()
         rows = patient_details.read(dataset_root, arrays.table["image_id"]) if self.patient_head else None
         say(f"Scoring {len(arrays.table)} images with the model")
-        probs, alone = self.probabilities_given_and_alone(arrays.pixels, rows)
+        probs, alone = self.probabilities_given_and_alone(arrays.pixels, rows, on_batch=on_scoring)
         # a photo filed twice under two lesion ids is one lesion to the intervals, which resample lesions
         say("Looking for photos filed twice in this dataset")
         lesions = copies.copy_groups(arrays.table["lesion_id"], arrays.pixels)

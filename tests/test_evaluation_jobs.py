@@ -12,6 +12,7 @@ from conftest import SAMPLE, make_folder_dataset
 from skin_core import evaluation_jobs
 from skin_core.bundle import dataset_report_file
 from skin_core.data import DatasetError
+from skin_core.jobs import progress_events
 
 
 def ended(job_id: str, timeout_s: float = 300) -> evaluation_jobs.EvaluationJob:
@@ -52,6 +53,8 @@ def test_one_at_a_time_a_cancel_keeps_the_earlier_report_and_a_finished_one_repl
     report = json.loads(earlier.read_text())
     split = pd.read_csv(bundle / "split.csv")
     assert report["n"] == (split["subset"] == "test").sum() and report["dataset"] == str(SAMPLE)
+    scored = [e for e in progress_events(evaluation_jobs.jobs_dir() / second) if e["event"] == "scored"]
+    assert scored and scored[-1]["done"] == scored[-1]["total"] == report["n"]      # the page follows the scoring
 
 
 def test_an_evaluation_the_dataset_fails_inside_its_process_says_why(models_dir, sample_meta, tmp_path):
