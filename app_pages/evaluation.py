@@ -290,8 +290,9 @@ def other_dataset(path, manifest, key: str) -> None:
         folder = st.text_input("Dataset folder on the server (HAM10000 layout, an ISIC download or one "
                                "folder per class)",
                                key=f"ds-{key}")
-        leave_out = st.checkbox("Leave out images that cannot be used: missing, unreadable, or labelled beyond the "
-                                "seven classes (e.g. ISIC's SCC); the report counts them", key=f"skip-{key}")
+        leave_out = st.checkbox("Leave out images that cannot be used: missing, unreadable, labelled beyond the "
+                                "seven classes (e.g. ISIC's SCC) or, in an ISIC export, not dermoscopy; the report "
+                                "counts them", key=f"skip-{key}")
         admin = is_admin(f"admin-{key}")   # the result is saved beside the bundle
         if st.button("Evaluate", key=f"go-{key}", disabled=not admin) and folder:
             from skin_core.data import DatasetError

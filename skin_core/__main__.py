@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write the full report here")
     evaluate.add_argument("--skip-bad", action="store_true", help="leave out missing or unreadable images")
     evaluate.add_argument("--skip-other-labels", action="store_true",
-                          help="leave out images labelled with a class the model does not know (e.g. ISIC's SCC)")
+                          help="leave out images labelled with a class the model does not know (e.g. ISIC's SCC), "
+                               "and an ISIC export's photos that are not dermoscopy (clinical, total-body tiles)")
     export = commands.add_parser("export", help="export a bundle for TFLite or TF Serving")
     export.add_argument("--model", default="models/default")
     export.add_argument("--format", choices=["tflite", "savedmodel"], required=True)

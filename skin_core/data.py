@@ -137,8 +137,10 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
             f"({', '.join(classes)}).")
     if table.empty:
         raise DatasetError(f"The dataset in {root} has no images.")
-    unknown = table[~table["dx"].isin(classes)]
     skipped = []
+    if "image_type" in table:
+        table, skipped = _dermoscopy_only(table, skip_other_labels)
+    unknown = table[~table["dx"].isin(classes)]
     if len(unknown) and not skip_other_labels:
         raise DatasetError(
             f"{len(unknown)} rows have unknown dx values {sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
@@ -238,7 +240,24 @@ def _labelled_images(root: Path, frame: pd.DataFrame, file_name: str) -> pd.Data
         raise DatasetError(f"{len(duplicated)} image_ids appear twice in {file_name}: {_first(duplicated['image_id'])}")
     index = _index_images(root)
     frame["path"] = frame["image_id"].map(lambda i: str(index[i]) if i in index else None)
-    return frame[["path", "image_id", "lesion_id", "dx"]]
+    return frame[["path", "image_id", "lesion_id", "dx", *(["image_type"] if "image_type" in frame else [])]]
+
+
+def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.DataFrame, list[str]]:
+    """An ISIC export may mix dermoscopy with clinical photos and total-body tiles (its image_type column): the
+    model reads dermoscopy only, so the others are refused, or left out and named when asked."""
+    kinds = table["image_type"].fillna("").astype(str).str.strip()
+    table = table.drop(columns="image_type")
+    other = isic.not_dermoscopic(kinds)
+    if not other.any():
+        return table, []
+    if not skip_other_photos:
+        counts = ", ".join(f"{n} {kind}" for kind, n in kinds[other].value_counts().items())
+        raise DatasetError(f"{int(other.sum())} images are not dermoscopy by the download's image_type ({counts}); "
+                           f"the model reads dermoscopic photos only. First rows: {_first(table['image_id'][other])}. "
+                           "An evaluation can be told to leave them out (evaluate --skip-other-labels).")
+    skipped = [f"{i}: a {kind} photo, not dermoscopy" for i, kind in zip(table["image_id"][other], kinds[other])]
+    return table[~other], skipped
 
 
 def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) -> pd.DataFrame:

@@ -48,8 +48,11 @@ melanoma, as ISIC 2019's MEL column counts them. "Squamous cell carcinoma, NOS" 
 does not say in situ: the archive files HAM10000's own Bowen's disease under it, which a HAM10000 download from the
 Dataverse labels akiec."""
 DETAILS = {"lesion_id": "lesion_id", "age_approx": "age", "sex": "sex", "anatom_site_general": "localization",
-           "anatom_site_general_challenge": "localization"}
-"""The files' detail columns and the HAM10000 columns they fill."""
+           "anatom_site_general_challenge": "localization", "image_type": "image_type"}
+"""The files' detail columns and the columns they fill (HAM10000's, and the archive's kind of photo)."""
+DERMOSCOPIC = "dermoscopic"
+"""The archive's image_type of a dermoscopy photo; its others ("clinical: close-up", "TBP tile: overview", ...) are
+photos of another kind, which the model was not made for."""
 
 
 class IsicFileError(ValueError):
@@ -144,4 +147,12 @@ def read(root: Path, ground_truth: Path) -> pd.DataFrame:
         details = _details_file(root)
         if details is not None:
             frame = frame.merge(_details(_read(details)).drop_duplicates("image_id"), on="image_id", how="left")
-    return frame.reindex(columns=["image_id", "lesion_id", "dx", "age", "sex", "localization"])
+    columns = ["image_id", "lesion_id", "dx", "age", "sex", "localization"]
+    return frame.reindex(columns=columns + (["image_type"] if "image_type" in frame else []))
+
+
+def not_dermoscopic(image_types: pd.Series) -> pd.Series:
+    """Whether each photo is, by the archive's image_type, of another kind than dermoscopy (blank: not said, and
+    read as dermoscopy, as in exports from before the archive recorded it)."""
+    words = image_types.fillna("").astype(str).str.strip().str.lower()
+    return (words != "") & ~words.str.startswith(DERMOSCOPIC)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import SAMPLE
 from skin_core import data, patients
 
 ISIC_SITES = {"trunk": "anterior torso", "abdomen": "anterior torso", "chest": "anterior torso", "back": "posterior torso", "upper extremity": "upper extremity",
@@ -161,6 +162,29 @@ def test_the_archives_hierarchy_of_diagnoses_is_read_at_its_most_specific_level(
     expected = sample_meta.set_index("image_id")[["dx", "lesion_id"]].iloc[2:]
     assert dataset.table.set_index("image_id")[["dx", "lesion_id"]].to_dict() == expected.to_dict()
     assert patients.read(root, sample_meta["image_id"])["sex"].tolist() == sample_meta["sex"].tolist()
+
+
+def test_an_archive_export_mixing_clinical_photos_with_dermoscopy_keeps_the_dermoscopy_only_when_asked(
+        tmp_path, sample_meta):
+    root = tmp_path / "export"
+    (root / "images").mkdir(parents=True)
+    for row in sample_meta.itertuples():
+        shutil.copy(row.path, root / "images" / f"{row.image_id}.jpg")
+    kinds = ["dermoscopic"] * len(sample_meta)
+    kinds[:4] = ["clinical: close-up", "clinical: close-up", "TBP tile: close-up", None]  # the last: not said
+    pd.DataFrame({"isic_id": sample_meta["image_id"], "diagnosis": sample_meta["dx"].map(WORDS),
+                  "image_type": kinds, "lesion_id": sample_meta["lesion_id"]}).to_csv(root / "metadata.csv",
+                                                                                       index=False)
+    with pytest.raises(data.DatasetError, match=r"3 images are not dermoscopy by the download's image_type "
+                                                r"\(2 clinical: close-up, 1 TBP tile: close-up\).*--skip-other-labels"):
+        data.load_dataset(root)
+    dataset = data.load_dataset(root, skip_other_labels=True, every_class=False)
+    ids = sample_meta["image_id"]
+    assert dataset.table["image_id"].tolist() == ids.iloc[3:].tolist()
+    assert dataset.skipped == [f"{ids[0]}: a clinical: close-up photo, not dermoscopy",
+                               f"{ids[1]}: a clinical: close-up photo, not dermoscopy",
+                               f"{ids[2]}: a TBP tile: close-up photo, not dermoscopy"]
+    assert list(dataset.table.columns) == list(data.load_dataset(SAMPLE).table.columns)
 
 
 def test_an_archive_export_without_any_diagnosis_is_refused_with_what_is_read(tmp_path, sample_meta):
