@@ -63,17 +63,21 @@ def launch_form(admin: bool) -> None:
         "Dataset folder", help="HAM10000 layout (metadata CSV + images), an ISIC download (its ground-truth or "
                                "metadata CSV + images) or one sub-folder per class",
         disabled=not admin)
+    leave_out = st.checkbox("Leave out images labelled beyond the seven classes (e.g. ISIC's SCC) or, in an ISIC "
+                            "export, not dermoscopy", default_of("skip_other_labels"),
+                            help=help_of("skip_other_labels"), disabled=not admin)
     dataset_ok = False
     if folder and admin:       # the server's folders are read for signed-in users only
         try:
-            dataset = load_dataset(folder)
+            dataset = load_dataset(folder, skip_other_labels=leave_out)
         except DatasetError as exc:
             st.error(f"This dataset cannot be used: {exc}")
         else:
             dataset_ok = True
             counts = dataset.counts()
+            left_out = f"; {len(dataset.skipped)} left out as asked" if dataset.skipped else ""
             st.caption(f"{len(dataset.table)} images of {dataset.table['lesion_id'].nunique()} lesions "
-                       f"({dataset.layout} layout): " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+                       f"({dataset.layout} layout): " + ", ".join(f"{c} {n}" for c, n in counts.items()) + left_out)
     with st.form("launch"):
         start_from = st.selectbox("Start from", list(launch.START_FROM), format_func=launch.START_FROM.get,
                                   help="ImageNet weights download once on a connected machine. The active model's "
@@ -115,7 +119,8 @@ def launch_form(admin: bool) -> None:
         config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "augment": augment, "photometric": photometric, "mix": mix,
-                  "colour_constancy": colour_constancy, "compression": compression, "patients": with_patients}
+                  "colour_constancy": colour_constancy, "compression": compression, "patients": with_patients,
+                  "skip_other_labels": leave_out}
         try:   # the split and the starting weights come from one reading of the active model
             config, notes = launch.plan_run(config, dataset.table, start_from=start_from,
                                             same_lesions=same_lesions, active=registry.active_path())

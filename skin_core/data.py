@@ -144,8 +144,8 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     if len(unknown) and not skip_other_labels:
         raise DatasetError(
             f"{len(unknown)} rows have unknown dx values {sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
-            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}. An evaluation can be "
-            "told to leave them out (evaluate --skip-other-labels).")
+            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}. Training or an "
+            "evaluation can be told to leave them out (--skip-other-labels).")
     if len(unknown):
         skipped += [f"{i}: labelled {dx!r}, not one of the model's classes" for i, dx in zip(unknown["image_id"],
                                                                                               unknown["dx"])]
@@ -173,7 +173,7 @@ def as_roots(folders) -> list[Path]:
     return [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
 
 
-def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES) -> Dataset:
+def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES, skip_other_labels: bool = False) -> Dataset:
     """Several dataset folders read as one training set, each image keeping its source (the folder's name).
 
     An image id or a lesion id may belong to one source only: the split is keyed by image id, and a lesion
@@ -182,12 +182,13 @@ def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES) -> Data
     """
     roots = [root.expanduser() for root in as_roots(roots)]
     if len(roots) == 1:
-        return load_dataset(roots[0], skip_bad=skip_bad, classes=classes)
+        return load_dataset(roots[0], skip_bad=skip_bad, classes=classes, skip_other_labels=skip_other_labels)
     names = [r.name for r in roots]
     if len(set(names)) < len(names):
         raise DatasetError(f"Two dataset folders have the same name ({_first(sorted(names))}); each source is "
                            "known by its folder's name, so give them different names.")
-    parts = [load_dataset(r, skip_bad=skip_bad, classes=classes, every_class=False) for r in roots]
+    parts = [load_dataset(r, skip_bad=skip_bad, classes=classes, every_class=False,
+                          skip_other_labels=skip_other_labels) for r in roots]
     table = pd.concat([p.table for p in parts], ignore_index=True)
     for key in ("image_id", "lesion_id"):
         shared = table.groupby(key)["source"].nunique()
@@ -255,7 +256,7 @@ def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.D
         counts = ", ".join(f"{n} {kind}" for kind, n in kinds[other].value_counts().items())
         raise DatasetError(f"{int(other.sum())} images are not dermoscopy by the download's image_type ({counts}); "
                            f"the model reads dermoscopic photos only. First rows: {_first(table['image_id'][other])}. "
-                           "An evaluation can be told to leave them out (evaluate --skip-other-labels).")
+                           "Training or an evaluation can be told to leave them out (--skip-other-labels).")
     skipped = [f"{i}: a {kind} photo, not dermoscopy" for i, kind in zip(table["image_id"][other], kinds[other])]
     return table[~other], skipped
 
@@ -264,8 +265,8 @@ def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) ->
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     strays = [p.name for p in folders if p.name.lower() not in classes]
     if strays and not skip_other_labels:
-        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}. An "
-                           "evaluation can be told to leave them out (evaluate --skip-other-labels).")
+        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}. "
+                           "Training or an evaluation can be told to leave them out (--skip-other-labels).")
     rows = [(str(path), path.stem, path.stem, folder.name.lower())   # "MEL/" is mel's folder too
             for folder in folders
             for path in sorted(folder.rglob("*"))

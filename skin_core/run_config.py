@@ -112,6 +112,9 @@ class TrainConfig:
                         "better on validation, and the four quarter turns only if clearly better still",
         choices=TTA_CHOICES)
     skip_bad: bool = setting(False, "leave out missing or unreadable images instead of stopping")
+    skip_other_labels: bool = setting(
+        False, "leave out images labelled beyond the seven classes (an ISIC download's SCC or UNK) and an ISIC "
+               "export's photos that are not dermoscopy, instead of stopping; the manifest lists them")
     progress_file: str | None = setting(None, "also write progress as JSON lines to this file")
     name: str | None = setting(None, "display name of the model (default: the --out folder name)")
     strategy: str = setting(STRATEGY_CHOICES[0], "tf.distribute strategy (multiworker reads TF_CONFIG)",

@@ -117,7 +117,7 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
     if split_csv is not None and not Path(split_csv).is_file():      # checked before the slow image reading
         raise ValueError(f"No split file at {split_csv}: a reused split must come from a bundle folder that "
                          f"holds {bundles.SPLIT_FILE}.")
-    dataset = data.load_datasets(cfg.data, skip_bad=cfg.skip_bad)
+    dataset = data.load_datasets(cfg.data, skip_bad=cfg.skip_bad, skip_other_labels=cfg.skip_other_labels)
     classes = list(CLASS_CODES)
     detail_side = cfg.detail_side
     if detail_side == -1:     # the sharpest source's detail: smaller photos are upsampled, not the others blurred

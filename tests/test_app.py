@@ -292,6 +292,25 @@ def test_a_run_from_the_active_model_never_tests_on_lesions_it_was_tuned_on(mode
     assert any("trained or tuned on" in str(e.value) for e in at.error)
 
 
+def test_the_retrain_form_leaves_out_labels_beyond_the_seven_only_when_asked(models_dir, monkeypatch, tmp_path,
+                                                                             sample_meta):
+    from skin_core import jobs
+    launched = []
+    monkeypatch.setattr(jobs, "start", lambda config: launched.append(config) or "run-test")
+    folder = make_folder_dataset(tmp_path / "clinic", sample_meta)
+    (folder / "scc").mkdir()
+    shutil.copy(sample_meta["path"].iloc[0], folder / "scc" / "scc_1.jpg")
+    at = page("retrain").run()
+    at.radio[0].set_value("A folder on the server").run()
+    next(t for t in at.text_input if t.label == "Dataset folder").input(str(folder)).run()
+    assert any("Unknown class folders scc" in str(e.value) for e in at.error) and launch_button(at).disabled
+    next(c for c in at.checkbox if c.label.startswith("Leave out images labelled beyond")).check().run()
+    assert not at.error and any("70 images" in str(c.value) and "1 left out as asked" in str(c.value)
+                                for c in at.caption)
+    launch_button(at).click().run()
+    assert not at.exception and launched and launched[0]["skip_other_labels"] is True
+
+
 def test_retrain_actions_need_the_password_when_one_is_set(models_dir, monkeypatch):
     monkeypatch.setenv("SKIN_ADMIN_PASSWORD", "hunter2")
     at = page("retrain").run()

@@ -219,3 +219,20 @@ def test_evaluate_scores_an_isic_download_with_its_patient_details(tiny_patient_
     known = report["patient_details"]["known"]
     assert known["age"] == pytest.approx(unseen["age"].notna().mean())
     assert known["sex"] == pytest.approx(unseen["sex"].isin(patients.SEXES).mean())
+
+
+def test_training_on_an_isic_download_as_it_comes_leaves_out_its_scc_only_when_asked(tmp_path, sample_meta):
+    from skin_core.progress import ProgressLog
+    from skin_core.training import TrainConfig, prepare
+    meta = sample_meta.copy()
+    meta.loc[0, "dx"] = "scc"                              # ISIC 2019's training download holds 628 of them
+    root = make_isic_download(tmp_path / "isic", meta)
+    settings = dict(data=str(root), out=str(tmp_path / "run"), img_size=32, test_fraction=0.2, val_fraction=0.2,
+                    workers=2)
+    with pytest.raises(data.DatasetError, match=r"unknown dx values \['scc'\].*Training or an evaluation can be "
+                                                r"told to leave them out \(--skip-other-labels\)"):
+        prepare(TrainConfig(**settings), ProgressLog(None))
+    prep = prepare(TrainConfig(**settings, skip_other_labels=True), ProgressLog(None))
+    assert meta["image_id"][0] not in set(prep.dataset.table["image_id"])
+    assert len(prep.dataset.table) == len(meta) - 1
+    assert prep.dataset.skipped == [f"{meta['image_id'][0]}: labelled 'scc', not one of the model's classes"]
