@@ -122,7 +122,7 @@ def cmd_evaluate(args) -> int:
     try:
         report = Predictor.from_path(args.model).evaluate(      # each slow step named on stderr as it starts
             args.data, skip_bad=args.skip_bad, skip_other_labels=args.skip_other_labels,
-            on_stage=lambda text: print(f"{text}...", file=sys.stderr, flush=True))
+            on_stage=lambda text: print(f"{text}...", file=sys.stderr, flush=True), on_scoring=_every_tenth())
     except BaseException:
         if created:   # a failed evaluation leaves no empty report behind
             Path(args.json).unlink(missing_ok=True)
@@ -131,6 +131,19 @@ def cmd_evaluate(args) -> int:
     if args.json:
         replace_json(args.json, report)
     return 0
+
+
+def _every_tenth():
+    """A progress callback printing 'Scored done/total images' on stderr at each tenth of the way (a scoring of
+    tens of thousands of photos takes many minutes)."""
+    told = set()
+
+    def scored(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth and tenth not in told:
+            told.add(tenth)
+            print(f"Scored {done}/{total} images", file=sys.stderr, flush=True)
+    return scored
 
 
 def cmd_export(args) -> int:

@@ -104,6 +104,7 @@ def test_evaluate_writes_the_report_for_a_folder_dataset(tiny_bundle, tmp_path, 
     assert "images whose image or lesion the model trained or was tuned on were left out" in out
     assert "each image counts as a lesion of its own" in out      # class folders without a lesion table
     assert f"Scoring {len(test)} images with the model..." in err    # the slow steps are named as they start
+    assert err.count("Scored ") <= 10 and f"Scored {len(test)}/{len(test)} images" in err
 
 
 def test_evaluating_only_images_the_model_learned_from_is_refused(tiny_bundle, tmp_path, sample_meta, capsys):
