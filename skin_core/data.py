@@ -133,8 +133,8 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     else:
         raise DatasetError(
             f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx), an ISIC "
-            f"ground-truth or metadata CSV (image, MEL, NV, ... or isic_id, diagnosis or diagnosis_1..5) or one sub-folder per class "
-            f"({', '.join(classes)}).")
+            f"ground-truth or metadata CSV (image, MEL, NV, ... or isic_id, diagnosis or diagnosis_1..5) or one "
+            f"sub-folder per class ({', '.join(classes)}).")
     if table.empty:
         raise DatasetError(f"The dataset in {root} has no images.")
     skipped = []

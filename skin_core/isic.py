@@ -15,7 +15,8 @@ They become HAM10000's columns: image_id, lesion_id, dx, age, sex, localization.
 decides, and it is one of the seven only where HAM10000's own definition of that class holds it (DIAGNOSES; a
 subtype named after its type, "Nevus, Spitz", is read as that type). Anything else (squamous cell carcinoma, which
 HAM10000's akiec holds only in situ; lentigo NOS; unknown or blank) stays a label beyond the model's seven, which
-an evaluation leaves out only when asked. Sex and body-site words are mapped later, as for any dataset
+training and an evaluation leave out only when asked, as they do an export's photos that are not dermoscopy
+(`image_type`: clinical photos, total-body tiles). Sex and body-site words are mapped later, as for any dataset
 (patients.in_ham10000_words).
 """
 from __future__ import annotations
