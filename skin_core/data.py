@@ -3,8 +3,8 @@
 Three layouts are understood and detected automatically:
 - HAM10000: a metadata CSV (lesion_id, image_id, dx, ...) and `<image_id>.jpg` files anywhere below;
 - an ISIC download: ISIC 2018 (task 3) or 2019's one-hot ground-truth CSV with its metadata or lesion groupings
-  beside it, or ISIC 2020's or the archive's CSV with a diagnosis in words, and the images anywhere below (read
-  in HAM10000's terms by `isic`);
+  beside it, MILK10k's one-hot labels by lesion with its metadata, or ISIC 2020's or the archive's CSV with a
+  diagnosis in words, and the images anywhere below (read in HAM10000's terms by `isic`);
 - one sub-folder per class (`akiec/`, `bcc/`, ...); each image is its own lesion unless a CSV
   with image_id and lesion_id columns sits beside the class folders.
 The result is always the same table: path, image_id, lesion_id, dx, source (the dataset folder's name).
@@ -254,7 +254,9 @@ def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.D
         return table, []
     if not skip_other_photos:
         counts = ", ".join(f"{n} {kind}" for kind, n in kinds[other].value_counts().items())
-        raise DatasetError(f"{int(other.sum())} images are not dermoscopy by the download's image_type ({counts}); "
+        n = int(other.sum())
+        raise DatasetError(f"{n} image{'s are' if n != 1 else ' is'} not dermoscopy by the download's image_type "
+                           f"({counts}); "
                            f"the model reads dermoscopic photos only. First rows: {_first(table['image_id'][other])}. "
                            "Training or an evaluation can be told to leave them out (--skip-other-labels).")
     skipped = [f"{i}: a {kind} photo, not dermoscopy" for i, kind in zip(table["image_id"][other], kinds[other])]

@@ -5,7 +5,8 @@ Two kinds of label file are read:
 - one-hot columns, as ISIC 2018 task 3 (`image,MEL,NV,BCC,AKIEC,BKL,DF,VASC`) and ISIC 2019
   (`image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK`) give them, with lesion ids, age, sex and body site in another file
   (2019's `..._Metadata.csv`: image, age_approx, anatom_site_general, lesion_id, sex; 2018's
-  `..._LesionGroupings.csv`: image, lesion_id);
+  `..._LesionGroupings.csv`: image, lesion_id); or by lesion, as MILK10k gives them (`lesion_id,AKIEC,BCC,...`),
+  the metadata file then listing each lesion's images (isic_id, lesion_id, image_type, ...);
 - a diagnosis in words, details in the same file: one `diagnosis` column, as ISIC 2020 (`image_name`, ...,
   `anatom_site_general_challenge`, `diagnosis`) and the archive's older exports (`isic_id`, ..., `diagnosis`,
   `lesion_id`) give it, or the archive's current hierarchy, `diagnosis_1` (Benign, Malignant, Indeterminate) to
@@ -27,8 +28,10 @@ import pandas as pd
 
 IMAGE_COLUMNS = ("image", "image_name", "isic_id")
 ONE_HOT = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "AKIEC": "akiec", "BKL": "bkl", "DF": "df",
-           "VASC": "vasc", "SCC": "scc", "UNK": "unk"}
-"""Each one-hot column and the label it becomes."""
+           "VASC": "vasc", "SCC": "scc", "UNK": "unk", "SCCKA": "scc or keratoacanthoma",
+           "BEN_OTH": "other benign", "MAL_OTH": "other malignant", "INF": "inflammatory"}
+"""Each one-hot column and the label it becomes (MILK10k's AKIEC is HAM10000's: actinic keratosis and
+intraepidermal carcinoma; its SCCKA, BEN_OTH, MAL_OTH and INF stay beyond the seven)."""
 DIAGNOSIS_COLUMN = "diagnosis"
 DIAGNOSIS_LEVELS = ("diagnosis_1", "diagnosis_2", "diagnosis_3", "diagnosis_4", "diagnosis_5")
 """The archive's hierarchy, most general first."""
@@ -80,10 +83,11 @@ def _labels_in(header: list[str]) -> bool:
 
 
 def find_ground_truth(root: Path) -> Path | None:
-    """The first CSV in `root` that labels images: an image column, and one-hot classes or a diagnosis column."""
+    """The first CSV in `root` that labels images: an image column, and one-hot classes or a diagnosis column; or
+    one that labels lesions (MILK10k: lesion_id and one-hot classes, its images listed in a metadata CSV)."""
     for csv in sorted(Path(root).glob("*.csv")):
         header = _header(csv)
-        if _image_column(header) and _labels_in(header):
+        if (_image_column(header) or "lesion_id" in header) and _labels_in(header):
             return csv
     return None
 
@@ -105,15 +109,31 @@ def _read(csv: Path) -> pd.DataFrame:
     return frame.rename(columns={_image_column(list(frame.columns)): "image_id"})
 
 
-def _one_hot_labels(truth: pd.DataFrame, name: str) -> pd.Series:
+def _one_hot_labels(truth: pd.DataFrame, name: str, key: str = "image_id") -> pd.Series:
     classes = [column for column in truth.columns if column in ONE_HOT]
     scores = truth[classes].apply(pd.to_numeric, errors="coerce")
     labelled = (scores == 1).sum(axis=1)
     if (labelled != 1).any():
-        rows = truth.loc[labelled != 1, "image_id"].head(5).tolist()
+        rows = truth.loc[labelled != 1, key].head(5).tolist()
         raise IsicFileError(f"{int((labelled != 1).sum())} rows of {name} do not mark exactly one class with 1 "
-                            f"(first: {', '.join(map(str, rows))}); each image needs one diagnosis.")
+                            f"(first: {', '.join(map(str, rows))}); each {'image' if key == 'image_id' else 'lesion'} "
+                            "needs one diagnosis.")
     return scores.idxmax(axis=1).map(ONE_HOT)
+
+
+def _by_lesion(root: Path, truth: pd.DataFrame, name: str) -> pd.DataFrame:
+    """A ground truth of lesions (MILK10k's) given to each image its metadata CSV lists under that lesion."""
+    details = _details_file(root)
+    if details is None:
+        raise IsicFileError(f"{name} labels lesions, not images: a metadata CSV beside it must list each lesion's "
+                            "images (isic_id or image, and lesion_id).")
+    images = _details(_read(details))
+    if "lesion_id" not in images:
+        raise IsicFileError(f"{details.name} has no lesion_id column to find the images of {name}'s lesions.")
+    labels = pd.DataFrame({"lesion_id": truth["lesion_id"].str.strip(),
+                           "dx": _one_hot_labels(truth, name, key="lesion_id")})
+    images["lesion_id"] = images["lesion_id"].str.strip()
+    return images.merge(labels, on="lesion_id", how="left")
 
 
 def _most_specific_diagnosis(truth: pd.DataFrame) -> pd.Series:
@@ -137,13 +157,17 @@ def _details(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read(root: Path, ground_truth: Path) -> pd.DataFrame:
-    """image_id, lesion_id, dx, age, sex, localization for every row of the label file (blank where the download
-    does not say; an image without a lesion id is its own lesion, as in data._read_ham10000)."""
+    """image_id, lesion_id, dx, age, sex, localization (and the archive's image_type) for every image the label file
+    labels (blank where the download does not say; an image without a lesion id is its own lesion, as in
+    data._read_ham10000)."""
     truth = _read(ground_truth)
-    truth["image_id"] = truth["image_id"].str.strip()
-    if _diagnosis_in_words(list(truth.columns)):
+    if "image_id" not in truth:                      # labels by lesion
+        frame = _by_lesion(root, truth, ground_truth.name)
+    elif _diagnosis_in_words(list(truth.columns)):
+        truth["image_id"] = truth["image_id"].str.strip()
         frame = _details(truth).assign(dx=in_ham10000_terms(_most_specific_diagnosis(truth)))
     else:
+        truth["image_id"] = truth["image_id"].str.strip()
         frame = pd.DataFrame({"image_id": truth["image_id"], "dx": _one_hot_labels(truth, ground_truth.name)})
         details = _details_file(root)
         if details is not None:

@@ -236,3 +236,45 @@ def test_training_on_an_isic_download_as_it_comes_leaves_out_its_scc_only_when_a
     assert meta["image_id"][0] not in set(prep.dataset.table["image_id"])
     assert len(prep.dataset.table) == len(meta) - 1
     assert prep.dataset.skipped == [f"{meta['image_id'][0]}: labelled 'scc', not one of the model's classes"]
+
+
+MILK_CODES = ["AKIEC", "BCC", "BEN_OTH", "BKL", "DF", "INF", "MAL_OTH", "MEL", "NV", "SCCKA", "VASC"]
+
+
+def test_a_ground_truth_by_lesion_labels_the_images_its_metadata_lists_as_milk10k_gives_them(tmp_path, sample_meta):
+    """MILK10k: one-hot labels per lesion_id; the metadata lists each lesion's dermoscopic and clinical photos."""
+    root = tmp_path / "milk"
+    lesions = sample_meta.drop_duplicates("lesion_id").reset_index(drop=True)
+    rows = []
+    for row in sample_meta.itertuples():
+        folder = root / "MILK10k_Training_Input" / row.lesion_id
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(row.path, folder / f"{row.image_id}.jpg")
+        rows.append({"lesion_id": row.lesion_id, "isic_id": row.image_id, "image_type": "dermoscopic",
+                     "age_approx": row.age, "sex": row.sex})
+    close_up = lesions["lesion_id"][1]                               # and a clinical photo of one lesion
+    shutil.copy(lesions["path"][1], root / "MILK10k_Training_Input" / close_up / "ISIC_9999999.jpg")
+    rows.append({"lesion_id": close_up, "isic_id": "ISIC_9999999", "image_type": "clinical: close-up"})
+    pd.DataFrame(rows).to_csv(root / "MILK10k_Training_Metadata.csv", index=False)
+    codes = lesions["dx"].str.upper().tolist()
+    codes[0] = "SCCKA"                                               # beyond the seven
+    truth = pd.DataFrame({"lesion_id": lesions["lesion_id"]})
+    for code in MILK_CODES:
+        truth[code] = [1.0 if c == code else 0.0 for c in codes]
+    truth.to_csv(root / "MILK10k_Training_GroundTruth.csv", index=False)
+
+    with pytest.raises(data.DatasetError, match="1 image is not dermoscopy by the download's image_type"):
+        data.load_dataset(root)
+    dataset = data.load_dataset(root, skip_other_labels=True, every_class=False)
+    assert dataset.layout == "isic"
+    first = sample_meta["lesion_id"] == lesions["lesion_id"][0]
+    expected = sample_meta[~first].set_index("image_id")[["dx", "lesion_id"]]
+    assert dataset.table.set_index("image_id")[["dx", "lesion_id"]].sort_index().to_dict() == \
+        expected.sort_index().to_dict()
+    assert "ISIC_9999999: a clinical: close-up photo, not dermoscopy" in dataset.skipped
+    assert sum("labelled 'scc or keratoacanthoma'" in s for s in dataset.skipped) == first.sum()
+    assert patients.read(root, sample_meta["image_id"])["sex"].tolist() == sample_meta["sex"].tolist()
+
+    (root / "MILK10k_Training_Metadata.csv").unlink()                # the images of the lesions unknown
+    with pytest.raises(data.DatasetError, match="labels lesions, not images: a metadata CSV beside it must list"):
+        data.load_dataset(root, skip_other_labels=True)
