@@ -259,7 +259,7 @@ def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.D
                            f"({counts}); "
                            f"the model reads dermoscopic photos only. First rows: {_first(table['image_id'][other])}. "
                            "Training or an evaluation can be told to leave them out (--skip-other-labels).")
-    skipped = [f"{i}: a {kind} photo, not dermoscopy" for i, kind in zip(table["image_id"][other], kinds[other])]
+    skipped = [f"{i}: not dermoscopy ({kind})" for i, kind in zip(table["image_id"][other], kinds[other])]
     return table[~other], skipped
 
 

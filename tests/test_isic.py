@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import SAMPLE
-from skin_core import data, patients
+from skin_core import data, evaluation, patients
 
 ISIC_SITES = {"trunk": "anterior torso", "abdomen": "anterior torso", "chest": "anterior torso", "back": "posterior torso", "upper extremity": "upper extremity",
               "lower extremity": "lower extremity", "face": "head/neck", "scalp": "head/neck", "neck": "head/neck",
@@ -181,9 +181,12 @@ def test_an_archive_export_mixing_clinical_photos_with_dermoscopy_keeps_the_derm
     dataset = data.load_dataset(root, skip_other_labels=True, every_class=False)
     ids = sample_meta["image_id"]
     assert dataset.table["image_id"].tolist() == ids.iloc[3:].tolist()
-    assert dataset.skipped == [f"{ids[0]}: a clinical: close-up photo, not dermoscopy",
-                               f"{ids[1]}: a clinical: close-up photo, not dermoscopy",
-                               f"{ids[2]}: a TBP tile: close-up photo, not dermoscopy"]
+    assert dataset.skipped == [f"{ids[0]}: not dermoscopy (clinical: close-up)",
+                               f"{ids[1]}: not dermoscopy (clinical: close-up)",
+                               f"{ids[2]}: not dermoscopy (TBP tile: close-up)"]
+    notes = evaluation.other_dataset_notes({"skipped": dataset.skipped, "left_out_seen": 0})     # as a report says
+    assert "Left out as asked: 2 images not dermoscopy (clinical: close-up), 1 image not dermoscopy (TBP tile: " \
+           "close-up)." in notes
     assert list(dataset.table.columns) == list(data.load_dataset(SAMPLE).table.columns)
 
 
@@ -271,7 +274,7 @@ def test_a_ground_truth_by_lesion_labels_the_images_its_metadata_lists_as_milk10
     expected = sample_meta[~first].set_index("image_id")[["dx", "lesion_id"]]
     assert dataset.table.set_index("image_id")[["dx", "lesion_id"]].sort_index().to_dict() == \
         expected.sort_index().to_dict()
-    assert "ISIC_9999999: a clinical: close-up photo, not dermoscopy" in dataset.skipped
+    assert "ISIC_9999999: not dermoscopy (clinical: close-up)" in dataset.skipped
     assert sum("labelled 'scc or keratoacanthoma'" in s for s in dataset.skipped) == first.sum()
     assert patients.read(root, sample_meta["image_id"])["sex"].tolist() == sample_meta["sex"].tolist()
 
