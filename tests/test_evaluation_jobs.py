@@ -89,3 +89,12 @@ def test_only_the_newest_finished_evaluations_keep_their_folders(models_dir, mon
     evaluation_jobs.cancel(newest)
     kept = sorted(p.name for p in evaluation_jobs.jobs_dir().glob("eval-*"))
     assert kept == ["eval-20260101-102000.000-abcd", newest]
+
+
+def test_a_folder_named_relative_to_the_server_is_evaluated_there(models_dir, monkeypatch, sample_meta, tmp_path):
+    split = pd.read_csv(models_dir / "default" / "split.csv", dtype=str)
+    unseen = sample_meta[sample_meta["image_id"].isin(split.loc[split["subset"] == "test", "image_id"])]
+    make_folder_dataset(tmp_path / "clinic", unseen)
+    monkeypatch.chdir(tmp_path)                  # the server's folder; the evaluating process starts elsewhere
+    job = ended(evaluation_jobs.start(models_dir / "default", "clinic", leave_out=False))
+    assert job.status == "done" and job.dataset == str(tmp_path / "clinic")
