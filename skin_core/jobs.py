@@ -106,10 +106,21 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
     if own:
         raise JobError(f"The job names its own {', '.join(sorted(own))}; leave {'them' if len(own) > 1 else 'it'} out.")
     try:
-        settings = TrainConfig.from_settings({**config, **_job_files(runs_dir(root) / run_id, run_id)})
+        settings = TrainConfig.from_settings({**config, **_job_files(runs_dir(root) / run_id, run_id),
+                                              **_folders_as_the_server_reads_them(config)})
     except ValueError as exc:
         raise JobError(f"These settings cannot train: {exc}.") from None
     return _with_lock(run_id, root, lambda runs, fd: _launch(runs / run_id, config, settings, fd, extra_env))
+
+
+def _folders_as_the_server_reads_them(config: dict) -> dict:
+    """The dataset and bundle folders of `config` as absolute paths: train.py starts in the repository, which need
+    not be the folder the server was started in and read them from."""
+    def absolute(folder):
+        return os.path.abspath(Path(folder).expanduser())
+    folders = {key: config[key] for key in ("data", "init_bundle", "split_from") if config.get(key)}
+    return {key: absolute(value) if isinstance(value, str) else [absolute(v) for v in value]
+            for key, value in folders.items()}
 
 
 def _job_files(run_dir: Path, run_id: str) -> dict:

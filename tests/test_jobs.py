@@ -328,3 +328,13 @@ def test_train_refuses_an_out_folder_that_is_not_a_bundle_before_reading_any_ima
     with pytest.raises(BundleError, match="is not a model bundle"):   # and the writer refuses it too
         from skin_core.bundle import write_bundle
         write_bundle(folder, model=None, manifest={})
+
+
+def test_a_dataset_folder_named_relative_to_the_server_reaches_train_py_as_the_server_read_it(models_dir, tmp_path,
+                                                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)                      # train.py itself starts in the repository
+    run_id = jobs.start({"data": "clinic", **TINY}, models_dir)
+    settings = json.loads((models_dir / "runs" / run_id / "run.json").read_text())
+    assert settings["data"] == str(tmp_path / "clinic")
+    state = wait_for(run_id, models_dir, lambda s: s.status != "running")
+    assert state.status == "failed" and f"Dataset folder not found: {tmp_path / 'clinic'}" in state.error
