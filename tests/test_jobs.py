@@ -335,6 +335,5 @@ def test_a_dataset_folder_named_relative_to_the_server_reaches_train_py_as_the_s
     monkeypatch.chdir(tmp_path)                      # train.py itself starts in the repository
     run_id = jobs.start({"data": "clinic", **TINY}, models_dir)
     settings = json.loads((models_dir / "runs" / run_id / "run.json").read_text())
+    jobs.cancel(run_id, models_dir)                  # what it would do with them is train.py's own test
     assert settings["data"] == str(tmp_path / "clinic")
-    state = wait_for(run_id, models_dir, lambda s: s.status != "running")
-    assert state.status == "failed" and f"Dataset folder not found: {tmp_path / 'clinic'}" in state.error
