@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import registry
-from .jobs import process_alive, process_started_at, progress_events, stop_process_group
+from .jobs import as_the_server_reads_it, process_alive, process_started_at, progress_events, stop_process_group
 from .jsonfiles import json_object_or_none, read_json_object, replace_json
 
 FOLDER = "evaluations"
@@ -84,10 +84,9 @@ def start(bundle, dataset: str, *, leave_out: bool, root: Path | None = None) ->
             now = time.time()          # to the millisecond, so that ids sort as the evaluations started
             job_id = time.strftime("eval-%Y%m%d-%H%M%S", time.localtime(now)) + \
                 f".{int(now * 1000) % 1000:03d}-{uuid.uuid4().hex[:4]}"
-            # the folder as the server reads it: the process starts in the repository, which need not be its cwd
-            folder = os.path.abspath(Path(dataset).expanduser())
             _launch(folder_root / job_id, {"job_id": job_id, "bundle": str(Path(bundle).resolve()),
-                                           "dataset": folder, "leave_out": leave_out, "started": now})
+                                           "dataset": as_the_server_reads_it(dataset), "leave_out": leave_out,
+                                           "started": now})
     except OSError as exc:         # a read-only models folder, no process to be had
         raise EvaluationJobError(f"The evaluation could not be started: {exc.strerror or exc}.") from None
     _forget_old(root)

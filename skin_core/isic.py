@@ -164,11 +164,11 @@ def read(root: Path, ground_truth: Path) -> pd.DataFrame:
     if "image_id" not in truth:                      # labels by lesion
         frame = _by_lesion(root, truth, ground_truth.name)
     elif _diagnosis_in_words(list(truth.columns)):
-        truth["image_id"] = truth["image_id"].str.strip()
-        frame = _details(truth).assign(dx=in_ham10000_terms(_most_specific_diagnosis(truth)))
+        frame = _details(truth.assign(image_id=truth["image_id"].str.strip())) \
+            .assign(dx=in_ham10000_terms(_most_specific_diagnosis(truth)))
     else:
-        truth["image_id"] = truth["image_id"].str.strip()
-        frame = pd.DataFrame({"image_id": truth["image_id"], "dx": _one_hot_labels(truth, ground_truth.name)})
+        frame = pd.DataFrame({"image_id": truth["image_id"].str.strip(),
+                              "dx": _one_hot_labels(truth, ground_truth.name)})
         details = _details_file(root)
         if details is not None:
             frame = frame.merge(_details(_read(details)).drop_duplicates("image_id"), on="image_id", how="left")

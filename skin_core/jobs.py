@@ -113,13 +113,16 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
     return _with_lock(run_id, root, lambda runs, fd: _launch(runs / run_id, config, settings, fd, extra_env))
 
 
+def as_the_server_reads_it(folder) -> str:
+    """A folder the server was given, as an absolute path: a job's process starts in the repository, which need
+    not be the folder the server was started in and read it from."""
+    return os.path.abspath(Path(folder).expanduser())
+
+
 def _folders_as_the_server_reads_them(config: dict) -> dict:
-    """The dataset and bundle folders of `config` as absolute paths: train.py starts in the repository, which need
-    not be the folder the server was started in and read them from."""
-    def absolute(folder):
-        return os.path.abspath(Path(folder).expanduser())
+    """The dataset and bundle folders of `config` (as_the_server_reads_it)."""
     folders = {key: config[key] for key in ("data", "init_bundle", "split_from") if config.get(key)}
-    return {key: absolute(value) if isinstance(value, str) else [absolute(v) for v in value]
+    return {key: as_the_server_reads_it(value) if isinstance(value, str) else [as_the_server_reads_it(v) for v in value]
             for key, value in folders.items()}
 
 
