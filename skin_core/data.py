@@ -143,7 +143,8 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     unknown = table[~table["dx"].isin(classes)]
     if len(unknown) and not skip_other_labels:
         raise DatasetError(
-            f"{len(unknown)} rows have unknown dx values {sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
+            f"{len(unknown)} row{'s have' if len(unknown) != 1 else ' has'} unknown dx values "
+            f"{sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
             f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}. Training or an "
             "evaluation can be told to leave them out (--skip-other-labels).")
     if len(unknown):
