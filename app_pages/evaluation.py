@@ -298,11 +298,10 @@ def other_dataset(path, manifest, key: str) -> None:
             from skin_core.data import DatasetError
             try:
                 with st.spinner("Checking the dataset..."):
-                    evaluation_jobs.start(path, folder, leave_out=leave_out)
+                    job = evaluation_jobs.state(evaluation_jobs.start(path, folder, leave_out=leave_out))
             except (DatasetError, BundleError, evaluation_jobs.EvaluationJobError) as exc:
                 st.error(str(exc))
                 return
-        job = evaluation_jobs.latest(path)
         if job is None:
             return
         if job.status == "running":
