@@ -287,8 +287,8 @@ def other_dataset(path, manifest, key: str) -> None:
         if job.status != "running":
             st.session_state[f"told-{key}"] = job.job_id
     with st.expander("Evaluate on another labelled dataset", key=f"other-{key}", on_change="rerun"):
-        folder = st.text_input("Dataset folder on the server (HAM10000 layout, an ISIC download or one "
-                               "folder per class)",
+        folder = st.text_input("Dataset folder on the server (HAM10000 layout, an ISIC, Derm7pt or PH2 download "
+                               "as it comes, or one folder per class)",
                                key=f"ds-{key}")
         leave_out = st.checkbox("Leave out images that cannot be used: missing, unreadable, labelled beyond the "
                                 "seven classes (e.g. ISIC's SCC) or, in an ISIC export, not dermoscopy; the report "

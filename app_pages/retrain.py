@@ -61,7 +61,7 @@ def launch_form(admin: bool) -> None:
     source = st.radio("Dataset", ["Shipped sample (70 images)", "A folder on the server"], horizontal=True)
     folder = str(SAMPLE_DIR) if source.startswith("Shipped") else st.text_input(
         "Dataset folder", help="HAM10000 layout (metadata CSV + images), an ISIC download (its ground-truth or "
-                               "metadata CSV + images) or one sub-folder per class",
+                               "metadata CSV + images), Derm7pt's release or one sub-folder per class",
         disabled=not admin)
     leave_out = st.checkbox("Leave out images labelled beyond the seven classes (e.g. ISIC's SCC) or, in an ISIC "
                             "export, not dermoscopy", default_of("skip_other_labels"),

@@ -1,10 +1,12 @@
 """Reading a labelled dataset, checking it, and splitting it by lesion.
 
-Three layouts are understood and detected automatically:
+Five layouts are understood and detected automatically:
 - HAM10000: a metadata CSV (lesion_id, image_id, dx, ...) and `<image_id>.jpg` files anywhere below;
 - an ISIC download: ISIC 2018 (task 3) or 2019's one-hot ground-truth CSV with its metadata or lesion groupings
   beside it, MILK10k's one-hot labels by lesion with its metadata, or ISIC 2020's or the archive's CSV with a
   diagnosis in words, and the images anywhere below (read in HAM10000's terms by `isic`);
+- Derm7pt's release (`meta/meta.csv`, its dermoscopy photos below `images/`) and PH2's download
+  (`PH2_dataset.txt`, the photos below), read in HAM10000's terms by `derm7pt` and `ph2`;
 - one sub-folder per class (`akiec/`, `bcc/`, ...); each image is its own lesion unless a CSV
   with image_id and lesion_id columns sits beside the class folders.
 The result is always the same table: path, image_id, lesion_id, dx, source (the dataset folder's name).
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from . import images, isic
+from . import derm7pt, images, isic, ph2
 from .classes import CLASS_CODES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -39,7 +41,7 @@ class DatasetError(ValueError):
 @dataclass
 class Dataset:
     root: Path
-    layout: str                # "ham10000" or "folders" ("ham10000+folders"... for several datasets)
+    layout: str                # "ham10000", "isic", "derm7pt", "ph2" or "folders" ("ham10000+folders"... for several)
     table: pd.DataFrame        # path, image_id, lesion_id, dx, source
     skipped: list[str]         # files left out by skip_bad, with the reason
 
@@ -67,7 +69,10 @@ def details_of(root: Path) -> pd.DataFrame | None:
     if metadata is not None and "image_id" in _columns(metadata):
         return pd.read_csv(metadata, dtype={"image_id": str})
     ground_truth = isic.find_ground_truth(root)
-    return None if ground_truth is None else isic.read(root, ground_truth)
+    if ground_truth is not None:
+        return isic.read(root, ground_truth)
+    seven_point = derm7pt.find(root)
+    return None if seven_point is None else derm7pt.read(root, seven_point).drop(columns="path")
 
 
 def _index_images(root: Path) -> dict[str, Path]:
@@ -125,7 +130,11 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     if ham_metadata:
         table, layout = _read_ham10000(root, metadata), "ham10000"
     elif ground_truth is not None:
-        table, layout = _read_isic(root, ground_truth), "isic"
+        table, layout = _read_collection(root, ground_truth, isic.read), "isic"
+    elif derm7pt.find(root) is not None:
+        table, layout = _read_collection(root, derm7pt.find(root), derm7pt.read), "derm7pt"
+    elif ph2.find(root) is not None:
+        table, layout = _read_collection(root, ph2.find(root), ph2.read), "ph2"
     elif class_folders:      # a metadata.csv without dx beside class folders is their lesion table
         table, layout = _read_class_folders(root, classes, skip_other_labels), "folders"
     elif not any(root.iterdir()):
@@ -133,8 +142,8 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     else:
         raise DatasetError(
             f"No labels found in {root}: expected HAM10000_metadata.csv (lesion_id, image_id, dx), an ISIC "
-            f"ground-truth or metadata CSV (image, MEL, NV, ... or isic_id, diagnosis or diagnosis_1..5) or one "
-            f"sub-folder per class ({', '.join(classes)}).")
+            f"ground-truth or metadata CSV (image, MEL, NV, ... or isic_id, diagnosis or diagnosis_1..5), Derm7pt's "
+            f"meta/meta.csv, PH2's PH2_dataset.txt or one sub-folder per class ({', '.join(classes)}).")
     if table.empty:
         raise DatasetError(f"The dataset in {root} has no images.")
     skipped = []
@@ -217,17 +226,21 @@ def _read_ham10000(root: Path, metadata: Path) -> pd.DataFrame:
     return _labelled_images(root, frame, metadata.name)
 
 
-def _read_isic(root: Path, ground_truth: Path) -> pd.DataFrame:
+COLLECTION_FILE_ERRORS = (isic.IsicFileError, derm7pt.Derm7ptFileError, ph2.Ph2FileError)
+
+
+def _read_collection(root: Path, label_file: Path, read: Callable[[Path, Path], pd.DataFrame]) -> pd.DataFrame:
+    """Another collection's own label file read in HAM10000's terms by its module (`isic`, `derm7pt`, `ph2`)."""
     try:
-        frame = isic.read(root, ground_truth)
-    except isic.IsicFileError as exc:
+        frame = read(root, label_file)
+    except COLLECTION_FILE_ERRORS as exc:
         raise DatasetError(str(exc)) from None
-    return _labelled_images(root, frame, ground_truth.name)
+    return _labelled_images(root, frame, label_file.name)
 
 
 def _labelled_images(root: Path, frame: pd.DataFrame, file_name: str) -> pd.DataFrame:
-    """path, image_id, lesion_id, dx from a label file's rows (image_id, dx, perhaps lesion_id), checked; the path
-    is blank where no image below `root` has that id."""
+    """path, image_id, lesion_id, dx from a label file's rows (image_id, dx, perhaps lesion_id, perhaps the path
+    the file gives), checked; the path is blank where no image below `root` has that id."""
     if frame.empty:
         raise DatasetError(f"{file_name} has no rows.")
     blank = frame[frame["dx"].isna() | frame["image_id"].isna()]
@@ -240,8 +253,9 @@ def _labelled_images(root: Path, frame: pd.DataFrame, file_name: str) -> pd.Data
     duplicated = frame[frame["image_id"].duplicated()]
     if len(duplicated):
         raise DatasetError(f"{len(duplicated)} image_ids appear twice in {file_name}: {_first(duplicated['image_id'])}")
-    index = _index_images(root)
-    frame["path"] = frame["image_id"].map(lambda i: str(index[i]) if i in index else None)
+    if "path" not in frame:
+        index = _index_images(root)
+        frame["path"] = frame["image_id"].map(lambda i: str(index[i]) if i in index else None)
     return frame[["path", "image_id", "lesion_id", "dx", *(["image_type"] if "image_type" in frame else [])]]
 
 

@@ -34,11 +34,12 @@ SITES = ("abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", 
 OTHER_NAMES = {
     "sex": {"f": "female", "m": "male"},
     "localization": {"anterior torso": "trunk", "lateral torso": "trunk", "posterior torso": "back",
-                     "palms/soles": "acral", "oral/genital": "genital"},
+                     "palms/soles": "acral", "oral/genital": "genital",
+                     "upper limbs": "upper extremity", "lower limbs": "lower extremity", "genital areas": "genital"},
 }
 """Other collections' words for the same values: the ISIC archive's (e.g. ISIC 2019 and 2020) body sites, mapped
-as the BCN20000/MSK photos the default learnt from were; its "head/neck" spans HAM10000's face, scalp, neck and
-ear, so it stays unknown, as it did in training."""
+as the BCN20000/MSK photos the default learnt from were, and Derm7pt's; their "head/neck" ("head neck") spans
+HAM10000's face, scalp, neck and ear, so it stays unknown, as it did in training (as do Derm7pt's buttocks)."""
 
 
 def in_ham10000_words(field: str, value):
