@@ -7,7 +7,8 @@ Five layouts are understood and detected automatically:
   diagnosis in words, and the images anywhere below (read in HAM10000's terms by `isic`);
 - Derm7pt's release (`meta/meta.csv`, its dermoscopy photos below `images/`) and PH2's download
   (`PH2_dataset.txt`, the photos below), read in HAM10000's terms by `derm7pt` and `ph2`;
-- one sub-folder per class (`akiec/`, `bcc/`, ...); each image is its own lesion unless a CSV
+- one sub-folder per class, named by its code (`akiec/`, `MEL/`) or in words (`melanoma/`, `Melanocytic nevi/`,
+  `seborrheic keratosis/`, as collections shared online name them); each image is its own lesion unless a CSV
   with image_id and lesion_id columns sits beside the class folders.
 The result is always the same table: path, image_id, lesion_id, dx, source (the dataset folder's name).
 Several datasets can be read as one (`load_datasets`): each image keeps its source, and the split is made
@@ -26,12 +27,21 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from . import derm7pt, images, isic, ph2
-from .classes import CLASS_CODES
+from .classes import CLASS_CODES, CLASSES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 METADATA_NAMES = ("HAM10000_metadata.csv", "metadata.csv")
 SHOW = 5  # how many offending rows or files an error names
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"   # the small real sample that ships with the code
+
+
+CLASS_NAMES_IN_WORDS = {lesion.name.lower(): lesion.code for lesion in CLASSES} | {
+    "actinic keratoses": "akiec", "benign keratosis": "bkl", "benign keratosis-like lesions": "bkl",
+    "melanocytic nevi": "nv", "melanocytic naevi": "nv", "nevi": "nv", "naevus": "nv", "naevi": "nv",
+    "vascular lesions": "vasc"}
+"""The classes' names in words as class folders shared online write them (HAM10000's own plural names, British
+spellings); single diagnoses ("melanoma", "seborrheic keratosis", "pigmented benign keratosis") are read as an
+ISIC export's (isic.DIAGNOSES)."""
 
 
 class DatasetError(ValueError):
@@ -123,7 +133,7 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     if not root.is_dir():
         raise DatasetError(f"Dataset folder not found: {root}")
     metadata = find_metadata(root)
-    class_folders = any(p.is_dir() and p.name.lower() in classes for p in root.iterdir())
+    class_folders = any(p.is_dir() and class_of_folder(p.name) in classes for p in root.iterdir())
     ground_truth = isic.find_ground_truth(root)
     # a metadata.csv without dx is class folders' lesion table or an ISIC archive export, not HAM10000's
     ham_metadata = metadata is not None and not ((class_folders or ground_truth) and "dx" not in _columns(metadata))
@@ -278,13 +288,20 @@ def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.D
     return table[~other], skipped
 
 
+def class_of_folder(name: str) -> str:
+    """The class a folder's name gives ("MEL", "melanoma", "Melanocytic_nevi"), or the name in lower case."""
+    word = " ".join(name.replace("_", " ").split()).lower()
+    return CLASS_NAMES_IN_WORDS.get(word) or isic.in_ham10000_terms(pd.Series([word])).iloc[0]
+
+
 def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) -> pd.DataFrame:
     folders = sorted(p for p in root.iterdir() if p.is_dir())
-    strays = [p.name for p in folders if p.name.lower() not in classes]
+    strays = [p.name for p in folders if class_of_folder(p.name) not in classes]
     if strays and not skip_other_labels:
-        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)}. "
-                           "Training or an evaluation can be told to leave them out (--skip-other-labels).")
-    rows = [(str(path), path.stem, path.stem, folder.name.lower())   # "MEL/" is mel's folder too
+        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)} (or "
+                           "their names in words). Training or an evaluation can be told to leave them out "
+                           "(--skip-other-labels).")
+    rows = [(str(path), path.stem, path.stem, class_of_folder(folder.name))
             for folder in folders
             for path in sorted(folder.rglob("*"))
             if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]

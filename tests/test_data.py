@@ -133,9 +133,40 @@ def test_a_folder_path_that_is_not_a_path_is_a_message(tmp_path, sample_meta, mo
 
 def test_unknown_class_folder(tmp_path, sample_meta):
     root = make_folder_dataset(tmp_path / "folders", sample_meta)
-    (root / "melanoma").mkdir()
-    with pytest.raises(data.DatasetError, match="Unknown class folders melanoma"):
+    (root / "squamous cell carcinoma").mkdir()
+    with pytest.raises(data.DatasetError, match="Unknown class folders squamous cell carcinoma"):
         data.load_dataset(root)
+
+
+WORDS = {"akiec": "actinic keratosis", "bcc": "basal cell carcinoma", "bkl": "pigmented benign keratosis",
+         "df": "dermatofibroma", "mel": "melanoma", "nv": "nevus", "vasc": "vascular lesion"}
+
+
+def test_class_folders_named_in_words_are_read_as_their_classes(tmp_path, sample_meta):
+    """As a widely shared ISIC collection is laid out: nine folders named in words, two of them beyond the seven
+    (squamous cell carcinoma; seborrheic keratosis beside pigmented benign keratosis, both bkl)."""
+    root = tmp_path / "Train"
+    for n, row in enumerate(sample_meta.itertuples()):
+        folder = "seborrheic keratosis" if row.dx == "bkl" and n % 2 else WORDS[row.dx]
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(row.path, root / folder / f"{row.image_id}.jpg")
+    (root / "squamous cell carcinoma").mkdir()
+    shutil.copy(sample_meta["path"][0], root / "squamous cell carcinoma" / "ISIC_scc.jpg")
+    with pytest.raises(data.DatasetError, match="Unknown class folders squamous cell carcinoma"):
+        data.load_dataset(root)
+    dataset = data.load_dataset(root, skip_other_labels=True)
+    assert dataset.layout == "folders"
+    assert dataset.table.set_index("image_id")["dx"].to_dict() == sample_meta.set_index("image_id")["dx"].to_dict()
+    assert dataset.skipped == ["ISIC_scc: labelled 'squamous cell carcinoma', not one of the model's classes"]
+
+
+def test_hams_own_class_names_name_folders_too(tmp_path, sample_meta):
+    names = {"akiec": "Actinic_keratoses", "bcc": "Basal cell carcinoma", "bkl": "Benign keratosis-like lesions",
+             "df": "Dermatofibroma", "mel": "Melanoma", "nv": "Melanocytic nevi", "vasc": "Vascular lesions"}
+    for row in sample_meta.itertuples():
+        (tmp_path / "ham" / names[row.dx]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(row.path, tmp_path / "ham" / names[row.dx] / f"{row.image_id}.jpg")
+    assert data.load_dataset(tmp_path / "ham").counts() == {c: 10 for c in CLASS_CODES}
 
 
 def test_an_unreadable_lesion_table_beside_class_folders_is_named(tmp_path, sample_meta):
