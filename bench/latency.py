@@ -11,7 +11,9 @@ keras model.predict, an eager Grad-CAM beside a separate prediction, and the ear
 (four flip views stacked into one batch, Grad-CAM through a batch Jacobian, the overlay coloured
 through matplotlib per pixel, the display square resized). "bare_forward_same_views" is the floor
 for the served configuration: the bare model over the views the bundle's test-time augmentation
-averages.
+averages. "phone_photo_12mp" times the same end-to-end path from a 4032x3024 JPEG (a phone's 12
+megapixels: the photo enlarged, with a little noise so that it compresses like a camera's picture),
+and its decoding alone, as images.decode does it (reduced as it decodes) and whole, as it did before.
 """
 import argparse
 import io
@@ -34,6 +36,14 @@ def jpeg_600x450() -> bytes:
     photo = Image.open(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))).resize((600, 450))
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def jpeg_12mp() -> bytes:
+    photo = Image.open(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))).resize((4032, 3024))
+    noisy = np.asarray(photo, np.float32) + np.random.default_rng(0).normal(0, 4, (3024, 4032, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
 
 
@@ -97,8 +107,8 @@ def main():
     bare_views = bare_over_views(model, predictor.tta, batch=1)
     earlier = earlier_forward(model)
 
-    def end_to_end():
-        analysis = predictor.analyse_bytes(data)
+    def end_to_end(photo=data):
+        analysis = predictor.analyse_bytes(photo)
         top = int(analysis.probabilities.argmax())
         explain.overlay(explain.display_square(analysis.decoded.rgb), analysis.cams[..., top])
 
@@ -117,6 +127,14 @@ def main():
     results["bare_forward_back_to_back"] = stats_ms(timed(lambda: bare(x).numpy(), args.runs))
     results["keras_model_predict"] = stats_ms(timed(lambda: model.predict(x, verbose=0), 30, warmup=3))
     results["eager_gradcam_beside_predict"] = stats_ms(timed(lambda: eager_gradcam(model, x), 20, warmup=2))
+    phone = jpeg_12mp()
+    phone_runs = timed_together({
+        "predict_plus_gradcam_end_to_end": lambda: end_to_end(phone),
+        "decode_reduced": lambda: images.decode(phone),
+        "decode_whole": lambda: np.asarray(Image.open(io.BytesIO(phone)).convert("RGB"))}, max(10, args.runs // 5),
+        warmup=3)
+    results["phone_photo_12mp"] = {"bytes": len(phone), "decoded_size": list(images.decode(phone).size),
+                                   **{name: stats_ms(samples) for name, samples in phone_runs.items()}}
     ratio = results["predict_plus_gradcam_end_to_end"]["p50_ms"] / results["bare_forward_tf_function"]["p50_ms"]
     write("latency", {"model": args.model, "input_size": size, "test_time_views": views, "threads": {
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),

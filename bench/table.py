@@ -44,6 +44,13 @@ def rows() -> list[str]:
             f"| before: eager Grad-CAM beside a separate predict | p50 {lat['eager_gradcam_beside_predict']['p50_ms']} ms "
             f"| | |",
         ]
+        phone = lat.get("phone_photo_12mp")
+        if phone:
+            width, height = phone["decoded_size"]
+            out.append(f"| predict + Grad-CAM from a 12-megapixel phone JPEG (decoded reduced, at {width}x{height}) | "
+                       f"p50 {phone['predict_plus_gradcam_end_to_end']['p50_ms']} ms; decoding p50 "
+                       f"{phone['decode_reduced']['p50_ms']} ms (whole, as before: {phone['decode_whole']['p50_ms']} ms)"
+                       f" | | |")
     cold = load("cold_start")
     if cold:
         out.append(f"| cold start: new process to first prediction | median {cold['median_s']} s "

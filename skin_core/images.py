@@ -3,6 +3,12 @@
 Everything that reads a picture (training, evaluation, prediction, the app) goes through
 `decode` and `prepare`, so a model never sees an image prepared differently from the ones it
 was trained on. Limits are explicit here rather than left to Pillow's warning-only defaults.
+
+A large JPEG is decoded at a half, quarter or eighth of its size (libjpeg's own scaled decoding) as
+long as its short side keeps DECODED_SIDE pixels: more than the model (a detail cap of 150 px or an
+input of 224) and the page's 600 px view use, for a fraction of the time (a 12-megapixel phone photo:
+bench/latency.py). Every path decodes this way, and no training photo here is large enough to be
+reduced, so what a model learnt from and what it is shown stay prepared alike.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ MAX_BYTES = 25 * MB                   # larger than any dermatoscope export we k
 MAX_PIXELS = 50_000_000               # ~7000x7000; anything bigger is refused before decoding
 MIN_SIDE = 8                          # below this there is no picture at all; small thumbnails are upsampled
                                       # and answered, with the quality check's warning that detail is missing
+DECODED_SIDE = 600                    # a JPEG's short side is decoded at no fewer pixels than this (or its own)
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "MPO"}
 UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "gif")
 
@@ -33,6 +40,7 @@ class DecodedImage:
     source_format: str
     source_mode: str
     notes: list[str] = field(default_factory=list)
+    source_size: tuple[int, int] | None = None    # (width, height) in the file, before a reduced decode
 
     @property
     def size(self) -> tuple[int, int]:
@@ -67,6 +75,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
             notes.append(f"The file holds {image.n_frames} frames or pages; only the first was used.")
         try:
             image.seek(0)
+            _reduced_decoding(image)
             image.load()
             upright = ImageOps.exif_transpose(image)
         except Exception as exc:
@@ -74,7 +83,19 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
     if _orientation(image) not in (None, 1):
         notes.append("Rotated upright using the photo's EXIF orientation.")
     rgb = _to_rgb_array(upright, notes)
-    return DecodedImage(rgb=rgb, source_format=image.format, source_mode=image.mode, notes=notes)
+    return DecodedImage(rgb=rgb, source_format=image.format, source_mode=image.mode, notes=notes,
+                        source_size=(width, height))
+
+
+def _reduced_decoding(image: Image.Image) -> None:
+    """Ask a JPEG's decoder for its smallest scale (1/2, 1/4, 1/8) that keeps DECODED_SIDE pixels on the short
+    side; other formats, and JPEGs too small for any, are decoded whole."""
+    if image.format not in ("JPEG", "MPO"):
+        return
+    width, height = image.size
+    factor = DECODED_SIDE / min(width, height)
+    if factor <= 0.5:
+        image.draft(None, (int(np.ceil(width * factor)), int(np.ceil(height * factor))))
 
 
 def _reason(exc: Exception) -> str:

@@ -95,3 +95,25 @@ def test_prepare_crops_the_centre_square_and_caps_detail():
     capped = images.prepare(sharp, 224, detail_side=150)
     uncapped = images.prepare(sharp, 224)
     assert capped.std() < 0.75 * uncapped.std(), (capped.std(), uncapped.std())   # measured 9.2 against 18.4
+
+
+def test_a_large_jpeg_is_decoded_reduced_to_what_the_model_and_page_use():
+    photo = Image.open(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))).resize((4032, 3024))
+    rotated = Image.Exif()
+    rotated[0x0112] = 6                                        # a phone photo taken upright
+    decoded = images.decode(encode(photo, "JPEG", quality=92, exif=rotated))
+    assert decoded.source_size == (4032, 3024)
+    assert decoded.size == (756, 1008)                         # a quarter, turned upright: 600 px kept on the short side
+    whole = np.asarray(photo.transpose(Image.Transpose.ROTATE_270))
+    model_view = images.prepare(decoded.rgb, 224, detail_side=150)
+    assert np.abs(model_view.astype(int) - images.prepare(whole, 224, detail_side=150)).mean() < 0.5   # ~0.1
+    png = images.decode(encode(photo, "PNG"))                  # only JPEG's decoder can scale as it decodes
+    assert png.size == png.source_size == (4032, 3024)
+
+
+def test_photos_the_size_of_the_training_copies_decode_whole():
+    for path in sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:5]:
+        decoded = images.decode(path.read_bytes())
+        assert np.array_equal(decoded.rgb, np.asarray(Image.open(path).convert("RGB")))
+    sharp = Image.fromarray(np.random.default_rng(1).integers(0, 256, (1199, 1600, 3)).astype(np.uint8))
+    assert images.decode(encode(sharp, "JPEG", quality=95)).size == (1600, 1199)   # a half would leave 599
