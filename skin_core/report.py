@@ -41,6 +41,9 @@ def lesion_report(label: str, analysis: Analysis, bundle: Bundle, found=None) ->
         "thresholds": bundle.thresholds,
         "at_or_above_threshold": {code: probabilities[code] >= limit for code, limit in bundle.thresholds.items()
                                   if code in probabilities},
+        "photo": {"format": analysis.decoded.source_format,       # as the file holds it, before any reduction
+                  "size": list(analysis.decoded.source_size or analysis.decoded.size),
+                  "notes": analysis.decoded.notes},
         "patient": analysis.patient,          # None: answered from the photo alone
         "model_reads_patient": bundle.patient_head is not None,
         "findings": [{"about": "answer", "code": f.code, "message": f.message} for f in answer]

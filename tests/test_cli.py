@@ -74,6 +74,21 @@ def test_a_tiny_thumbnail_is_answered_with_the_small_photo_warning(tiny_bundle, 
     assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     small = [f for f in record["findings"] if f["code"] == "small"]
     assert len(small) == 1 and "12x9" in small[0]["message"]
+    assert record["photo"] == {"format": "JPEG", "size": [12, 9], "notes": []}
+
+
+def test_a_phone_size_photo_is_answered_with_its_size_in_the_file_recorded(tiny_bundle, tmp_path, capsys):
+    """A 12-megapixel JPEG is decoded reduced (images.DECODED_SIDE); the record still says what the file held."""
+    from PIL import Image
+    phone = tmp_path / "phone.jpg"
+    with Image.open(next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))) as photo:
+        photo.resize((4032, 3024)).save(phone, "JPEG", quality=90)
+    code, out, err = run_in_process(capsys, "predict", "--model", tiny_bundle, phone)
+    assert code == 0, err
+    record = json.loads(out)
+    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert record["photo"] == {"format": "JPEG", "size": [4032, 3024], "notes": []}
+    assert "small" not in [f["code"] for f in record["findings"]]
 
 
 def test_predict_with_a_broken_bundle_fails_cleanly(tmp_path, capsys):
