@@ -51,7 +51,7 @@ def read(root: Path, meta: Path) -> pd.DataFrame:
         frame = pd.read_csv(meta, dtype=str)
     except Exception as exc:
         raise Derm7ptFileError(f"Cannot read {meta.name}: {exc}") from None
-    photos = frame["derm"].fillna("").str.strip()
+    photos = frame["derm"].fillna("").str.strip().str.replace("\\", "/")     # as written on Windows too
     if (photos == "").any():
         rows = (frame.index[photos == ""] + 2).tolist()[:5]
         raise Derm7ptFileError(f"{int((photos == '').sum())} rows of {meta.name} name no dermoscopy photo (derm): "

@@ -4,8 +4,8 @@ its download can be evaluated as it comes.
 Its folder holds `PH2_dataset.txt`, a table drawn with `||` between columns, one row per photo: the photo's name
 (`IMD002`), its histological diagnosis (mostly blank) and its clinical diagnosis as a number (0 common naevus, 1
 atypical naevus, 2 melanoma), then the dermoscopic criteria. The photos are `PH2 Dataset images/IMD002/
-IMD002_Dermoscopic_Image/IMD002.bmp`, beside masks with other names. Every photo is a lesion of its own. PH2 holds
-naevi and melanomas only, so it can be evaluated but not trained on alone.
+IMD002_Dermoscopic_Image/IMD002.bmp`, beside masks with other names. Every photo is a lesion of its own
+("PH2 IMD002"). PH2 holds naevi and melanomas only, so it can be evaluated but not trained on alone.
 """
 from __future__ import annotations
 
@@ -46,4 +46,6 @@ def read(root: Path, table: Path) -> pd.DataFrame:
         raise Ph2FileError(f"{table.name} lists no photos: expected rows such as '|| IMD002 || ... || 0 || ...' "
                            "(name, histological diagnosis, clinical diagnosis 0, 1 or 2).")
     frame = pd.DataFrame(rows, columns=["image_id", "dx"])
-    return frame.assign(lesion_id=frame["image_id"])[["image_id", "lesion_id", "dx"]]
+    # one lesion per photo by the database's own account, so the lesion is named (an evaluation then does not
+    # warn that photos of one lesion may be counted as independent)
+    return frame.assign(lesion_id="PH2 " + frame["image_id"])[["image_id", "lesion_id", "dx"]]

@@ -121,6 +121,7 @@ def test_a_ph2_download_is_read_as_naevi_and_melanomas_from_its_dermoscopy_photo
     assert dataset.layout == "ph2"
     assert dataset.table["dx"].tolist() == meta["dx"].tolist()          # atypical naevi (1) are nv too
     assert dataset.table["image_id"].tolist() == [f"IMD{n + 2:03d}" for n in range(len(meta))]
+    assert dataset.table["lesion_id"].tolist() == [f"PH2 IMD{n + 2:03d}" for n in range(len(meta))]   # one each
     assert all(Path(path).name == f"{i}.bmp" for path, i in zip(dataset.table["path"], dataset.table["image_id"]))
     with pytest.raises(data.DatasetError, match="These classes have no images: akiec, bcc, bkl, df, vasc"):
         data.load_dataset(root)
@@ -149,3 +150,4 @@ def test_evaluate_scores_derm7pt_and_ph2_as_they_come(tiny_patient_bundle, tmp_p
         assert reports[root.name]["n"] == n
     assert reports["derm7pt"]["patient_details"]["known"]["sex"] == 1     # Derm7pt's sex is used
     assert reports["ph2"]["patient_details"]["known"]["sex"] == 0         # PH2 records no patient details
+    assert reports["ph2"]["lesions_named"] and reports["derm7pt"]["lesions_named"]   # one lesion a photo, by design
