@@ -141,10 +141,10 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
         table, layout = _read_ham10000(root, metadata), "ham10000"
     elif ground_truth is not None:
         table, layout = _read_collection(root, ground_truth, isic.read), "isic"
-    elif derm7pt.find(root) is not None:
-        table, layout = _read_collection(root, derm7pt.find(root), derm7pt.read), "derm7pt"
-    elif ph2.find(root) is not None:
-        table, layout = _read_collection(root, ph2.find(root), ph2.read), "ph2"
+    elif (seven_point := derm7pt.find(root)) is not None:
+        table, layout = _read_collection(root, seven_point, derm7pt.read), "derm7pt"
+    elif (ph2_table := ph2.find(root)) is not None:
+        table, layout = _read_collection(root, ph2_table, ph2.read), "ph2"
     elif class_folders:      # a metadata.csv without dx beside class folders is their lesion table
         table, layout = _read_class_folders(root, classes, skip_other_labels), "folders"
     elif not any(root.iterdir()):

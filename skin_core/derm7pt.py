@@ -1,5 +1,5 @@
-"""The seven-point checklist dataset (Derm7pt; Kawahara et al., IEEE JBHI 2018) read in HAM10000's terms, so that its
-release can be evaluated or trained on as it comes.
+"""The seven-point checklist dataset (Derm7pt; Kawahara et al., IEEE JBHI 23(2), 2019) read in HAM10000's terms, so
+that its release can be evaluated or trained on as it comes.
 
 Its release folder holds `meta/meta.csv`, one row per case (one lesion): a `diagnosis` in words, the dermoscopy
 photo's path below `images/` (`derm`), the clinical photo's (`clinic`), `sex` and body site (`location`). Only the
