@@ -35,13 +35,13 @@ SHOW = 5  # how many offending rows or files an error names
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"   # the small real sample that ships with the code
 
 
-CLASS_NAMES_IN_WORDS = {lesion.name.lower(): lesion.code for lesion in CLASSES} | {
+FOLDER_NAMES = {lesion.name.lower(): lesion.code for lesion in CLASSES} | {
     "actinic keratoses": "akiec", "benign keratosis": "bkl", "benign keratosis-like lesions": "bkl",
     "melanocytic nevi": "nv", "melanocytic naevi": "nv", "nevi": "nv", "naevus": "nv", "naevi": "nv",
-    "vascular lesions": "vasc"}
-"""The classes' names in words as class folders shared online write them (HAM10000's own plural names, British
-spellings); single diagnoses ("melanoma", "seborrheic keratosis", "pigmented benign keratosis") are read as an
-ISIC export's (isic.DIAGNOSES)."""
+    "vascular lesions": "vasc", "ak": "akiec", "ack": "akiec", "nev": "nv", "sek": "bkl"}
+"""Class folders' other names: the classes in words as collections shared online write them (HAM10000's own
+plural names, British spellings) and other collections' codes (ISIC 2019's AK; PAD-UFES-20's ACK, NEV, SEK);
+single diagnoses in words ("melanoma", "seborrheic keratosis") are read as an ISIC export's (isic.DIAGNOSES)."""
 
 
 class DatasetError(ValueError):
@@ -289,9 +289,9 @@ def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.D
 
 
 def class_of_folder(name: str) -> str:
-    """The class a folder's name gives ("MEL", "melanoma", "Melanocytic_nevi"), or the name in lower case."""
+    """The class a folder's name gives ("MEL", "AK", "melanoma", "Melanocytic_nevi"), or the name in lower case."""
     word = " ".join(name.replace("_", " ").split()).lower()
-    return CLASS_NAMES_IN_WORDS.get(word) or isic.in_ham10000_terms(pd.Series([word])).iloc[0]
+    return FOLDER_NAMES.get(word) or isic.in_ham10000_terms(pd.Series([word])).iloc[0]
 
 
 def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) -> pd.DataFrame:

@@ -160,6 +160,12 @@ def test_class_folders_named_in_words_are_read_as_their_classes(tmp_path, sample
     assert dataset.skipped == ["ISIC_scc: labelled 'squamous cell carcinoma', not one of the model's classes"]
 
 
+@pytest.mark.parametrize("name, code", [("AK", "akiec"), ("ACK", "akiec"), ("NEV", "nv"), ("SEK", "bkl"),
+                                        ("MEL", "mel"), ("SCC", "scc")])
+def test_other_collections_codes_name_class_folders(name, code):
+    assert data.class_of_folder(name) == code          # ISIC 2019's and PAD-UFES-20's; SCC stays beyond the seven
+
+
 def test_hams_own_class_names_name_folders_too(tmp_path, sample_meta):
     names = {"akiec": "Actinic_keratoses", "bcc": "Basal cell carcinoma", "bkl": "Benign keratosis-like lesions",
              "df": "Dermatofibroma", "mel": "Melanoma", "nv": "Melanocytic nevi", "vasc": "Vascular lesions"}
