@@ -190,6 +190,19 @@ def test_an_archive_export_mixing_clinical_photos_with_dermoscopy_keeps_the_derm
     assert list(dataset.table.columns) == list(data.load_dataset(SAMPLE).table.columns)
 
 
+def test_an_archive_export_of_clinical_photos_only_says_so_even_when_told_to_leave_them_out(tmp_path, sample_meta):
+    root = tmp_path / "export"
+    (root / "images").mkdir(parents=True)
+    meta = sample_meta.head(3)
+    for row in meta.itertuples():
+        shutil.copy(row.path, root / "images" / f"{row.image_id}.jpg")
+    pd.DataFrame({"isic_id": meta["image_id"], "diagnosis": meta["dx"].map(WORDS),
+                  "image_type": "clinical: close-up"}).to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(data.DatasetError, match=r"None of the 3 images is dermoscopy by the download's image_type "
+                                                r"\(3 clinical: close-up\); the model reads dermoscopic photos only"):
+        data.load_dataset(root, skip_other_labels=True, every_class=False)
+
+
 def test_an_archive_export_without_any_diagnosis_is_refused_with_what_is_read(tmp_path, sample_meta):
     root = tmp_path / "export"
     (root / "images").mkdir(parents=True)
