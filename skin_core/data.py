@@ -131,7 +131,8 @@ def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES, every_cla
 
 def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_other_labels: bool) -> Dataset:
     if not root.is_dir():
-        raise DatasetError(f"Dataset folder not found: {root}")
+        raise DatasetError(f"{root} is a file, not a dataset folder." if root.exists() else
+                           f"Dataset folder not found: {root}")
     metadata = find_metadata(root)
     class_folders = any(p.is_dir() and class_of_folder(p.name) in classes for p in root.iterdir())
     ground_truth = isic.find_ground_truth(root)
@@ -370,6 +371,8 @@ def read_images(table: pd.DataFrame, input_size: int, detail_side: int | None = 
     if bad and not skip_bad:
         raise DatasetError(f"{len(bad)} images cannot be read: {_first(bad)}. "
                            "Fix or remove them, or pass --skip-bad to go on without them.")
+    if paths and len(bad) == len(paths):
+        raise DatasetError(f"None of the {len(bad)} images can be read: {_first(bad)}.")
     keep = [err is None for _, _, err in results]
     digest = hashlib.sha256()
     for (image_id, dx), (file_digest, _, err) in zip(table[["image_id", "dx"]].itertuples(index=False), results):

@@ -112,6 +112,14 @@ def test_unreadable_images_are_counted_and_named(tmp_path, sample_meta):
     arrays = data.read_images(table, 32, skip_bad=True)
     assert arrays.pixels.shape == (69, 32, 32, 3)
     assert broken not in set(arrays.table["image_id"])
+    with pytest.raises(data.DatasetError, match=f"None of the 1 images can be read: {broken}.jpg"):
+        data.read_images(table[table["image_id"] == broken], 32, skip_bad=True)   # not an empty set to go on with
+
+
+def test_a_file_given_for_the_dataset_folder_is_named_as_a_file(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(data.DatasetError, match="photo.jpg is a file, not a dataset folder"):
+        data.load_dataset(tmp_path / "photo.jpg")
 
 
 def test_a_class_without_images_is_refused_for_training_but_not_for_testing(tmp_path, sample_meta):
