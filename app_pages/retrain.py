@@ -8,7 +8,7 @@ import streamlit as st
 from app_pages.common import is_admin, notice
 from skin_core import jobs, launch, options, registry
 from skin_core.bundle import BundleError, read_manifest, shares_split
-from skin_core.data import SAMPLE_DIR, DatasetError, load_dataset
+from skin_core.data import SAMPLE_DIR, DatasetError, load_datasets
 from skin_core.evaluation import METRIC_LABELS
 from skin_core.run_config import default_of, help_of
 
@@ -58,25 +58,32 @@ def show_curves(state: jobs.JobState) -> None:
 
 def launch_form(admin: bool) -> None:
     st.subheader("Launch a training run")
-    source = st.radio("Dataset", ["Shipped sample (70 images)", "A folder on the server"], horizontal=True)
-    folder = str(SAMPLE_DIR) if source.startswith("Shipped") else st.text_input(
-        "Dataset folder", help="HAM10000 layout (metadata CSV + images), an ISIC download (its ground-truth or "
-                               "metadata CSV + images), Derm7pt's release or one sub-folder per class",
-        disabled=not admin)
+    source = st.radio("Dataset", ["Shipped sample (70 images)", "Folders on the server"], horizontal=True)
+    written = "" if source.startswith("Shipped") else st.text_area(
+        "Dataset folders, one per line", height=90, disabled=not admin,
+        help="Each in HAM10000's layout (metadata CSV + images), an ISIC download (its ground-truth or metadata "
+             "CSV + images), Derm7pt's release or one sub-folder per class. Several train as one: each image keeps "
+             "its source (the folder's name), each source is split by lesion on its own and the test report gives "
+             "every source's figures.")
+    folders = [str(SAMPLE_DIR)] if source.startswith("Shipped") else \
+        [line.strip() for line in written.splitlines() if line.strip()]
     leave_out = st.checkbox("Leave out images labelled beyond the seven classes (e.g. ISIC's SCC) or, in an ISIC "
                             "export, not dermoscopy", default_of("skip_other_labels"),
                             help=help_of("skip_other_labels"), disabled=not admin)
     dataset_ok = False
-    if folder and admin:       # the server's folders are read for signed-in users only
+    if folders and admin:      # the server's folders are read for signed-in users only
         try:
-            dataset = load_dataset(folder, skip_other_labels=leave_out)
+            dataset = load_datasets(folders, skip_other_labels=leave_out)
         except DatasetError as exc:
             st.error(f"This dataset cannot be used: {exc}")
         else:
             dataset_ok = True
             counts = dataset.counts()
             left_out = f"; {len(dataset.skipped)} left out as asked" if dataset.skipped else ""
-            st.caption(f"{len(dataset.table)} images of {dataset.table['lesion_id'].nunique()} lesions "
+            sources = dataset.table["source"].value_counts(sort=False)
+            by_source = f" from {len(sources)} sources ({', '.join(f'{s} {n}' for s, n in sources.items())})" \
+                if len(sources) > 1 else ""
+            st.caption(f"{len(dataset.table)} images of {dataset.table['lesion_id'].nunique()} lesions{by_source} "
                        f"({dataset.layout} layout): " + ", ".join(f"{c} {n}" for c, n in counts.items()) + left_out)
     with st.form("launch"):
         start_from = st.selectbox("Start from", list(launch.START_FROM), format_func=launch.START_FROM.get,
@@ -116,7 +123,7 @@ def launch_form(admin: bool) -> None:
                  "every image here is in its split, so its test lesions stay unseen")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
-        config = {"data": folder, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
+        config = {"data": folders[0] if len(folders) == 1 else folders, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
                   "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
                   "augment": augment, "photometric": photometric, "mix": mix,
                   "colour_constancy": colour_constancy, "compression": compression, "patients": with_patients,

@@ -250,6 +250,13 @@ def test_retrain_form_sends_the_chosen_settings_to_the_job(models_dir, monkeypat
     assert next(c for c in at.checkbox if c.label.startswith("Camera differences")).help == help_of("photometric")
 
 
+def dataset_folders(at, *folders) -> None:
+    """The Retrain form's dataset: folders on the server, one per line."""
+    at.radio[0].set_value("Folders on the server").run()
+    next(t for t in at.text_area if t.label == "Dataset folders, one per line").input(
+        "\n".join(map(str, folders))).run()
+
+
 def test_retrain_form_refuses_to_reuse_a_split_that_misses_images_of_the_dataset(models_dir, monkeypatch, tmp_path,
                                                                                   sample_meta):
     from conftest import make_ham_dataset
@@ -260,8 +267,7 @@ def test_retrain_form_refuses_to_reuse_a_split_that_misses_images_of_the_dataset
     extra = sample_meta.head(1).assign(image_id="ISIC_9999999", lesion_id="HAM_9999999")
     folder = make_ham_dataset(tmp_path / "bigger", pd.concat([sample_meta, extra], ignore_index=True))
     at = page("retrain").run()
-    at.radio[0].set_value("A folder on the server").run()
-    next(t for t in at.text_input if t.label == "Dataset folder").input(str(folder)).run()
+    dataset_folders(at, folder)
     next(c for c in at.checkbox if c.label.startswith("Hold out the active model's")).check()
     launch_button(at).click().run()
     assert not at.exception and not launched
@@ -284,12 +290,32 @@ def test_a_run_from_the_active_model_never_tests_on_lesions_it_was_tuned_on(mode
     extra = sample_meta.head(1).assign(image_id="ISIC_9999999", lesion_id="HAM_9999999")
     folder = make_ham_dataset(tmp_path / "bigger", pd.concat([sample_meta, extra], ignore_index=True))
     at = page("retrain").run()
-    at.radio[0].set_value("A folder on the server").run()
-    next(t for t in at.text_input if t.label == "Dataset folder").input(str(folder)).run()
+    dataset_folders(at, folder)
     next(s for s in at.selectbox if s.label == "Start from").select("active")
     launch_button(at).click().run()   # a fresh split of this dataset would test on the active model's images
     assert not at.exception and len(launched) == 1
     assert any("trained or tuned on" in str(e.value) for e in at.error)
+
+
+def test_the_retrain_form_trains_on_several_folders_as_one_each_keeping_its_source(models_dir, monkeypatch, tmp_path,
+                                                                                     sample_meta):
+    from conftest import make_ham_dataset
+    from skin_core import jobs
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    launched = []
+    monkeypatch.setattr(jobs, "start", lambda config: launched.append(config) or "run-two")
+    first = make_ham_dataset(tmp_path / "clinic_a", sample_meta.iloc[::2])
+    second = make_ham_dataset(tmp_path / "clinic_b", sample_meta.iloc[1::2])
+    at = page("retrain").run()
+    dataset_folders(at, first, "", second)                 # a blank line between them is not a folder
+    assert not at.error
+    assert any("70 images" in str(c.value) and "from 2 sources (clinic_a 35, clinic_b 35)" in str(c.value)
+               for c in at.caption)
+    launch_button(at).click().run()
+    assert not at.exception and launched[0]["data"] == [str(first), str(second)]
+    namesake = make_ham_dataset(tmp_path / "elsewhere" / "clinic_a", sample_meta.iloc[1::2])
+    dataset_folders(at, first, namesake)                                  # two sources known by one name
+    assert any("same name" in str(e.value) for e in at.error) and launch_button(at).disabled
 
 
 def test_the_retrain_form_leaves_out_labels_beyond_the_seven_only_when_asked(models_dir, monkeypatch, tmp_path,
@@ -301,8 +327,7 @@ def test_the_retrain_form_leaves_out_labels_beyond_the_seven_only_when_asked(mod
     (folder / "scc").mkdir()
     shutil.copy(sample_meta["path"].iloc[0], folder / "scc" / "scc_1.jpg")
     at = page("retrain").run()
-    at.radio[0].set_value("A folder on the server").run()
-    next(t for t in at.text_input if t.label == "Dataset folder").input(str(folder)).run()
+    dataset_folders(at, folder)
     assert any("Unknown class folders scc" in str(e.value) for e in at.error) and launch_button(at).disabled
     next(c for c in at.checkbox if c.label.startswith("Leave out images labelled beyond")).check().run()
     assert not at.error and any("70 images" in str(c.value) and "1 left out as asked" in str(c.value)
