@@ -123,9 +123,9 @@ def launch_form(admin: bool) -> None:
                  "every image here is in its split, so its test lesions stay unseen")
         submitted = st.form_submit_button("Launch", disabled=not (admin and dataset_ok))
     if submitted:
-        config = {"data": folders[0] if len(folders) == 1 else folders, "epochs": int(epochs), "img_size": int(img_size), "alpha": alpha,
-                  "batch_size": int(batch), "lr": lr, "seed": int(seed), "balance": balance,
-                  "augment": augment, "photometric": photometric, "mix": mix,
+        config = {"data": folders[0] if len(folders) == 1 else folders, "epochs": int(epochs),
+                  "img_size": int(img_size), "alpha": alpha, "batch_size": int(batch), "lr": lr, "seed": int(seed),
+                  "balance": balance, "augment": augment, "photometric": photometric, "mix": mix,
                   "colour_constancy": colour_constancy, "compression": compression, "patients": with_patients,
                   "skip_other_labels": leave_out}
         try:   # the split and the starting weights come from one reading of the active model
