@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import isic
+
 META = Path("meta") / "meta.csv"
 IMAGES = "images"
 NEEDED = {"diagnosis", "derm"}
@@ -73,5 +75,5 @@ def read(root: Path, meta: Path) -> pd.DataFrame:
 
 def in_ham10000_terms(diagnoses: pd.Series) -> pd.Series:
     """HAM10000's class for each diagnosis DIAGNOSES holds, else the words in lower case ("unknown" for a blank)."""
-    words = diagnoses.fillna("unknown").astype(str).str.strip().str.lower().replace("", "unknown")
+    words = isic.diagnosis_words(diagnoses)
     return words.map(DIAGNOSES).fillna(words)

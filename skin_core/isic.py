@@ -144,10 +144,16 @@ def _most_specific_diagnosis(truth: pd.DataFrame) -> pd.Series:
     return levels.where(levels != "").ffill(axis=1).iloc[:, -1]
 
 
+def diagnosis_words(diagnoses: pd.Series) -> pd.Series:
+    """Diagnoses in words as a collection writes them, in lower case without surrounding spaces ("unknown" for a
+    blank): what a collection's table of diagnoses is looked up with."""
+    return diagnoses.fillna("unknown").astype(str).str.strip().str.lower().replace("", "unknown")
+
+
 def in_ham10000_terms(diagnoses: pd.Series) -> pd.Series:
     """HAM10000's class for each diagnosis in words that one holds (DIAGNOSES), else the words in lower case
     ("unknown" for a blank), which stay beyond the seven."""
-    words = diagnoses.fillna("unknown").astype(str).str.strip().str.lower().replace("", "unknown")
+    words = diagnosis_words(diagnoses)
     return words.map(DIAGNOSES).fillna(words.str.split(",").str[0].str.strip().map(DIAGNOSES)).fillna(words)
 
 
