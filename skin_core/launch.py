@@ -43,6 +43,15 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
     if start_from != "active":
         config["weights"] = "imagenet" if start_from == "imagenet" else "none"
         return config, notes
+    try:
+        manifest = read_manifest(active)
+    except BundleError as exc:
+        raise LaunchError(f"The active model cannot be started from: {exc}") from None
+    members = manifest["training"].get("ensemble_of")
+    if members:                 # train.py would refuse it too, but only once the job had started
+        raise LaunchError(f"The active model holds {len(members)} networks side by side (an ensemble of "
+                          f"{' and '.join(members)}), which cannot be trained further. Start from the ImageNet "
+                          "weights, or make a model of one network active first.")
     if "split_from" not in config:          # keep the active model's held-out lesions out of training
         reuse, problem = split_when_starting_from(table, active / SPLIT_FILE, config.get("seed", 42))
         if problem:
@@ -52,10 +61,6 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
             config["split_from"] = str(active)
             notes.append("The dataset is covered by the active model's split, so the run keeps it: its "
                          "validation and test lesions stay unseen.")
-    try:
-        manifest = read_manifest(active)
-    except BundleError as exc:
-        raise LaunchError(f"The active model cannot be started from: {exc}") from None
     shape = {"img_size": manifest["input_size"], "alpha": manifest["alpha"]}
     if any(config.get(key) not in (None, value) for key, value in shape.items()):
         notes.append(f"Input size {shape['img_size']} px and width {shape['alpha']} are the active model's: "

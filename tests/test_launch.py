@@ -40,3 +40,21 @@ def test_a_run_that_would_test_on_images_the_active_model_learned_from_is_refuse
         launch.plan_run(FORM, bigger, start_from="active", same_lesions=False, active=tiny_bundle)
     with pytest.raises(launch.LaunchError, match="Unknown starting point"):
         launch.plan_run(FORM, bigger, start_from="The active model", same_lesions=False, active=tiny_bundle)
+
+
+def test_a_run_from_an_active_ensemble_is_refused_before_it_starts(tiny_bundle, tmp_path):
+    """The served default is two networks side by side; train.py continues one network, so the form says so
+    instead of launching a job that would fail."""
+    import json
+    import shutil
+    pair = tmp_path / "pair"
+    shutil.copytree(tiny_bundle, pair)
+    manifest = json.loads((pair / "manifest.json").read_text())
+    manifest["training"]["ensemble_of"] = ["r50", "r45"]
+    (pair / "manifest.json").write_text(json.dumps(manifest))
+    table = data.load_dataset(SAMPLE).table
+    with pytest.raises(launch.LaunchError, match="2 networks side by side \\(an ensemble of r50 and r45\\).*"
+                                                 "Start from the ImageNet weights"):
+        launch.plan_run(FORM, table, start_from="active", same_lesions=False, active=pair)
+    assert launch.plan_run(FORM, table, start_from="imagenet", same_lesions=False, active=pair)[0]["weights"] == \
+        "imagenet"
