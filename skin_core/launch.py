@@ -50,8 +50,9 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
     members = manifest["training"].get("ensemble_of")
     if members:                 # train.py would refuse it too, but only once the job had started
         raise LaunchError(f"The active model holds {len(members)} networks side by side (an ensemble of "
-                          f"{' and '.join(members)}), which cannot be trained further. Start from the ImageNet "
-                          "weights, or make a model of one network active first.")
+                          f"{' and '.join(members)}), which this form cannot continue. Start from the ImageNet "
+                          "weights, or continue one of its networks from the command line (train.py --init-bundle "
+                          "BUNDLE --init-member N).")
     if "split_from" not in config:          # keep the active model's held-out lesions out of training
         reuse, problem = split_when_starting_from(table, active / SPLIT_FILE, config.get("seed", 42))
         if problem:

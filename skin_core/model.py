@@ -160,6 +160,20 @@ def ensemble_of(models: list[keras.Model]) -> keras.Model:
     return ensemble
 
 
+def member_weights(ensemble: keras.Model, index: int) -> list[np.ndarray]:
+    """The weights of an ensemble's `index`th network (1, 2, ...) in the order a single network of its shape
+    (build_model) holds them, to continue training from: its body as stored, its logits kernel the ensemble's rows
+    for its features times the number of networks. Its own bias is not stored (ensemble_of keeps the mean), so the
+    mean stands in: its logits differ from the network's own by one constant per class, which fitting relearns."""
+    members = [layer for layer in ensemble.layers if layer.name.startswith(MEMBER_PREFIX)]
+    if not 1 <= index <= len(members):
+        raise ValueError(f"The ensemble holds {len(members)} networks; there is no network {index}.")
+    kernel, bias = ensemble.get_layer(LOGITS_LAYER).get_weights()
+    width = kernel.shape[0] // len(members)
+    rows = kernel[(index - 1) * width:index * width] * len(members)
+    return members[index - 1].get_weights() + [rows, bias]
+
+
 def is_ensemble(model: keras.Model) -> bool:
     """Whether the model holds several networks side by side (ensemble_of)."""
     return _member_count(model) > 0

@@ -61,6 +61,9 @@ class TrainConfig:
                            choices=(0.25, 0.5, 0.75, 1.0))
     weights: str | None = setting("imagenet", "'imagenet', a Keras .h5 weights file, or 'none'")
     init_bundle: str | None = setting(None, "start from this bundle's weights instead")
+    init_member: int = setting(
+        0, "with --init-bundle a bundle of several networks side by side (an ensemble, such as the default pair): "
+           "start from its Nth network (1, 2, ...); 0: the bundle holds one network", check=at_least(0), metavar="N")
     split_from: str | None = setting(
         None, "reuse this bundle's split.csv (same validation and test lesions), e.g. to train another seed for "
               "comparison or weight averaging; the seed then drives training only", metavar="BUNDLE")
@@ -154,6 +157,8 @@ class TrainConfig:
             raise ValueError(f"no {' or '.join(missing)} given")
         checked = {name: _checked(known[name], value) for name, value in settings.items()}
         config = cls(**checked)
+        if config.init_member and not config.init_bundle:
+            raise ValueError("init_member picks a network of the bundle --init-bundle names; name that bundle")
         if config.test_fraction + config.val_fraction >= 1:
             raise ValueError("test_fraction and val_fraction must leave images to train on (their sum must be below 1)")
         return config

@@ -27,7 +27,7 @@ from . import patients as patient_details
 from .cancellation import StopWhenCancelled, stop_if_requested
 from .classes import CLASS_CODES
 from .model import (LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model, describe, is_ensemble,
-                    set_trainable_from, with_patient_head)
+                    member_weights, set_trainable_from, with_patient_head)
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .evaluation import HEADLINE
 from .options import BALANCE_CHOICES
@@ -483,7 +483,7 @@ def recorded_config(source: bundles.Bundle, data_roots, out: str, name: str) -> 
     recorded = source.manifest["training"]
     fields = {f.name for f in dataclass_fields(TrainConfig)}
     kept = {k: v for k, v in recorded.items()
-            if k in fields and k not in resume.FREE_SETTINGS and k not in ("data", "init_bundle")}
+            if k in fields and k not in resume.FREE_SETTINGS and k not in ("data", "init_bundle", "init_member")}
     config = TrainConfig(**kept, data=data_roots, out=out, name=name)
     config.detail_side = source.detail_side
     return config
@@ -554,13 +554,17 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> tuple[keras.Model, patie
                         dropout=cfg.dropout, colour_constancy=cfg.colour_constancy)
     if cfg.init_bundle:
         source = bundles.load_bundle(cfg.init_bundle)
-        if is_ensemble(source.model):
-            raise ValueError(f"The starting bundle {Path(cfg.init_bundle).name} holds several networks side by side "
-                             "(an ensemble); training continues from one network's bundle, such as one of its members.")
+        if is_ensemble(source.model) != bool(cfg.init_member):
+            raise ValueError(
+                f"The starting bundle {Path(cfg.init_bundle).name} holds several networks side by side (an "
+                "ensemble): name the one to continue with --init-member N." if is_ensemble(source.model) else
+                f"--init-member picks a network of an ensemble; {Path(cfg.init_bundle).name} holds one network.")
         if source.input_size != cfg.img_size or source.manifest["alpha"] != cfg.alpha:
             raise ValueError(f"The starting bundle is alpha {source.manifest['alpha']} at "
                              f"{source.input_size}px; set --alpha and --img-size to match.")
-        model.set_weights(source.model.get_weights())
+        # an ensemble's patient head is the mean of its networks' heads: the start for the network picked
+        model.set_weights(member_weights(source.model, cfg.init_member) if cfg.init_member else
+                          source.model.get_weights())
         return model, source.patient_head
     return model, None
 

@@ -124,12 +124,38 @@ def test_an_ensemble_bundle_is_stored_at_half_precision_and_serves_what_was_meas
     text = card(out, "python scripts/ensemble.py A B ...", "docs/experiments.md")
     assert f"Two MobileNet V1 networks (`keras.applications.MobileNet`, alpha 0.25), the bundles {tiny_bundle.name} and" \
            in text and "joined without further training" in text and "best validation epoch" not in text
-    # an ensemble is served, not trained further
+    # an ensemble is not trained further as it is: one of its networks is, named by --init-member
     from skin_core.training import TrainConfig, train
-    with pytest.raises(ValueError, match="holds several networks side by side"):
-        train(TrainConfig(data=str(SAMPLE), out=str(tmp_path / "more"), epochs=1, head_epochs=0, img_size=32,
-                          alpha=0.25, batch_size=8, init_bundle=str(out), split_from=str(tiny_bundle)))
+    more = dict(data=str(SAMPLE), epochs=1, head_epochs=0, img_size=32, alpha=0.25, batch_size=8,
+                init_bundle=str(out), split_from=str(tiny_bundle))
+    with pytest.raises(ValueError, match="holds several networks side by side .*--init-member N"):
+        train(TrainConfig(out=str(tmp_path / "more"), **more))
+    with pytest.raises(ValueError, match="holds 2 networks; there is no network 3"):
+        train(TrainConfig(out=str(tmp_path / "more"), init_member=3, **more))
+    with pytest.raises(ValueError, match="picks a network of an ensemble; .* holds one network"):
+        train(TrainConfig(out=str(tmp_path / "more"), init_member=1, **{**more, "init_bundle": str(tiny_bundle)}))
     assert not (tmp_path / "more").exists()
+    train(TrainConfig(out=str(tmp_path / "more"), init_member=2, **more))
+    continued = bundles.load_bundle(tmp_path / "more")
+    assert not is_ensemble(continued.model) and continued.manifest["training"]["init_member"] == 2
+
+
+def test_a_network_taken_out_of_an_ensemble_answers_as_it_did_but_for_one_constant_per_class():
+    """member_weights: the body as stored and the logits kernel unstacked; the network's own bias is not kept (the
+    ensemble holds the mean), so its logits move by the same amount for every photo."""
+    from skin_core.model import member_weights
+    first, second = two_networks()
+    x = photos(6)
+    alone = [logits_of(network, x) for network in (first, second)]        # before ensemble_of rounds their weights
+    ensemble = ensemble_of([first, second])
+    for index, own in enumerate(alone, start=1):
+        network = build_model(7, 64, 0.25, weights=None, dropout=0.0)
+        network.set_weights(member_weights(ensemble, index))
+        shift = logits_of(network, x) - own
+        np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), rtol=0, atol=0.02)
+        assert np.abs(shift[0]).max() == pytest.approx(0.5, abs=0.02)   # the biases differ by 1 (two_networks): half
+    with pytest.raises(ValueError, match="no network 0"):
+        member_weights(ensemble, 0)
 
 
 def test_bundles_that_cannot_form_an_ensemble_are_refused_before_anything_is_written(

@@ -40,6 +40,8 @@ def test_a_run_json_round_trips_and_options_given_beside_it_win(tmp_path):
     ({"dropout": 1.0}, "dropout must be between 0 and 1 [0, 1)"),
     ({"learning_rate": 0.1}, "unknown training setting: learning_rate"),
     ({"test_fraction": 0.6, "val_fraction": 0.5}, "their sum must be below 1"),
+    ({"init_member": -1}, "init_member must be at least 0"),
+    ({"init_member": 1}, "init_member picks a network of the bundle --init-bundle names"),
 ])
 def test_settings_a_run_cannot_train_with_are_refused_in_words(settings, message, tmp_path):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
