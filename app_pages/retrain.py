@@ -86,9 +86,11 @@ def launch_form(admin: bool) -> None:
             st.caption(f"{len(dataset.table)} images of {dataset.table['lesion_id'].nunique()} lesions{by_source} "
                        f"({dataset.layout} layout): " + ", ".join(f"{c} {n}" for c, n in counts.items()) + left_out)
     with st.form("launch"):
-        start_from = st.selectbox("Start from", list(launch.START_FROM), format_func=launch.START_FROM.get,
+        starts = launch.start_choices(registry.active_path())
+        start_from = st.selectbox("Start from", list(starts), format_func=starts.get,
                                   help="ImageNet weights download once on a connected machine. The active model's "
-                                       "weights are continued at its own input size and width.")
+                                       "weights are continued at its own input size and width; an active model of "
+                                       "several networks side by side is continued one network at a time.")
         left, middle, right = st.columns(3)
         epochs = left.number_input("Epochs", 1, 200, 5,
                                    help="Total epochs, including 2 for the new head. Early stopping watches only "

@@ -318,6 +318,27 @@ def test_the_retrain_form_trains_on_several_folders_as_one_each_keeping_its_sour
     assert any("same name" in str(e.value) for e in at.error) and launch_button(at).disabled
 
 
+def test_an_active_ensemble_is_continued_one_network_at_a_time_from_the_form(models_dir, monkeypatch):
+    """With the default pair active, the form offers each of its networks as a start (train.py --init-member)."""
+    import json
+    from skin_core import jobs, registry
+    monkeypatch.delenv("SKIN_ADMIN_PASSWORD", raising=False)
+    manifest = json.loads((models_dir / "default" / "manifest.json").read_text())
+    manifest["training"]["ensemble_of"] = ["r50", "r45"]          # as the served pair records its networks
+    (models_dir / "default" / "manifest.json").write_text(json.dumps(manifest))
+    launched = []
+    monkeypatch.setattr(jobs, "start", lambda config: launched.append(config) or "run-x")
+    at = page("retrain").run()
+    start = next(s for s in at.selectbox if s.label == "Start from")
+    assert start.options == ["ImageNet weights", "Network 1 of the active model (r50)",
+                             "Network 2 of the active model (r45)", "No weights (random)"]
+    start.select("member-1")
+    launch_button(at).click().run()
+    assert not at.exception and launched[0]["init_member"] == 1
+    assert launched[0]["init_bundle"] == str(registry.active_path())
+    assert any("continues network 1 of the active model (r50)" in str(i.value) for i in at.info)
+
+
 def test_the_retrain_form_leaves_out_labels_beyond_the_seven_only_when_asked(models_dir, monkeypatch, tmp_path,
                                                                              sample_meta):
     from skin_core import jobs

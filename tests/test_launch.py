@@ -42,9 +42,9 @@ def test_a_run_that_would_test_on_images_the_active_model_learned_from_is_refuse
         launch.plan_run(FORM, bigger, start_from="The active model", same_lesions=False, active=tiny_bundle)
 
 
-def test_a_run_from_an_active_ensemble_is_refused_before_it_starts(tiny_bundle, tmp_path):
-    """The served default is two networks side by side; train.py continues one network, so the form says so
-    instead of launching a job that would fail."""
+def test_a_run_from_an_active_ensemble_continues_one_of_its_networks(tiny_bundle, tmp_path):
+    """The served default is two networks side by side; train.py continues one network (--init-member), so the
+    form offers each network instead of the whole, and refuses the whole before a job would fail."""
     import json
     import shutil
     pair = tmp_path / "pair"
@@ -52,9 +52,21 @@ def test_a_run_from_an_active_ensemble_is_refused_before_it_starts(tiny_bundle, 
     manifest = json.loads((pair / "manifest.json").read_text())
     manifest["training"]["ensemble_of"] = ["r50", "r45"]
     (pair / "manifest.json").write_text(json.dumps(manifest))
+    assert launch.start_choices(pair) == {"imagenet": "ImageNet weights", "member-1": "Network 1 of the active "
+                                          "model (r50)", "member-2": "Network 2 of the active model (r45)",
+                                          "none": "No weights (random)"}
+    assert list(launch.start_choices(tiny_bundle)) == ["imagenet", "active", "none"]
     table = data.load_dataset(SAMPLE).table
-    with pytest.raises(launch.LaunchError, match="2 networks side by side \\(an ensemble of r50 and r45\\).*"
-                                                 "Start from the ImageNet weights"):
+    with pytest.raises(launch.LaunchError, match="2 networks side by side \\(an ensemble of r50 and r45\\): "
+                                                 "choose one of its networks"):
         launch.plan_run(FORM, table, start_from="active", same_lesions=False, active=pair)
-    assert launch.plan_run(FORM, table, start_from="imagenet", same_lesions=False, active=pair)[0]["weights"] == \
-        "imagenet"
+    config, notes = launch.plan_run(FORM, table, start_from="member-2", same_lesions=False, active=pair)
+    assert (config["init_bundle"], config["init_member"], config["split_from"]) == (str(pair), 2, str(pair))
+    assert (config["img_size"], config["alpha"]) == (32, 0.25)
+    assert any("continues network 2 of the active model (r45)" in note for note in notes)
+    with pytest.raises(launch.LaunchError, match="holds 2 networks; it has no network 3"):
+        launch.plan_run(FORM, table, start_from="member-3", same_lesions=False, active=pair)
+    with pytest.raises(launch.LaunchError, match="holds one network; it has no network 1"):
+        launch.plan_run(FORM, table, start_from="member-1", same_lesions=False, active=tiny_bundle)
+    with pytest.raises(launch.LaunchError, match="Unknown starting point 'member-x'"):
+        launch.plan_run(FORM, table, start_from="member-x", same_lesions=False, active=pair)
