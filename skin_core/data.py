@@ -278,15 +278,14 @@ def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.D
     other = isic.not_dermoscopic(kinds)
     if not other.any():
         return table, []
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds[other].value_counts().items())
     if not skip_other_photos:
-        counts = ", ".join(f"{n} {kind}" for kind, n in kinds[other].value_counts().items())
         n = int(other.sum())
         raise DatasetError(f"{n} image{'s are' if n != 1 else ' is'} not dermoscopy by the download's image_type "
                            f"({counts}); "
                            f"the model reads dermoscopic photos only. First rows: {_first(table['image_id'][other])}. "
                            "Training or an evaluation can be told to leave them out (--skip-other-labels).")
     if other.all():
-        counts = ", ".join(f"{n} {kind}" for kind, n in kinds.value_counts().items())
         raise DatasetError(f"None of the {len(table)} images is dermoscopy by the download's image_type ({counts}); "
                            "the model reads dermoscopic photos only, so there is nothing left to use.")
     skipped = [f"{i}: not dermoscopy ({kind})" for i, kind in zip(table["image_id"][other], kinds[other])]
