@@ -9,11 +9,14 @@ size, detail cap, patients) are the ensemble's; its test-time views are chosen o
 --tta names them: two networks already average part of what the views do, and each view costs every network's
 pass. The weights are stored at half precision so that two MobileNets stay under 20 MB
 (skin_core.model.ensemble_of). An ensemble answers like one network everywhere in the app, but cannot be trained
-further: continue from one of its members instead.
+further as a whole: `train.py --init-bundle ENSEMBLE --init-member N` continues its Nth network, taken out exactly
+(its own logits bias and patient head are recorded in the manifest, as member_biases and member_patient_heads).
 """
 import argparse
 import time
 from pathlib import Path
+
+import numpy as np
 
 from skin_core import model as networks, training
 from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, require_one_split
@@ -46,9 +49,13 @@ def main():
             raise BundleError("either every bundle reads the patient's age, sex and body site or none does")
         patient_head = PatientHead.mean_of(heads) if heads[0] is not None else None
         model = networks.ensemble_of([member.model for member in members])
+        # what the joined layers keep only as a mean, recorded so that each network can be taken out exactly
+        own = {"ensemble_of": [member.path.name for member in members],
+               "member_biases": networks.member_biases([member.model for member in members])}
+        if patient_head is not None:
+            own["member_patient_heads"] = [np.round(head.weights.astype(float), 6).tolist() for head in heads]
     except (BundleError, PatientError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    names = [member.path.name for member in members]
     config = training.recorded_config(first, args.data if len(args.data) > 1 else args.data[0], args.out,
                                       args.name or "Ensemble of " + " and ".join(member.name for member in members))
     config.tta = args.tta
@@ -57,7 +64,7 @@ def main():
         log = ProgressLog(config.progress_file)
         prep = training.prepare_as_recorded(config, log, first.path / SPLIT_FILE,
                                             first.manifest["dataset"]["fingerprint"])
-        out = training.finish(config, prep, model, None, {"ensemble_of": names}, log, started, patient_head,
+        out = training.finish(config, prep, model, None, own, log, started, patient_head,
                               learnt_from=tuple(member.path / SPLIT_FILE for member in members))
     except (ValueError, BundleError, OSError) as exc:   # DatasetError is a ValueError: the message says why
         raise SystemExit(f"error: {getattr(exc, 'strerror', None) or exc}") from None

@@ -160,18 +160,27 @@ def ensemble_of(models: list[keras.Model]) -> keras.Model:
     return ensemble
 
 
-def member_weights(ensemble: keras.Model, index: int) -> list[np.ndarray]:
+def member_weights(ensemble: keras.Model, index: int, own_bias: np.ndarray | None = None) -> list[np.ndarray]:
     """The weights of an ensemble's `index`th network (1, 2, ...) in the order a single network of its shape
     (build_model) holds them, to continue training from: its body as stored, its logits kernel the ensemble's rows
-    for its features times the number of networks. Its own bias is not stored (ensemble_of keeps the mean), so the
-    mean stands in: its logits differ from the network's own by one constant per class, which fitting relearns."""
+    for its features times the number of networks, and its own logits bias where the bundle recorded it
+    (`own_bias`, from member_biases). The ensemble's layer keeps only the mean bias; without the network's own,
+    the mean stands in, so its logits differ from the network's by one constant per class, which fitting relearns."""
     members = [layer for layer in ensemble.layers if layer.name.startswith(MEMBER_PREFIX)]
     if not 1 <= index <= len(members):
         raise ValueError(f"The ensemble holds {len(members)} networks; there is no network {index}.")
     kernel, bias = ensemble.get_layer(LOGITS_LAYER).get_weights()
     width = kernel.shape[0] // len(members)
     rows = kernel[(index - 1) * width:index * width] * len(members)
+    if own_bias is not None:
+        bias = np.asarray(own_bias, dtype=bias.dtype).reshape(bias.shape)
     return members[index - 1].get_weights() + [rows, bias]
+
+
+def member_biases(models: list[keras.Model]) -> list[list[float]]:
+    """Each network's own logits bias, for the manifest of the ensemble joining them: ensemble_of keeps only
+    their mean, and member_weights needs a network's own to take it out exactly."""
+    return [np.round(model.get_layer(LOGITS_LAYER).get_weights()[1].astype(float), 6).tolist() for model in models]
 
 
 def is_ensemble(model: keras.Model) -> bool:

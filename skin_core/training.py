@@ -562,11 +562,25 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> tuple[keras.Model, patie
         if source.input_size != cfg.img_size or source.manifest["alpha"] != cfg.alpha:
             raise ValueError(f"The starting bundle is alpha {source.manifest['alpha']} at "
                              f"{source.input_size}px; set --alpha and --img-size to match.")
-        # an ensemble's patient head is the mean of its networks' heads: the start for the network picked
-        model.set_weights(member_weights(source.model, cfg.init_member) if cfg.init_member else
-                          source.model.get_weights())
-        return model, source.patient_head
+        if not cfg.init_member:
+            model.set_weights(source.model.get_weights())
+            return model, source.patient_head
+        return model, _take_out_member(source, cfg.init_member, model)
     return model, None
+
+
+def _take_out_member(source: bundles.Bundle, index: int, network: keras.Model) -> patient_details.PatientHead | None:
+    """Give `network` the weights of the ensemble's `index`th network and return that network's patient head.
+    Ensembles joined before their networks' own logits biases and patient heads were recorded start from the
+    ensemble's means instead (one constant per class off, which fitting relearns)."""
+    def recorded(key):
+        values = source.manifest["training"].get(key) or []
+        return values[index - 1] if 1 <= index <= len(values) else None
+    network.set_weights(member_weights(source.model, index, recorded("member_biases")))
+    head = recorded("member_patient_heads")
+    if source.patient_head is None or head is None:
+        return source.patient_head
+    return patient_details.PatientHead(np.asarray(head, np.float32), list(source.patient_head.classes))
 
 
 def _refuse_test_leak(init_bundle: str, table: pd.DataFrame) -> None:

@@ -140,6 +140,43 @@ def test_an_ensemble_bundle_is_stored_at_half_precision_and_serves_what_was_meas
     assert not is_ensemble(continued.model) and continued.manifest["training"]["init_member"] == 2
 
 
+def test_an_ensemble_records_each_networks_own_bias_and_patient_head_and_gives_them_back(
+        tiny_patient_bundle, tmp_path, monkeypatch):
+    """The joined layer keeps the mean bias and the bundle the mean patient head; the manifest records each
+    network's own, and continuing network N (train.py --init-member N) starts from those."""
+    import ensemble as ensemble_script
+    from skin_core.training import TrainConfig, _initial_model
+    out = tmp_path / "pair"
+    run_script(ensemble_script, monkeypatch, tiny_patient_bundle, tiny_patient_bundle, "--data", SAMPLE, "--out", out)
+    single, pair = bundles.load_bundle(tiny_patient_bundle), bundles.load_bundle(out)
+    recorded = pair.manifest["training"]
+    own_bias = single.model.get_layer(LOGITS_LAYER).get_weights()[1]
+    assert np.allclose(recorded["member_biases"], [own_bias, own_bias], atol=1e-6)
+    assert np.allclose(recorded["member_patient_heads"], [single.patient_head.weights] * 2, atol=1e-6)
+    # a network beside itself has the mean of the pair, so record another bias and head for the second network:
+    # taking it out must use them, not the means the joined layers hold
+    recorded["member_biases"][1] = (own_bias + 1).tolist()
+    recorded["member_patient_heads"][1] = (single.patient_head.weights * 2).tolist()
+    (out / bundles.MANIFEST_FILE).write_text(json.dumps(pair.manifest))
+    config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "more"), img_size=single.input_size, alpha=0.25,
+                         init_bundle=str(out), init_member=2, split_from=str(tiny_patient_bundle))
+    network, head = _initial_model(config, 7)
+    np.testing.assert_allclose(network.get_layer(LOGITS_LAYER).get_weights()[1], own_bias + 1, atol=1e-5)
+    np.testing.assert_allclose(head.weights, single.patient_head.weights * 2, atol=1e-5)
+    config.init_member = 1
+    network, head = _initial_model(config, 7)
+    np.testing.assert_allclose(network.get_layer(LOGITS_LAYER).get_weights()[1], own_bias, atol=1e-5)
+    np.testing.assert_allclose(head.weights, single.patient_head.weights, atol=1e-5)
+    # a pair joined before they were recorded (the default of runs 51-52) gives the means the joined layers hold
+    del recorded["member_biases"], recorded["member_patient_heads"]
+    (out / bundles.MANIFEST_FILE).write_text(json.dumps(pair.manifest))
+    config.init_member = 2
+    network, head = _initial_model(config, 7)
+    np.testing.assert_array_equal(network.get_layer(LOGITS_LAYER).get_weights()[1],
+                                  pair.model.get_layer(LOGITS_LAYER).get_weights()[1])
+    np.testing.assert_array_equal(head.weights, pair.patient_head.weights)
+
+
 def test_a_network_taken_out_of_an_ensemble_answers_as_it_did_but_for_one_constant_per_class():
     """member_weights: the body as stored and the logits kernel unstacked; the network's own bias is not kept (the
     ensemble holds the mean), so its logits move by the same amount for every photo."""
@@ -156,6 +193,22 @@ def test_a_network_taken_out_of_an_ensemble_answers_as_it_did_but_for_one_consta
         assert np.abs(shift[0]).max() == pytest.approx(0.5, abs=0.02)   # the biases differ by 1 (two_networks): half
     with pytest.raises(ValueError, match="no network 0"):
         member_weights(ensemble, 0)
+
+
+def test_a_network_taken_out_with_its_recorded_bias_answers_as_it_did():
+    """With the bias member_biases recorded when the ensemble was joined, the network comes out as it went in
+    (up to the half-precision rounding of its body and kernel)."""
+    from skin_core.model import member_biases, member_weights
+    networks = two_networks()
+    x = photos(6)
+    alone = [logits_of(network, x) for network in networks]
+    biases = member_biases(networks)
+    assert biases[1] == pytest.approx(np.add(biases[0], 1), abs=1e-5)     # two_networks: the second's is 1 higher
+    ensemble = ensemble_of(networks)
+    for index, own in enumerate(alone, start=1):
+        network = build_model(7, 64, 0.25, weights=None, dropout=0.0)
+        network.set_weights(member_weights(ensemble, index, biases[index - 1]))
+        np.testing.assert_allclose(logits_of(network, x), own, rtol=0, atol=0.02)
 
 
 def test_bundles_that_cannot_form_an_ensemble_are_refused_before_anything_is_written(
