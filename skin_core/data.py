@@ -33,6 +33,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 METADATA_NAMES = ("HAM10000_metadata.csv", "metadata.csv")
 SHOW = 5  # how many offending rows or files an error names
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"   # the small real sample that ships with the code
+SMARTPHONE_COLUMNS = {"img_id", "diagnostic"}
+"""PAD-UFES-20's metadata.csv (Pacheco et al. 2020): clinical photos taken with smartphones, which this model
+is not for; recognised so that it is refused for that reason rather than for its column names."""
 
 
 FOLDER_NAMES = {lesion.name.lower(): lesion.code for lesion in CLASSES} | {
@@ -138,6 +141,11 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     ground_truth = isic.find_ground_truth(root)
     # a metadata.csv without dx is class folders' lesion table or an ISIC archive export, not HAM10000's
     ham_metadata = metadata is not None and not ((class_folders or ground_truth) and "dx" not in _columns(metadata))
+    if ham_metadata and SMARTPHONE_COLUMNS <= _columns(metadata) and "dx" not in _columns(metadata):
+        raise DatasetError(
+            f"{metadata.name} is PAD-UFES-20's (img_id, diagnostic): smartphone photos of the skin, not dermoscopy. "
+            "This model reads dermoscopic photos only (HAM10000's kind), so its figures on them would not say how "
+            "it does on what it is made for; it is neither evaluated nor trained on them.")
     if ham_metadata:
         table, layout = _read_ham10000(root, metadata), "ham10000"
     elif ground_truth is not None:

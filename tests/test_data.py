@@ -6,7 +6,7 @@ import pytest
 
 from skin_core import data
 from skin_core.classes import CLASS_CODES
-from conftest import make_folder_dataset, make_ham_dataset
+from conftest import SAMPLE, make_folder_dataset, make_ham_dataset
 
 
 def test_reads_official_layout_across_part_folders(tmp_path, sample_meta):
@@ -302,3 +302,17 @@ def test_examples_prefer_images_the_shown_model_never_saw_and_say_which_it_did(t
     (tmp_path / "broken.csv").write_text("not,a split\n")
     for split_csv in (None, tmp_path / "broken.csv"):
         assert {subset for _, _, subset in data.sample_examples(split_csv)} == {None}
+
+
+def test_pad_ufes_20_is_refused_as_smartphone_photos_not_dermoscopy(tmp_path):
+    """PAD-UFES-20's metadata.csv names its clinical photos by img_id with a diagnostic code; the message says
+    why the model does not read them instead of listing the HAM10000 columns it lacks."""
+    root = tmp_path / "PAD-UFES-20"
+    (root / "images").mkdir(parents=True)
+    photo = sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[0]
+    (root / "images" / "PAT_46_881_939.png").write_bytes(photo.read_bytes())
+    pd.DataFrame({"patient_id": ["PAT_46"], "lesion_id": [881], "age": [55], "gender": ["FEMALE"],
+                  "region": ["FACE"], "diagnostic": ["BCC"], "img_id": ["PAT_46_881_939.png"],
+                  "biopsed": [True]}).to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(data.DatasetError, match="PAD-UFES-20's .*smartphone photos of the skin, not dermoscopy"):
+        data.load_dataset(root, every_class=False, skip_other_labels=True)
