@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.common import active_predictor, notice
-from skin_core import explain, images, patients, report
+from skin_core import explain, images, lesion, patients, report
 from skin_core.bundle import SPLIT_FILE
 from skin_core.data import sample_examples
 from skin_core.classes import BY_CODE, full_name
@@ -118,6 +118,44 @@ def heat_map(key: str, analysis, predictor) -> None:
                        mime="image/png", key=f"png-{key}")
 
 
+def show_answer(ranked: list[tuple[str, float]], key: str, used: str | None, findings) -> None:
+    """The answer itself: the top class, every class's probability, the top three and the flags on it."""
+    top_code, top_p = ranked[0]
+    st.markdown(f"**Most likely: {full_name(top_code)}** ({top_p:.0%}) — {BY_CODE[top_code].description}")
+    st.plotly_chart(probability_chart(ranked), key=f"chart-{key}")
+    st.markdown("**Top 3:** " + " · ".join(f"{i}. {full_name(c)} {p:.0%}" for i, (c, p) in enumerate(ranked[:3], 1)))
+    if used:
+        st.caption(used)
+    for finding in findings:
+        getattr(st, SEVERITY.get(finding.code, "info"))(finding.message)
+
+
+def show_lesion(inputs: list[tuple[str, bytes]], predictor, patient: dict | None) -> None:
+    """One answer for all the photos, which the user says show one lesion (skin_core.lesion)."""
+    photos, flags = [], []
+    for label, data in inputs:
+        try:
+            analysis, (_, photo_findings) = analysed(data, predictor, patient)
+        except images.ImageError:
+            continue                  # its own section below says why
+        photos.append((label, analysis))
+        flags.append(photo_findings)
+    st.subheader(f"One lesion: {len(photos)} photos answered together")
+    if len(photos) < lesion.SMALLEST:
+        st.info("Fewer than two of these files are photos the model can read, so there is no combined answer.")
+        return
+    answer = lesion.combine(predictor, photos)
+    found = lesion.findings(answer, photos, predictor.bundle.thresholds, flags)
+    st.caption("The photos' answers are averaged before calibration, as the views of one photo are, and calibrated "
+               "as one photo's answer is. Each photo's own answer and heat map follow below. Only photos of the same "
+               "lesion belong together: the combined answer speaks for none of them otherwise.")
+    show_answer(answer.ranked(), "lesion", answered_from(photos[0][1], predictor), found)
+    st.download_button("Download combined report (JSON)",
+                       json.dumps(report.combined_report(answer, photos[0][1].patient, predictor.bundle, found),
+                                  indent=2),
+                       file_name="lesion_combined_report.json", mime="application/json", key="json-lesion")
+
+
 def show_result(index: int, label: str, data: bytes, predictor, patient: dict | None = None) -> None:
     st.subheader(label)
     try:
@@ -134,15 +172,7 @@ def show_result(index: int, label: str, data: bytes, predictor, patient: dict | 
         for note in analysis.decoded.notes:
             st.caption(note)
     with right:
-        top_code, top_p = ranked[0]
-        st.markdown(f"**Most likely: {full_name(top_code)}** ({top_p:.0%}) — {BY_CODE[top_code].description}")
-        st.plotly_chart(probability_chart(ranked), key=f"chart-{key}")
-        st.markdown("**Top 3:** " + " · ".join(f"{i}. {full_name(c)} {p:.0%}" for i, (c, p) in enumerate(ranked[:3], 1)))
-        used = answered_from(analysis, predictor)
-        if used:
-            st.caption(used)
-        for finding in model_findings:
-            getattr(st, SEVERITY.get(finding.code, "info"))(finding.message)
+        show_answer(ranked, key, answered_from(analysis, predictor), model_findings)
         if photo_findings:
             st.warning("This photo looks unlike the dermoscopy images the model learned from, so its answer "
                        "deserves less trust:\n" + "\n".join(f"- {f.message}" for f in photo_findings))
@@ -195,6 +225,13 @@ with example_tab:
 
 if not inputs:
     st.info("Choose a photo to begin, or try one of the examples.")
+if len(inputs) >= lesion.SMALLEST and st.checkbox(
+        "These photos show one lesion: also answer them together", key="one-lesion",
+        help="Two or three dermoscopic photos of one lesion, answered as one. For the default model, on held-out "
+             "lesions photographed more than once, this did a little better than each photo alone. Leave it off "
+             "for photos of different lesions."):
+    st.divider()
+    show_lesion(inputs, predictor, patient)
 for index, (label, data) in enumerate(inputs):
     st.divider()
     show_result(index, label, data, predictor, patient)

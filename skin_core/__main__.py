@@ -1,6 +1,6 @@
 """Command line: predict, evaluate and export with a model bundle.
 
-    python -m skin_core predict  --model models/default photo.jpg [more.jpg ...] [--gradcam OUTDIR]
+    python -m skin_core predict  --model models/default photo.jpg [more.jpg ...] [--gradcam OUTDIR] [--one-lesion]
                                  [--age YEARS] [--sex male|female] [--site "lower extremity"]
     python -m skin_core evaluate --model models/default --data DATASET --json report.json
     python -m skin_core export   --model models/default --format tflite|savedmodel --out PATH
@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default="models/default", help="bundle folder")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--gradcam", metavar="OUTDIR", help="also write a Grad-CAM overlay PNG per image here")
+    predict.add_argument("--one-lesion", action="store_true",
+                         help="the images are photos of one lesion: after each photo's line, print one more with "
+                              "their combined answer (the mean of their logits, calibrated as one photo's)")
     predict.add_argument("--age", help="the patient's age in years (for a model trained with --patients)")
     predict.add_argument("--sex", help="the patient's sex: male or female")
     predict.add_argument("--site", help="the lesion's body site, one of HAM10000's (e.g. back, face, "
@@ -67,19 +70,21 @@ def _fail(message: str) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import explain, images, patients, report
+    from . import explain, images, lesion, patients, report
     from .predict import Predictor
     try:
         patient = patients.check(args.age, args.sex, args.site)   # before the model loads
     except patients.PatientError as exc:
         return _fail(str(exc))
+    if args.one_lesion and len(args.images) < lesion.SMALLEST:
+        return _fail(f"--one-lesion combines at least {lesion.SMALLEST} photos of the lesion; give more images.")
     given = any(value is not None for value in patient.values())
     predictor = Predictor.from_path(args.model)
     if given and predictor.patient_head is None:
         print("note: this model reads the photo alone; --age, --sex and --site are not used", file=sys.stderr)
     if args.gradcam:
         Path(args.gradcam).mkdir(parents=True, exist_ok=True)
-    failures = 0
+    failures, answered = 0, []
     for path in args.images:
         shown = ascii(path)[1:-1]
         try:
@@ -90,6 +95,7 @@ def cmd_predict(args) -> int:
             failures += 1
             continue
         record = report.lesion_report(path, analysis, predictor.bundle)    # the app's download, to the letter
+        answered.append((path, analysis, report.findings(analysis, predictor.bundle.thresholds)[1]))
         top = record["top"]
         if args.gradcam:
             square = explain.display_square(analysis.decoded.rgb)
@@ -97,6 +103,14 @@ def cmd_predict(args) -> int:
             target.write_bytes(explain.png_bytes(explain.overlay(square, analysis.cam(top))))
             record["gradcam"] = str(target)
         print(json.dumps(record))
+    if args.one_lesion:
+        if len(answered) < lesion.SMALLEST:
+            return _fail(f"--one-lesion: only {len(answered)} of the photos could be read, so there is no combined "
+                         "answer.")
+        photos = [(path, analysis) for path, analysis, _ in answered]
+        combined = lesion.combine(predictor, photos)
+        found = lesion.findings(combined, photos, predictor.bundle.thresholds, [flags for *_, flags in answered])
+        print(json.dumps(report.combined_report(combined, photos[0][1].patient, predictor.bundle, found)))
     return 1 if failures else 0
 
 

@@ -144,6 +144,8 @@ class Analysis:
     distance_limit: float | None = None   # familiarity model); above the limit the photo is unlike them
     patient: dict | None = None      # the age, sex and body site the answer used (None: the photo alone)
     copy_of: str | None = None       # the image id of a photo the model learnt from that this one is a copy of
+    logits: np.ndarray | None = None  # (classes,) before calibration, patient push included: what the
+                                      # probabilities are calibrated from, and what several photos average (lesion)
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(self.probabilities)[::-1]
@@ -306,16 +308,17 @@ class Predictor:
         """One photo's answer; `patient` is patients.check's row (age, sex, localization), or None."""
         model_input = self.prepare(decoded.rgb)
         probs, logits, cams, pooled = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
+        logits = logits.numpy()
         if self.patient_head is not None:     # the maps stay the photo's: the push does not depend on it
-            rows = None if patient is None else pd.DataFrame([patient])
-            probs = self.calibrated(self.with_patients(logits.numpy(), rows))
+            logits = self.with_patients(logits, None if patient is None else pd.DataFrame([patient]))
+            probs = self.calibrated(logits)
         distance = limit = None
         if self.familiarity is not None:
             distance, limit = float(self.familiarity.distance(pooled.numpy())[0]), self.familiarity.threshold
         used = patient if self.patient_head is not None and patient is not None else None
         copy_of = self.bundle.seen.copied(model_input[None])[0] if self.bundle.seen is not None else None
         return Analysis(self.classes, np.asarray(probs)[0].astype(np.float64), cams.numpy()[0], model_input, decoded,
-                        distance, limit, used, copy_of)
+                        distance, limit, used, copy_of, logits[0].astype(np.float64))
 
     def analyse_bytes(self, data: bytes, patient: dict | None = None) -> Analysis:
         return self.analyse(images.decode(data), patient)

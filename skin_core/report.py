@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from . import NOTICE, quality
 from .bundle import MODEL_FILE, Bundle
+from .lesion import LesionAnswer
 from .predict import Analysis
 
 
@@ -28,19 +29,9 @@ def lesion_report(label: str, analysis: Analysis, bundle: Bundle, found=None) ->
     """Probabilities, the top three, every finding and the model that answered, ready for JSON; `found` is
     findings() already computed for this analysis (the page shows them too), else they are computed here."""
     answer, photo = found if found is not None else findings(analysis, bundle.thresholds)
-    probabilities = dict(zip(analysis.classes, map(float, analysis.probabilities)))
     return {
         "image": label,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": bundle.name,
-        "model_created": bundle.manifest["created"],
-        "model_checksum": bundle.manifest["files"].get(MODEL_FILE),
-        "probabilities": analysis.as_dict(),
-        "top": analysis.ranked()[0][0],
-        "top3": analysis.ranked()[:3],
-        "thresholds": bundle.thresholds,
-        "at_or_above_threshold": {code: probabilities[code] >= limit for code, limit in bundle.thresholds.items()
-                                  if code in probabilities},
+        **_answered(analysis.classes, analysis.probabilities, bundle),
         "photo": {"format": analysis.decoded.source_format,       # as the file holds it, before any reduction
                   "size": list(analysis.decoded.source_size or analysis.decoded.size),
                   "notes": analysis.decoded.notes},
@@ -49,4 +40,37 @@ def lesion_report(label: str, analysis: Analysis, bundle: Bundle, found=None) ->
         "findings": [{"about": "answer", "code": f.code, "message": f.message} for f in answer]
         + [{"about": "photo", "code": f.code, "message": f.message} for f in photo],
         "notice": NOTICE,
+    }
+
+
+def combined_report(answer: LesionAnswer, patient: dict | None, bundle: Bundle,
+                    found: list[quality.Finding]) -> dict:
+    """The combined answer for several photos of one lesion (skin_core.lesion), in the same terms as one photo's
+    record; each photo's own record is downloaded beside it."""
+    return {
+        "images": answer.photos,
+        "combined_as": "one lesion: the mean of the photos' logits, calibrated as one photo's answer is",
+        **_answered(answer.classes, answer.probabilities, bundle),
+        "patient": patient,
+        "model_reads_patient": bundle.patient_head is not None,
+        "findings": [{"about": "answer", "code": f.code, "message": f.message} for f in found],
+        "notice": NOTICE,
+    }
+
+
+def _answered(classes: list[str], probabilities, bundle: Bundle) -> dict:
+    """What any answer's record says: when, which model, the probabilities and how they stand to the thresholds."""
+    probs = {code: float(p) for code, p in zip(classes, probabilities)}
+    ranked = sorted(probs.items(), key=lambda item: item[1], reverse=True)
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": bundle.name,
+        "model_created": bundle.manifest["created"],
+        "model_checksum": bundle.manifest["files"].get(MODEL_FILE),
+        "probabilities": {code: round(p, 6) for code, p in probs.items()},
+        "top": ranked[0][0],
+        "top3": ranked[:3],
+        "thresholds": bundle.thresholds,
+        "at_or_above_threshold": {code: probs[code] >= limit for code, limit in bundle.thresholds.items()
+                                  if code in probs},
     }

@@ -124,6 +124,34 @@ def test_diagnose_warns_about_an_out_of_focus_photo_and_not_about_the_sharp_one(
     assert len(at.get("plotly_chart")) == 2       # the blurred photo is still analysed, with the warning
 
 
+def test_diagnose_answers_photos_of_one_lesion_together_only_when_told(models_dir):
+    from skin_core import images, lesion
+    from skin_core.bundle import load_bundle
+    from skin_core.classes import full_name
+    from skin_core.predict import Predictor
+    first, second = sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:2]
+    at = page("diagnose").run()
+    assert not at.checkbox                                   # nothing to combine yet
+    at.file_uploader[0].set_value([("first.jpg", first.read_bytes(), "image/jpeg"),
+                                   ("second.jpg", second.read_bytes(), "image/jpeg")]).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2
+    assert "answered together" not in " ".join(h.value for h in at.subheader)
+    at.checkbox(key="one-lesion").check().run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+    assert at.subheader[0].value == "One lesion: 2 photos answered together"
+    predictor = Predictor(load_bundle(models_dir / "default"))
+    answer = lesion.combine(predictor, [(p.name, predictor.analyse(images.decode(p.read_bytes())))
+                                        for p in (first, second)])
+    top, p = answer.ranked()[0]
+    most_likely = [m.value for m in at.markdown if m.value.startswith("**Most likely")]
+    assert len(most_likely) == 3 and most_likely[0].startswith(f"**Most likely: {full_name(top)}** ({p:.0%})")
+    # a file that is not a photo leaves one: no combined answer, and the file's own section says why
+    at.file_uploader[0].set_value([("first.jpg", first.read_bytes(), "image/jpeg"),
+                                   ("notes.jpg", b"not a photo", "image/jpeg")]).run()
+    assert not at.exception and "Fewer than two of these files" in texts(at)
+    assert any("Cannot use this file" in str(e.value) for e in at.error)
+
+
 def test_diagnose_example_gallery_gives_a_result_in_one_click_and_clears(models_dir):
     at = page("diagnose").run()
     at.button[0].click().run()

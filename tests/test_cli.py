@@ -91,6 +91,24 @@ def test_a_phone_size_photo_is_answered_with_its_size_in_the_file_recorded(tiny_
     assert "small" not in [f["code"] for f in record["findings"]]
 
 
+def test_predict_answers_photos_of_one_lesion_together_when_told(tiny_bundle, tmp_path, capsys):
+    photos = sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:2]
+    code, out, err = run_in_process(capsys, "predict", "--model", tiny_bundle, *photos, "--one-lesion")
+    assert code == 0, err
+    *each, combined = [json.loads(line) for line in out.splitlines()]
+    assert [record["image"] for record in each] == [str(photo) for photo in photos]
+    assert combined["images"] == [str(photo) for photo in photos] and "combined_as" in combined
+    assert sum(combined["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert combined["top"] == max(combined["probabilities"], key=combined["probabilities"].get)
+    # one photo is no lesion series; with a photo that cannot be read, what is left must still be two
+    code, out, err = run_in_process(capsys, "predict", "--model", tiny_bundle, photos[0], "--one-lesion")
+    assert code == 2 and "at least 2 photos" in err and not out
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    code, out, err = run_in_process(capsys, "predict", "--model", tiny_bundle, photos[0], broken, "--one-lesion")
+    assert code == 2 and "only 1 of the photos could be read" in err and len(out.splitlines()) == 1
+
+
 def test_predict_with_a_broken_bundle_fails_cleanly(tmp_path, capsys):
     code, _, err = run_in_process(capsys, "predict", "--model", tmp_path,
                                   next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg")))
