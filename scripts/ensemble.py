@@ -2,6 +2,10 @@
 finished (views, prior shift, temperature, melanoma threshold, familiarity, test report) as one model.
 
     python scripts/ensemble.py models/default runs/r45 --data path/to/HAM10000 --out runs/ensemble
+    python scripts/ensemble.py runs/new models/default:2 --data path/to/HAM10000 --out runs/pair
+
+A bundle written BUNDLE:N stands for the Nth network of an ensemble bundle (network 2 of the default pair above),
+taken out as `train.py --init-member N` takes it, so one network of a pair can be replaced by another.
 
 The bundles must hold the same split (split.csv byte for byte), so the validation the ensemble is tuned on and
 the test split it is scored on are lesions none of its networks learnt from. The first bundle's settings (input
@@ -13,6 +17,8 @@ further as a whole: `train.py --init-bundle ENSEMBLE --init-member N` continues 
 (its own logits bias and patient head are recorded in the manifest, as member_biases and member_patient_heads).
 """
 import argparse
+import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -25,9 +31,26 @@ from skin_core.patients import PatientError, PatientHead
 from skin_core.progress import ProgressLog
 
 
+def network_named(spec: str):
+    """The bundle a command-line argument names, or for BUNDLE:N its Nth network as a bundle of its own (the
+    ensemble's split, calibration and files; the network's weights and patient head)."""
+    path, _, index = spec.rpartition(":")
+    if not (path and index.isdigit()) or Path(spec).exists():
+        return load_bundle(spec)
+    source = load_bundle(path)
+    if not networks.is_ensemble(source.model):
+        raise BundleError(f"{path} holds one network; BUNDLE:N names a network of an ensemble.")
+    network, head = training.member_of(source, int(index))
+    manifest = copy.deepcopy(source.manifest)
+    manifest["training"]["taken_out_as"] = f"{source.path.name}:{index}"
+    manifest["name"] = f"network {index} of {source.name}"
+    return dataclasses.replace(source, model=network, patient_head=head, manifest=manifest)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundles", nargs="+", help="two or more bundle folders sharing one split")
+    parser.add_argument("bundles", nargs="+", help="two or more bundle folders sharing one split (BUNDLE:N: the "
+                                                   "Nth network of an ensemble bundle)")
     parser.add_argument("--data", action="append", required=True,
                         help="the dataset folder the first bundle was trained on (repeat for several)")
     parser.add_argument("--tta", default="auto", choices=TTA_CHOICES,
@@ -41,7 +64,7 @@ def main():
     if Path(args.out).exists():
         raise SystemExit(f"error: {args.out} already exists; write the ensemble into a new folder")
     try:
-        members = [load_bundle(path) for path in args.bundles]
+        members = [network_named(spec) for spec in args.bundles]
         first = members[0]
         require_one_split(members)
         heads = [member.patient_head for member in members]
@@ -50,7 +73,8 @@ def main():
         patient_head = PatientHead.mean_of(heads) if heads[0] is not None else None
         model = networks.ensemble_of([member.model for member in members])
         # what the joined layers keep only as a mean, recorded so that each network can be taken out exactly
-        own = {"ensemble_of": [member.path.name for member in members],
+        own = {"ensemble_of": [member.manifest["training"].get("taken_out_as") or member.path.name
+                               for member in members],
                "member_biases": networks.member_biases([member.model for member in members])}
         if patient_head is not None:
             own["member_patient_heads"] = [np.round(head.weights.astype(float), 6).tolist() for head in heads]

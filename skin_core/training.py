@@ -26,8 +26,8 @@ from . import familiarity as familiarity_model
 from . import patients as patient_details
 from .cancellation import StopWhenCancelled, stop_if_requested
 from .classes import CLASS_CODES
-from .model import (LOGITS_LAYER, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model, describe, is_ensemble,
-                    member_weights, set_trainable_from, with_patient_head)
+from .model import (COLOUR_LAYER, LOGITS_LAYER, MEMBER_PREFIX, PATIENT_GAIN, PATIENT_LOGITS_LAYER, build_model,
+                    describe, is_ensemble, member_weights, set_trainable_from, with_patient_head)
 from .pipelines import eval_dataset, steps_per_epoch, training_dataset
 from .evaluation import HEADLINE
 from .options import BALANCE_CHOICES
@@ -565,22 +565,30 @@ def _initial_model(cfg: TrainConfig, n_classes: int) -> tuple[keras.Model, patie
         if not cfg.init_member:
             model.set_weights(source.model.get_weights())
             return model, source.patient_head
-        return model, _take_out_member(source, cfg.init_member, model)
+        return member_of(source, cfg.init_member, model)
     return model, None
 
 
-def _take_out_member(source: bundles.Bundle, index: int, network: keras.Model) -> patient_details.PatientHead | None:
-    """Give `network` the weights of the ensemble's `index`th network and return that network's patient head.
-    Ensembles joined before their networks' own logits biases and patient heads were recorded start from the
-    ensemble's means instead (one constant per class off, which fitting relearns)."""
+def member_of(source: bundles.Bundle, index: int, network: keras.Model | None = None
+              ) -> tuple[keras.Model, patient_details.PatientHead | None]:
+    """An ensemble bundle's `index`th network as a model of its own, with its patient head: what `--init-member`
+    continues and `scripts/ensemble.py BUNDLE:N` joins with other networks. `network` is the model to fill (one
+    train.py built); without it, one of the member's own shape is built. Ensembles joined before their networks'
+    own logits biases and patient heads were recorded give the ensemble's means instead (one constant per class
+    off, which fitting relearns)."""
     def recorded(key):
         values = source.manifest["training"].get(key) or []
         return values[index - 1] if 1 <= index <= len(values) else None
-    network.set_weights(member_weights(source.model, index, recorded("member_biases")))
+    weights = member_weights(source.model, index, recorded("member_biases"))   # refuses a network it lacks
+    if network is None:
+        member = source.model.get_layer(f"{MEMBER_PREFIX}{index}")
+        network = build_model(len(source.classes), source.input_size, source.manifest["alpha"], weights=None,
+                              dropout=0.0, colour_constancy=COLOUR_LAYER in {layer.name for layer in member.layers})
+    network.set_weights(weights)
     head = recorded("member_patient_heads")
     if source.patient_head is None or head is None:
-        return source.patient_head
-    return patient_details.PatientHead(np.asarray(head, np.float32), list(source.patient_head.classes))
+        return network, source.patient_head
+    return network, patient_details.PatientHead(np.asarray(head, np.float32), list(source.patient_head.classes))
 
 
 def _refuse_test_leak(init_bundle: str, table: pd.DataFrame) -> None:

@@ -153,6 +153,17 @@ def test_an_ensemble_records_each_networks_own_bias_and_patient_head_and_gives_t
     own_bias = single.model.get_layer(LOGITS_LAYER).get_weights()[1]
     assert np.allclose(recorded["member_biases"], [own_bias, own_bias], atol=1e-6)
     assert np.allclose(recorded["member_patient_heads"], [single.patient_head.weights] * 2, atol=1e-6)
+    # one network of the pair joins another bundle as BUNDLE:N, so a pair can have one network replaced
+    again = tmp_path / "again"
+    run_script(ensemble_script, monkeypatch, tiny_patient_bundle, f"{out}:2", "--data", SAMPLE, "--out", again)
+    joined = bundles.load_bundle(again)
+    assert joined.manifest["training"]["ensemble_of"] == [tiny_patient_bundle.name, "pair:2"]
+    pixels = np.stack([images.prepare(images.decode(path.read_bytes()).rgb, single.input_size, single.detail_side)
+                       for path in sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:8]])
+    np.testing.assert_allclose(Predictor(joined).logits(pixels), Predictor(single).logits(pixels), rtol=0, atol=0.02)
+    with pytest.raises(SystemExit, match="holds one network; BUNDLE:N names a network of an ensemble"):
+        run_script(ensemble_script, monkeypatch, out, f"{tiny_patient_bundle}:1", "--data", SAMPLE,
+                   "--out", tmp_path / "refused")
     # a network beside itself has the mean of the pair, so record another bias and head for the second network:
     # taking it out must use them, not the means the joined layers hold
     recorded["member_biases"][1] = (own_bias + 1).tolist()
