@@ -14,24 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import quality
-from .predict import Analysis, Predictor
+from .predict import Analysis, Answer, Predictor
 
 SMALLEST = 2
 
 
 @dataclass
-class LesionAnswer:
+class LesionAnswer(Answer):
     """The combined answer for the photos named in `photos`, in the order given."""
-    classes: list[str]
-    probabilities: np.ndarray      # (classes,), calibrated
     photos: list[str]
-
-    def ranked(self) -> list[tuple[str, float]]:
-        order = np.argsort(self.probabilities)[::-1]
-        return [(self.classes[i], float(self.probabilities[i])) for i in order]
-
-    def as_dict(self) -> dict:
-        return {c: round(float(p), 6) for c, p in zip(self.classes, self.probabilities)}
 
 
 def combine(predictor: Predictor, photos: list[tuple[str, Analysis]]) -> LesionAnswer:

@@ -133,10 +133,22 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, 
 
 
 @dataclass
-class Analysis:
-    """One image's result: calibrated probabilities and a Grad-CAM map per class."""
+class Answer:
+    """Calibrated probabilities over the classes, ranked: one photo's (Analysis) or one lesion's (lesion)."""
     classes: list[str]
     probabilities: np.ndarray     # (classes,)
+
+    def ranked(self) -> list[tuple[str, float]]:
+        order = np.argsort(self.probabilities)[::-1]
+        return [(self.classes[i], float(self.probabilities[i])) for i in order]
+
+    def as_dict(self) -> dict:
+        return {c: round(float(p), 6) for c, p in zip(self.classes, self.probabilities)}
+
+
+@dataclass
+class Analysis(Answer):
+    """One image's result: calibrated probabilities and a Grad-CAM map per class."""
     cams: np.ndarray              # (h, w, classes), each in [0, 1]
     model_input: np.ndarray       # the (size, size, 3) uint8 picture the model saw
     decoded: images.DecodedImage
@@ -146,13 +158,6 @@ class Analysis:
     copy_of: str | None = None       # the image id of a photo the model learnt from that this one is a copy of
     logits: np.ndarray | None = None  # (classes,) before calibration, patient push included: what the
                                       # probabilities are calibrated from, and what several photos average (lesion)
-
-    def ranked(self) -> list[tuple[str, float]]:
-        order = np.argsort(self.probabilities)[::-1]
-        return [(self.classes[i], float(self.probabilities[i])) for i in order]
-
-    def as_dict(self) -> dict:
-        return {c: round(float(p), 6) for c, p in zip(self.classes, self.probabilities)}
 
     def cam(self, code: str) -> np.ndarray:
         return self.cams[..., self.classes.index(code)]

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from . import NOTICE, quality
 from .bundle import MODEL_FILE, Bundle
 from .lesion import LesionAnswer
-from .predict import Analysis
+from .predict import Analysis, Answer
 
 
 def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[quality.Finding], list[quality.Finding]]:
@@ -31,7 +31,7 @@ def lesion_report(label: str, analysis: Analysis, bundle: Bundle, found=None) ->
     answer, photo = found if found is not None else findings(analysis, bundle.thresholds)
     return {
         "image": label,
-        **_answered(analysis.classes, analysis.probabilities, bundle),
+        **_answered(analysis, bundle),
         "photo": {"format": analysis.decoded.source_format,       # as the file holds it, before any reduction
                   "size": list(analysis.decoded.source_size or analysis.decoded.size),
                   "notes": analysis.decoded.notes},
@@ -50,7 +50,7 @@ def combined_report(answer: LesionAnswer, patient: dict | None, bundle: Bundle,
     return {
         "images": answer.photos,
         "combined_as": "one lesion: the mean of the photos' logits, calibrated as one photo's answer is",
-        **_answered(answer.classes, answer.probabilities, bundle),
+        **_answered(answer, bundle),
         "patient": patient,
         "model_reads_patient": bundle.patient_head is not None,
         "findings": [{"about": "answer", "code": f.code, "message": f.message} for f in found],
@@ -58,19 +58,18 @@ def combined_report(answer: LesionAnswer, patient: dict | None, bundle: Bundle,
     }
 
 
-def _answered(classes: list[str], probabilities, bundle: Bundle) -> dict:
+def _answered(answer: Answer, bundle: Bundle) -> dict:
     """What any answer's record says: when, which model, the probabilities and how they stand to the thresholds."""
-    probs = {code: float(p) for code, p in zip(classes, probabilities)}
-    ranked = sorted(probs.items(), key=lambda item: item[1], reverse=True)
+    probabilities = dict(zip(answer.classes, map(float, answer.probabilities)))
     return {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": bundle.name,
         "model_created": bundle.manifest["created"],
         "model_checksum": bundle.manifest["files"].get(MODEL_FILE),
-        "probabilities": {code: round(p, 6) for code, p in probs.items()},
-        "top": ranked[0][0],
-        "top3": ranked[:3],
+        "probabilities": answer.as_dict(),
+        "top": answer.ranked()[0][0],
+        "top3": answer.ranked()[:3],
         "thresholds": bundle.thresholds,
-        "at_or_above_threshold": {code: probs[code] >= limit for code, limit in bundle.thresholds.items()
-                                  if code in probs},
+        "at_or_above_threshold": {code: probabilities[code] >= limit for code, limit in bundle.thresholds.items()
+                                  if code in probabilities},
     }
