@@ -94,8 +94,9 @@ def cmd_predict(args) -> int:
             print(f"error: {shown}: {message}", file=sys.stderr)
             failures += 1
             continue
-        record = report.lesion_report(path, analysis, predictor.bundle)    # the app's download, to the letter
-        answered.append((path, analysis, report.findings(analysis, predictor.bundle.thresholds)[1]))
+        found = report.findings(analysis, predictor.bundle.thresholds)
+        record = report.lesion_report(path, analysis, predictor.bundle, found)    # the app's download, to the letter
+        answered.append((path, analysis, found[1]))
         top = record["top"]
         if args.gradcam:
             square = explain.display_square(analysis.decoded.rgb)
