@@ -87,8 +87,11 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
     config.update(init_bundle=str(active), **shape)
     if member:
         config["init_member"] = member
-        notes.append(f"The run continues network {member} of the active model ({members[member - 1]}); the "
-                     "ensemble keeps only the mean of its networks' output biases, so that mean is its starting bias.")
+        exact = bool(manifest["training"].get("member_biases"))    # recorded by scripts/ensemble.py since run 59
+        notes.append(f"The run continues network {member} of the active model ({members[member - 1]})" +
+                     (", as it was when the ensemble was joined." if exact else
+                      "; this ensemble keeps only the mean of its networks' output biases, so that mean is its "
+                      "starting bias."))
     return config, notes
 
 

@@ -64,6 +64,12 @@ def test_a_run_from_an_active_ensemble_continues_one_of_its_networks(tiny_bundle
     assert (config["init_bundle"], config["init_member"], config["split_from"]) == (str(pair), 2, str(pair))
     assert (config["img_size"], config["alpha"]) == (32, 0.25)
     assert any("continues network 2 of the active model (r45)" in note for note in notes)
+    assert any("keeps only the mean of its networks' output biases" in note for note in notes)
+    manifest["training"]["member_biases"] = [[0.0] * 7, [1.0] * 7]    # an ensemble that records each network's
+    (pair / "manifest.json").write_text(json.dumps(manifest))
+    _, notes = launch.plan_run(FORM, table, start_from="member-2", same_lesions=False, active=pair)
+    assert any("(r45), as it was when the ensemble was joined" in note for note in notes)
+    assert not any("mean of its networks' output biases" in note for note in notes)
     with pytest.raises(launch.LaunchError, match="holds 2 networks; it has no network 3"):
         launch.plan_run(FORM, table, start_from="member-3", same_lesions=False, active=pair)
     with pytest.raises(launch.LaunchError, match="holds one network; it has no network 1"):
