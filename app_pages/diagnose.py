@@ -11,7 +11,7 @@ import streamlit as st
 from app_pages.common import active_predictor, notice
 from skin_core import explain, images, lesion, patients, report
 from skin_core.bundle import SPLIT_FILE
-from skin_core.data import sample_examples
+from skin_core.splits import sample_examples
 from skin_core.classes import BY_CODE, full_name
 
 SEVERITY = {"melanoma": "error", "malignant": "error", "uncertain": "warning"}

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import run_main, stats_ms, timed, write
-from skin_core import data, export, patients
+from skin_core import data, export, patients, splits
 from skin_core.bundle import EVALUATION_FILE, load_bundle
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
@@ -59,7 +59,7 @@ def main():
     results = {"keras_tf_function": stats_ms(timed(lambda: bare(x).numpy(), args.runs))}
     test = None
     if args.data:
-        table = data.load_under_split(args.data, Path(args.model) / "split.csv", classes=bundle.classes)
+        table = splits.load_under_split(args.data, Path(args.model) / "split.csv", classes=bundle.classes)
         table = table[table["subset"] == "test"]
         test = data.read_images(table, size, bundle.detail_side)
         labels = test.table["dx"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from skin_core import data
+from skin_core import data, splits
 from skin_core.bundle import SPLIT_FILE, BundleError, add_seen_photos, read_manifest
 from skin_core.copies import SEEN_FILE, SeenPhotos
 
@@ -26,7 +26,7 @@ def main():
         manifest = read_manifest(args.bundle)
         if SEEN_FILE in manifest["files"]:              # before reading any image
             raise BundleError(f"{Path(args.bundle).name} already has the fingerprints of its photos.")
-        table, absent = data.rows_in_split(args.data, pd.read_csv(Path(args.bundle) / SPLIT_FILE, dtype=str))
+        table, absent = splits.rows_in_split(args.data, pd.read_csv(Path(args.bundle) / SPLIT_FILE, dtype=str))
         arrays = data.read_images(table, int(manifest["input_size"]), manifest["preprocessing"]["detail_side"])
         seen = SeenPhotos.of(arrays.table["image_id"], arrays.pixels)
         add_seen_photos(args.bundle, seen)

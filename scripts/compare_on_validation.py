@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from skin_core import calibration, data, patients
+from skin_core import calibration, data, patients, splits
 from skin_core.bundle import (SPLIT_FILE, BundleError, load_bundle, read_manifest,
                               weight_soup)
 from skin_core.options import TTA_VIEWS
@@ -75,8 +75,8 @@ def _model_logits(spec: str, images: ImagesAtSize, views: str | None, as_served:
     bundles = [load_bundle(path) for path in paths.split("+")]
     # the same split, or it on a share of the training images, or none of these images seen; else it may
     # have trained on them
-    if not (data.holds_out_the_same(images.split_from / SPLIT_FILE, bundles[0].path / SPLIT_FILE)
-            or data.leave_out_seen(images.table, bundles[0].path / SPLIT_FILE)[1] == 0):
+    if not (splits.holds_out_the_same(images.split_from / SPLIT_FILE, bundles[0].path / SPLIT_FILE)
+            or splits.leave_out_seen(images.table, bundles[0].path / SPLIT_FILE)[1] == 0):
         raise BundleError(f"{bundles[0].path} was not split like {images.split_from}, so the validation images "
                           "may be ones it trained on; compare only bundles trained with --split-from the first")
     if as_served and len(bundles) > 1:
@@ -96,7 +96,7 @@ def compare(candidates: list[str], data_root, views: str | None = None, rounds: 
     """Validation scores of each candidate and its paired-bootstrap difference to the first: with the prior
     shift fitted on these images (how finishing tunes), or `as_served` (each model's own, nothing refitted)."""
     first = Path(candidates[0].split(",")[0].partition("@")[0].split("+")[0])   # its model loads once, below
-    table = data.load_under_split(data_root, first / SPLIT_FILE)
+    table = splits.load_under_split(data_root, first / SPLIT_FILE)
     val = table[table["subset"] == "val"].reset_index(drop=True)
     code = {c: i for i, c in enumerate(read_manifest(first)["classes"])}
     y, groups = val["dx"].map(code).to_numpy(), val["lesion_id"].to_numpy()

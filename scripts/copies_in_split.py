@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_core import data, evaluation
+from skin_core import data, evaluation, splits
 from skin_core.bundle import EVALUATION_FILE, MANIFEST_FILE, SPLIT_FILE, BundleError, load_bundle, read_manifest
 from skin_core.jsonfiles import replace_json
 
@@ -35,7 +35,7 @@ def main():
             raise BundleError(f"{bundle.name} keeps no fingerprints of its photos; add them with "
                               "scripts/add_seen_photos.py first.")
         split = pd.read_csv(Path(args.bundle) / SPLIT_FILE, dtype=str)
-        table, _ = data.rows_in_split(args.data, split, ("test",))
+        table, _ = splits.rows_in_split(args.data, split, ("test",))
         arrays = data.read_images(table, bundle.input_size, bundle.detail_side)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None

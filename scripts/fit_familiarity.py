@@ -11,7 +11,7 @@ lesions. The test split is not read.
 import argparse
 from pathlib import Path
 
-from skin_core import data
+from skin_core import data, splits
 from skin_core.bundle import SPLIT_FILE, BundleError, add_familiarity, load_bundle
 from skin_core.predict import Predictor
 from skin_core.training import fit_familiarity
@@ -24,7 +24,7 @@ def main():
     args = parser.parse_args()
     try:
         predictor = Predictor(load_bundle(args.bundle))
-        table = data.load_under_split(args.data, Path(args.bundle) / SPLIT_FILE, classes=predictor.classes)
+        table = splits.load_under_split(args.data, Path(args.bundle) / SPLIT_FILE, classes=predictor.classes)
         if predictor.familiarity is not None:       # before reading any image
             raise BundleError(f"{Path(args.bundle).name} already has a familiarity model; re-finish the bundle "
                               "(scripts/refinish.py) to fit another.")

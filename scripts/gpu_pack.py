@@ -11,12 +11,12 @@ import argparse
 import shutil
 from pathlib import Path
 
-from skin_core import data
+from skin_core import data, splits
 
 
 def make_pack(dataset: str, split_csv: str, out: str, weights: str | None = None) -> Path:
     table = data.load_dataset(dataset).table
-    keep = table[data.subsets_from_file(table, split_csv).isin(["train", "val"]).to_numpy()]
+    keep = table[splits.subsets_from_file(table, split_csv).isin(["train", "val"]).to_numpy()]
     root = Path(out)
     (root / "data" / "images").mkdir(parents=True, exist_ok=True)
     keep[["lesion_id", "image_id", "dx"]].to_csv(root / "data" / "HAM10000_metadata.csv", index=False)

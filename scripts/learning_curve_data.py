@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sklearn.model_selection import StratifiedGroupKFold
 
-from skin_core import data
+from skin_core import data, splits
 from skin_core.bundle import SPLIT_FILE
 
 
@@ -59,7 +59,7 @@ def main():
     if not split_csv.is_file():
         parser.error(f"no {SPLIT_FILE} in {args.split_from}: --split-from must be a bundle folder")
     try:
-        table = data.load_under_split(args.data, split_csv)
+        table = splits.load_under_split(args.data, split_csv)
     except data.DatasetError as exc:
         parser.error(str(exc))
     rows = subset_table(table, args.keep_one_in, args.seed)

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from skin_core import calibration, data
+from skin_core import calibration, data, splits
 from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle
 from skin_core.patients import COLUMNS as PATIENT_COLUMNS
 from skin_core.predict import Predictor
@@ -68,12 +68,12 @@ def measure(model_path, fit_from, data_root, rounds: int = 500) -> dict:
     model_path, fit_from = Path(model_path), Path(fit_from)
     patients = patient_columns(data_root)          # before any image is read: a dataset without them is refused
     bundle = load_bundle(model_path)
-    if not data.holds_out_the_same(fit_from / SPLIT_FILE, model_path / SPLIT_FILE):
+    if not splits.holds_out_the_same(fit_from / SPLIT_FILE, model_path / SPLIT_FILE):
         raise BundleError(f"{model_path} does not validate on {fit_from}'s validation images with a share of its "
                           "training lesions; train it on `scripts/learning_curve_data.py --split-from` that bundle")
-    table = data.load_under_split(data_root, fit_from / SPLIT_FILE, classes=bundle.classes)
+    table = splits.load_under_split(data_root, fit_from / SPLIT_FILE, classes=bundle.classes)
     val = table[table["subset"] == "val"].reset_index(drop=True)
-    fit, _ = data.leave_out_seen(table[table["subset"] == "train"], model_path / SPLIT_FILE)
+    fit, _ = splits.leave_out_seen(table[table["subset"] == "train"], model_path / SPLIT_FILE)
     fit = fit.reset_index(drop=True)
     if fit.empty:
         raise data.DatasetError(f"{model_path} trained on every training lesion of {fit_from}: nothing left to fit on.")

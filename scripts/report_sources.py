@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skin_core import data, evaluation, patients
+from skin_core import data, evaluation, patients, splits
 from skin_core.bundle import HISTORY_FILE, SPLIT_FILE, BundleError, load_bundle, write_bundle
 from skin_core.copies import SeenPhotos
 from skin_core.predict import Predictor
@@ -48,7 +48,7 @@ def main():
         source = load_bundle(args.bundle)
         split = pd.read_csv(source.path / SPLIT_FILE, dtype=str)
         if args.inherit_split_from:
-            split = data.with_inherited_rows(split, Path(args.inherit_split_from) / SPLIT_FILE)
+            split = splits.with_inherited_rows(split, Path(args.inherit_split_from) / SPLIT_FILE)
         predictor = Predictor(source)
         parts = []
         for root in args.data:
@@ -57,7 +57,7 @@ def main():
             pixels = data.read_images(rows, source.input_size, source.detail_side).pixels
             given, alone = predictor.probabilities_given_and_alone(pixels, details)
             parts.append(rows.assign(probs=list(given), alone=None if alone is None else list(alone)))
-        learnt, _ = data.rows_in_split(args.data, split)   # the split may now name more photos than the source's prints
+        learnt, _ = splits.rows_in_split(args.data, split)   # the split may now name more photos than the source's prints
         seen = SeenPhotos.of(learnt["image_id"], data.read_images(learnt, source.input_size, source.detail_side).pixels)
     except (BundleError, data.DatasetError) as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -9,14 +9,14 @@ use --subset val, which prints the table and writes nothing.
 """
 import argparse
 
-from skin_core import data, images, patients, robustness
+from skin_core import data, images, patients, robustness, splits
 from skin_core.bundle import SPLIT_FILE, BundleError, load_bundle, update_report
 from skin_core.predict import Predictor
 
 
 def held_out(bundle, data_root, subset: str):
     """Decoded pictures, labels and patients' details of one subset of the bundle's own split."""
-    table = data.load_under_split(data_root, bundle.path / SPLIT_FILE, classes=bundle.classes)
+    table = splits.load_under_split(data_root, bundle.path / SPLIT_FILE, classes=bundle.classes)
     rows = table[table["subset"] == subset].reset_index(drop=True)
     pictures = [images.load_file(path).rgb for path in rows["path"]]
     details = patients.read(data_root, rows["image_id"]) if bundle.patient_head is not None else None

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import balanced_accuracy_score, f1_score  # noqa: E402
 
-from skin_core import data  # noqa: E402
+from skin_core import data, splits  # noqa: E402
 from skin_core.classes import CLASS_CODES  # noqa: E402
 from skin_core.model import WeightsError, build_model, resolve_weights, set_trainable_from  # noqa: E402
 from skin_core.run_config import default_of  # noqa: E402
@@ -116,13 +116,13 @@ def load_train_val(args) -> tuple[pd.DataFrame, np.ndarray, str]:
     """The training and validation rows with their subset, their pixels, and the split's digest."""
     table = data.load_dataset(args.data).table
     if args.split:
-        table["subset"] = data.subsets_from_file(table, args.split)
+        table["subset"] = splits.subsets_from_file(table, args.split)
     else:
-        table["subset"] = data.split_by_lesion(table, test_fraction=args.test_fraction,
+        table["subset"] = splits.split_by_lesion(table, test_fraction=args.test_fraction,
                                                val_fraction=args.val_fraction, seed=args.seed)
     table = table[table["subset"].isin(["train", "val"])].reset_index(drop=True)
     arrays = data.read_images(table, args.img_size, args.detail_side, workers=os.cpu_count() or 4)
-    return arrays.table, arrays.pixels, data.split_digest(arrays.table)
+    return arrays.table, arrays.pixels, splits.split_digest(arrays.table)
 
 
 def make_trainer(s, img_size: int, weights) -> tuple[keras.Model, keras.Sequential]:

@@ -120,7 +120,7 @@ class SeenPhotos:
 def copy_groups(lesion_ids, pixels) -> np.ndarray:
     """Each photo's lesion id, or, for a photo that copies a photo filed under another lesion id, one lesion id
     shared by all the lesions joined by such copies (the smallest): what a new split keeps on one side
-    (data.keep_copies_together), so that no held-out photo copies a training photo, and what an evaluation's
+    (splits.keep_copies_together), so that no held-out photo copies a training photo, and what an evaluation's
     intervals resample as one lesion. With no copies the lesion ids come back unchanged. Every pair is compared:
     about 5 ms a photo for 10,000 of them."""
     lesion_ids = np.asarray(lesion_ids, str)

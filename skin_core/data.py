@@ -1,4 +1,4 @@
-"""Reading a labelled dataset, checking it, and splitting it by lesion.
+"""Reading a labelled dataset and checking it.
 
 Five layouts are understood and detected automatically:
 - HAM10000: a metadata CSV (lesion_id, image_id, dx, ...) and `<image_id>.jpg` files anywhere below;
@@ -11,8 +11,8 @@ Five layouts are understood and detected automatically:
   `seborrheic keratosis/`, as collections shared online name them); each image is its own lesion unless a CSV
   with image_id and lesion_id columns sits beside the class folders.
 The result is always the same table: path, image_id, lesion_id, dx, source (the dataset folder's name).
-Several datasets can be read as one (`load_datasets`): each image keeps its source, and the split is made
-within each source, so that one site's test lesions stay those of a model trained on it alone.
+Several datasets can be read as one (`load_datasets`): each image keeps its source, so that `splits` can split
+within each source.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from . import derm7pt, images, isic, ph2
 from .classes import CLASS_CODES, CLASSES
@@ -62,7 +61,8 @@ class Dataset:
         return {c: int(n) for c, n in self.table["dx"].value_counts().reindex(CLASS_CODES, fill_value=0).items()}
 
 
-def _first(items, n=SHOW) -> str:
+def first_few(items, n=SHOW) -> str:
+    """The first few of `items` for a message, and how many more there are."""
     items = list(items)
     more = f" (and {len(items) - n} more)" if len(items) > n else ""
     return ", ".join(str(i) for i in items[:n]) + more
@@ -95,26 +95,6 @@ def _index_images(root: Path) -> dict[str, Path]:
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             found.setdefault(path.stem, path)
     return found
-
-
-def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
-    """One shipped sample image per class for the app's one-click examples, as (dx, path, subset): the subset
-    ("train", "val", "test") the image has in the split.csv of the model being shown, None if unknown. An
-    image of that model's test split is preferred, so an example shows how it does on a lesion it never saw;
-    the samples belong to the development data, so some classes may have none. Empty if not shipped."""
-    try:
-        table = load_dataset(SAMPLE_DIR).table
-    except DatasetError:
-        return []
-    subsets = pd.Series(None, index=table.index, dtype=object)
-    if split_csv is not None and Path(split_csv).is_file():
-        try:
-            subsets = table["image_id"].map(_read_split(split_csv).set_index("image_id")["subset"])
-        except DatasetError:
-            pass                                       # an unreadable split: the subsets stay unknown
-    table = table.assign(subset=subsets.where(subsets.notna(), None), unseen=subsets.eq("test"))
-    chosen = table.sort_values("unseen", ascending=False, kind="stable").drop_duplicates("dx")
-    return [(row.dx, Path(row.path), row.subset) for row in chosen.sort_values("dx").itertuples()]
 
 
 def load_dataset(root, *, skip_bad: bool = False, classes=CLASS_CODES, every_class: bool = True,
@@ -173,7 +153,7 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
         raise DatasetError(
             f"{len(unknown)} row{'s have' if len(unknown) != 1 else ' has'} unknown dx values "
             f"{sorted(unknown['dx'].astype(str).unique())[:SHOW]}; "
-            f"expected one of {', '.join(classes)}. First rows: {_first(unknown['image_id'])}. Training or an "
+            f"expected one of {', '.join(classes)}. First rows: {first_few(unknown['image_id'])}. Training or an "
             "evaluation can be told to leave them out (--skip-other-labels).")
     if len(unknown):
         skipped += [f"{i}: labelled {dx!r}, not one of the model's classes" for i, dx in zip(unknown["image_id"],
@@ -185,7 +165,7 @@ def _load_dataset(root: Path, skip_bad: bool, classes, every_class: bool, skip_o
     if len(missing):
         if not skip_bad:
             raise DatasetError(
-                f"{len(missing)} images listed in the metadata are missing: {_first(missing['image_id'])}")
+                f"{len(missing)} images listed in the metadata are missing: {first_few(missing['image_id'])}")
         skipped += [f"{i}: missing" for i in missing["image_id"]]
         table = table.dropna(subset=["path"])
     if table.empty:
@@ -214,7 +194,7 @@ def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES, skip_ot
         return load_dataset(roots[0], skip_bad=skip_bad, classes=classes, skip_other_labels=skip_other_labels)
     names = [r.name for r in roots]
     if len(set(names)) < len(names):
-        raise DatasetError(f"Two dataset folders have the same name ({_first(sorted(names))}); each source is "
+        raise DatasetError(f"Two dataset folders have the same name ({first_few(sorted(names))}); each source is "
                            "known by its folder's name, so give them different names.")
     parts = [load_dataset(r, skip_bad=skip_bad, classes=classes, every_class=False,
                           skip_other_labels=skip_other_labels) for r in roots]
@@ -223,7 +203,7 @@ def load_datasets(roots, *, skip_bad: bool = False, classes=CLASS_CODES, skip_ot
         shared = table.groupby(key)["source"].nunique()
         shared = shared[shared > 1]
         if len(shared):
-            raise DatasetError(f"{len(shared)} {key}s appear in more than one dataset: {_first(shared.index)}. "
+            raise DatasetError(f"{len(shared)} {key}s appear in more than one dataset: {first_few(shared.index)}. "
                                "An image or lesion may belong to one source only.")
     empty = [c for c in classes if not (table["dx"] == c).any()]
     if empty:
@@ -264,14 +244,14 @@ def _labelled_images(root: Path, frame: pd.DataFrame, file_name: str) -> pd.Data
         raise DatasetError(f"{file_name} has no rows.")
     blank = frame[frame["dx"].isna() | frame["image_id"].isna()]
     if len(blank):
-        raise DatasetError(f"{len(blank)} rows of {file_name} have no image_id or dx: rows {_first(blank.index + 2)}")
+        raise DatasetError(f"{len(blank)} rows of {file_name} have no image_id or dx: rows {first_few(blank.index + 2)}")
     frame["dx"] = frame["dx"].str.strip().str.lower()   # other collections write "MEL" or " nv"
     if "lesion_id" not in frame:
         frame["lesion_id"] = frame["image_id"]
     frame["lesion_id"] = frame["lesion_id"].fillna(frame["image_id"])
     duplicated = frame[frame["image_id"].duplicated()]
     if len(duplicated):
-        raise DatasetError(f"{len(duplicated)} image_ids appear twice in {file_name}: {_first(duplicated['image_id'])}")
+        raise DatasetError(f"{len(duplicated)} image_ids appear twice in {file_name}: {first_few(duplicated['image_id'])}")
     if "path" not in frame:
         index = _index_images(root)
         frame["path"] = frame["image_id"].map(lambda i: str(index[i]) if i in index else None)
@@ -291,7 +271,7 @@ def _dermoscopy_only(table: pd.DataFrame, skip_other_photos: bool) -> tuple[pd.D
         n = int(other.sum())
         raise DatasetError(f"{n} image{'s are' if n != 1 else ' is'} not dermoscopy by the download's image_type "
                            f"({counts}); "
-                           f"the model reads dermoscopic photos only. First rows: {_first(table['image_id'][other])}. "
+                           f"the model reads dermoscopic photos only. First rows: {first_few(table['image_id'][other])}. "
                            "Training or an evaluation can be told to leave them out (--skip-other-labels).")
     if other.all():
         raise DatasetError(f"None of the {len(table)} images is dermoscopy by the download's image_type ({counts}); "
@@ -310,7 +290,7 @@ def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) ->
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     strays = [p.name for p in folders if class_of_folder(p.name) not in classes]
     if strays and not skip_other_labels:
-        raise DatasetError(f"Unknown class folders {_first(sorted(strays))}; expected {', '.join(classes)} (or "
+        raise DatasetError(f"Unknown class folders {first_few(sorted(strays))}; expected {', '.join(classes)} (or "
                            "their names in words). Training or an evaluation can be told to leave them out "
                            "(--skip-other-labels).")
     rows = [(str(path), path.stem, path.stem, class_of_folder(folder.name))
@@ -321,7 +301,7 @@ def _read_class_folders(root: Path, classes, skip_other_labels: bool = False) ->
     shared = frame[frame["image_id"].duplicated(keep=False)].sort_values("image_id")
     if len(shared):   # an image's id is its file name, and the split and lesion table are keyed by it
         raise DatasetError(f"{shared['image_id'].nunique()} file names appear more than once: "
-                           f"{_first(shared['path'].map(lambda p: str(Path(p).relative_to(root))))}. "
+                           f"{first_few(shared['path'].map(lambda p: str(Path(p).relative_to(root))))}. "
                            "Give each image a name of its own.")
     # the lesion table: the first CSV beside the folders with both columns (others, such as an
     # attribution list, are not it); without one, each image is its own lesion
@@ -376,10 +356,10 @@ def read_images(table: pd.DataFrame, input_size: int, detail_side: int | None = 
                 on_progress(i, len(paths))
     bad = [f"{Path(p).name} ({err})" for p, (_, _, err) in zip(paths, results) if err]
     if bad and not skip_bad:
-        raise DatasetError(f"{len(bad)} images cannot be read: {_first(bad)}. "
+        raise DatasetError(f"{len(bad)} images cannot be read: {first_few(bad)}. "
                            "Fix or remove them, or pass --skip-bad to go on without them.")
     if paths and len(bad) == len(paths):
-        raise DatasetError(f"None of the {len(bad)} images can be read: {_first(bad)}.")
+        raise DatasetError(f"None of the {len(bad)} images can be read: {first_few(bad)}.")
     keep = [err is None for _, _, err in results]
     digest = hashlib.sha256()
     for (image_id, dx), (file_digest, _, err) in zip(table[["image_id", "dx"]].itertuples(index=False), results):
@@ -390,242 +370,3 @@ def read_images(table: pd.DataFrame, input_size: int, detail_side: int | None = 
         np.zeros((0, input_size, input_size, 3), np.uint8)
     return ImageArrays(pixels=pixels, table=table[keep].reset_index(drop=True),
                        fingerprint=digest.hexdigest(), unreadable=bad)
-
-
-MIN_LESIONS_PER_CLASS = 3
-"""A class needs a lesion in each of train, validation and test."""
-
-
-def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
-                    seed: int = 42) -> pd.Series:
-    """Assign each row to train / val / test, stratified by dx and grouped by lesion_id.
-
-    Uses StratifiedGroupKFold twice: one fold becomes the test set, then one fold of the rest the
-    validation set, so no lesion ever sits on two sides. Returns a Series of subset names. On a small
-    dataset the folds are fewer (at most as many as the largest class has lesions), so the shares held
-    out grow; a class with fewer than MIN_LESIONS_PER_CLASS lesions is refused.
-    """
-    lesions = table.groupby("dx")["lesion_id"].nunique()
-    few = lesions[lesions < MIN_LESIONS_PER_CLASS]
-    if len(few):
-        raise DatasetError(
-            f"Too few lesions to split: {', '.join(f'{c} has {n}' for c, n in few.items())}. Each class needs at "
-            f"least {MIN_LESIONS_PER_CLASS} lesions (one each for training, validation and test); photos of one "
-            "lesion count once.")
-    subset = pd.Series("train", index=table.index)
-    rest = table.index.to_numpy()
-    for name, fraction in (("test", test_fraction), ("val", val_fraction / (1 - test_fraction))):
-        if fraction <= 0:
-            continue
-        part = table.loc[rest]
-        n_splits = max(2, min(round(1 / fraction), int(part.groupby("dx")["lesion_id"].nunique().max())))
-        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        _, held = next(folds.split(part, part["dx"], groups=part["lesion_id"]))
-        subset.loc[rest[held]] = name
-        rest = np.setdiff1d(rest, rest[held])
-    return subset
-
-
-SIDES_BY_PRECEDENCE = ("train", "val", "test")
-
-
-def keep_copies_together(subset: pd.Series, groups: pd.Series) -> pd.Series:
-    """The subsets of a split by lesion with each group of lesions joined by copies of one photo (copies.copy_groups)
-    moved to the first side any of them is on, train before validation before test. Only those lesions move, so
-    the split is otherwise the one derived by lesion alone, and the held-out sides only ever lose photos."""
-    rank = subset.map(SIDES_BY_PRECEDENCE.index)
-    return rank.groupby(groups).transform("min").map(dict(enumerate(SIDES_BY_PRECEDENCE)))
-
-
-def split_by_source(table: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
-                    seed: int = 42, split_csv=None,
-                    groups_of: Callable[[pd.DataFrame], pd.Series] | None = None) -> tuple[pd.Series, dict[str, str]]:
-    """Each row's subset, split by lesion within each source (the same seed for each), and how each source
-    was split. A source whose images a bundle's `split_csv` lists takes its recorded subsets: a model trained
-    on more sites keeps the validation and test lesions of one trained on the first alone. A source split afresh
-    keeps together the lesions that `groups_of` (given its rows) puts in one group: see keep_copies_together."""
-    recorded = None if split_csv is None else subsets_of_listed(table, split_csv)
-    subsets, how = pd.Series(index=table.index, dtype=object), {}
-    for source, rows in table.groupby("source", sort=False):
-        if recorded is not None and recorded[rows.index].notna().all():
-            subsets[rows.index] = recorded[rows.index]
-            how[source] = f"as recorded in {Path(split_csv).parent.name}/{Path(split_csv).name}"
-        else:
-            fresh = split_by_lesion(rows, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
-            subsets[rows.index] = fresh if groups_of is None else keep_copies_together(fresh, groups_of(rows))
-            how[source] = f"StratifiedGroupKFold, seed {seed}" + (", copies moved to their originals' side"
-                                                                  if groups_of else "")
-    return subsets, how
-
-
-def subsets_of_listed(table: pd.DataFrame, split_csv) -> pd.Series:
-    """subsets_from_file for the sources the file lists (NaN for the rows of the others): a source may be
-    wholly listed or not at all, since half a source's split cannot be completed without leaking lesions."""
-    try:
-        recorded = _read_split(split_csv).set_index("image_id")["subset"]
-    except DatasetError as exc:
-        raise DatasetError(f"{split_csv} is not a readable split file with image_id and subset columns ({exc}).") from None
-    subsets = table["image_id"].map(recorded[~recorded.index.duplicated()])
-    if subsets.isna().all():
-        raise DatasetError(f"None of the images is in {split_csv}. Use the split of a bundle trained on one of "
-                           "these datasets.")
-    for source, rows in subsets.groupby(table["source"]):
-        if rows.notna().any() and rows.isna().any():
-            missing = table.loc[rows.index[rows.isna()], "image_id"]
-            raise DatasetError(f"{len(missing)} images of {source} are not in {split_csv}: {_first(missing)}. "
-                               "Use the split of a bundle trained on this dataset.")
-    return subsets
-
-
-def _read_split(split_csv) -> pd.DataFrame:
-    """A split.csv as text (image ids such as 0001 must stay strings to match the dataset's), or a
-    DatasetError saying why the file is not one."""
-    try:
-        frame = pd.read_csv(split_csv, dtype=str)
-    except (ValueError, OSError) as exc:
-        raise DatasetError(str(exc)) from None
-    absent = {"image_id", "subset"} - set(frame.columns)
-    if absent:
-        raise DatasetError(f"no {' or '.join(sorted(absent))} column")
-    return frame
-
-
-def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
-    """Each row's subset as a bundle's split.csv (image_id, subset) records it; every image must be listed."""
-    try:
-        recorded = _read_split(split_csv).set_index("image_id")["subset"]
-    except DatasetError as exc:
-        raise DatasetError(f"{split_csv} is not a readable split file with image_id and subset columns ({exc}).") from None
-    if recorded.index.duplicated().any():
-        raise DatasetError(f"{split_csv} lists some images twice: "
-                           f"{_first(recorded.index[recorded.index.duplicated()])}.")
-    subsets = table["image_id"].map(recorded)
-    missing = table.loc[subsets.isna(), "image_id"]
-    if len(missing):
-        raise DatasetError(f"{len(missing)} images are not in {split_csv}: {_first(missing)}. "
-                           "Use the split of a bundle trained on this dataset.")
-    return subsets
-
-
-def split_problem(table: pd.DataFrame, split_csv) -> str | None:
-    """Why a bundle's recorded split cannot be reused on this dataset (None if it can): checked before a
-    run is launched, so a mismatch is a message on the form rather than a failed run."""
-    if not Path(split_csv).is_file():
-        return f"There is no {Path(split_csv).name} beside that model, so its lesions cannot be held out again."
-    try:
-        subsets_from_file(table, split_csv)
-    except DatasetError as exc:
-        return f"That model's split does not cover this dataset: {exc}"
-    return None
-
-
-def holds_out_the_same(first_split_csv, candidate_split_csv) -> bool:
-    """Whether the candidate's split validates on exactly the first's validation images and gives every image
-    both list the first's subset: the same split, that split on a share of its training images (a learning
-    curve), or that split beside other collections (a run on more sources, none of whose lesions the first
-    validates on). Only then are scores on the first's validation images fair to both."""
-    try:
-        mine, theirs = (_read_split(f) for f in (first_split_csv, candidate_split_csv))
-    except DatasetError:
-        return False
-    listed = theirs["image_id"].isin(mine["image_id"])
-    if "lesion_id" in mine and "lesion_id" in theirs:     # another collection must not hold a validated lesion
-        validated = mine.loc[mine["subset"] == "val", "lesion_id"]
-        if theirs.loc[~listed, "lesion_id"].isin(validated).any():
-            return False
-    mine, theirs = mine.set_index("image_id")["subset"], theirs[listed].set_index("image_id")["subset"]
-    same_subsets = (theirs == mine.reindex(theirs.index)).all()
-    return bool(same_subsets and set(theirs.index[theirs == "val"]) == set(mine.index[mine == "val"]))
-
-
-def held_out_leak(starting_split_csv, table: pd.DataFrame) -> str | None:
-    """Why a run starting from the bundle whose split is `starting_split_csv` would test on images that bundle
-    was fitted or tuned on, given the new run's "subset" column (None if it would not). Training refuses
-    such a run; the Retrain page checks it before launching one."""
-    starting_split_csv = Path(starting_split_csv)
-    if not starting_split_csv.is_file():
-        return (f"The starting model has no {starting_split_csv.name}, so its training images are unknown and the "
-                "new test split could contain them.")
-    try:
-        earlier = _read_split(starting_split_csv)
-    except DatasetError as exc:
-        return (f"The starting model's {starting_split_csv.name} cannot be read ({exc}), so its training "
-                "images are unknown and the new test split could contain them.")
-    test = table[table["subset"] == "test"]
-    leaked = sorted(test.loc[_learned_from(test, earlier), "image_id"])
-    if leaked:
-        return (f"The starting model was trained or tuned on {len(leaked)} images (or other photos of their lesions) "
-                f"this run would hold out for testing (e.g. {', '.join(leaked[:3])}).")
-    return None
-
-
-def _learned_from(table: pd.DataFrame, recorded: pd.DataFrame) -> pd.Series:
-    """Which rows of `table` a bundle whose split.csv is `recorded` trained or was tuned on: the image
-    itself, or any photo of the same lesion (HAM10000 holds several photos of many lesions)."""
-    seen = recorded[recorded["subset"].isin(["train", "val"])]
-    learned = table["image_id"].isin(seen["image_id"])
-    if "lesion_id" in seen and "lesion_id" in table:
-        learned |= table["lesion_id"].isin(seen["lesion_id"])
-    return learned
-
-
-def with_inherited_rows(split: pd.DataFrame, starting_split_csv) -> pd.DataFrame:
-    """A run's split (image_id, lesion_id, dx, subset, ...) plus the rows of its starting bundle's split for images
-    the run's own datasets do not hold. A model continued from another has learnt what that one learnt: its
-    split.csv must list those images too, or an evaluation on them (leave_out_seen) would score them as unseen.
-    The starting bundle's test rows stay test rows: neither model trained on them."""
-    try:
-        earlier = _read_split(starting_split_csv)
-    except DatasetError as exc:
-        raise DatasetError(f"The starting model's split {starting_split_csv} cannot be read ({exc}), so the images "
-                           "it learnt from cannot be recorded.") from None
-    inherited = earlier[~earlier["image_id"].isin(split["image_id"])]
-    return pd.concat([split, inherited.reindex(columns=split.columns)], ignore_index=True)
-
-
-def leave_out_seen(table: pd.DataFrame, split_csv) -> tuple[pd.DataFrame, int]:
-    """The rows of `table` whose image and lesion the bundle with `split_csv` neither trained nor was tuned
-    on, and how many were left out: a dataset that shares images with a model's development data (HAM10000
-    itself, say) must not score what the model learned from."""
-    learned = _learned_from(table, _read_split(split_csv))
-    return table[~learned].reset_index(drop=True), int(learned.sum())
-
-
-def split_when_starting_from(table: pd.DataFrame, starting_split_csv, seed: int, *, test_fraction: float = 0.2,
-                             val_fraction: float = 0.15) -> tuple[bool, str | None]:
-    """How a run from a bundle's weights keeps that bundle's held-out lesions out of its training, as
-    (reuse the bundle's split, problem): its own split when this dataset holds all of it, else a fresh
-    split with `seed` if that tests on none of the images the bundle was fitted or tuned on, else the
-    reason the run must not start. Checked before launching, so a doomed run is a message."""
-    if split_problem(table, starting_split_csv) is None:
-        return True, None
-    fresh = table.assign(subset=split_by_lesion(table, test_fraction=test_fraction, val_fraction=val_fraction,
-                                                seed=seed))
-    return False, held_out_leak(starting_split_csv, fresh)
-
-
-def load_under_split(root, split_csv, *, classes=CLASS_CODES) -> pd.DataFrame:
-    """The dataset's table with a "subset" column taken from a bundle's split.csv: how scripts revisit a
-    bundle's own validation or test lesions without re-deriving the split."""
-    table = load_dataset(root, classes=classes).table
-    table["subset"] = subsets_from_file(table, split_csv)
-    return table
-
-
-def rows_in_split(roots, split: pd.DataFrame, subsets=("train", "val")) -> tuple[pd.DataFrame, int]:
-    """The rows of the datasets that a bundle's split puts in `subsets` (by default: what it trained or was tuned
-    on), and how many of those images none of the datasets holds."""
-    wanted = set(split.loc[split["subset"].isin(subsets), "image_id"])
-    table = load_datasets(roots).table
-    table = table[table["image_id"].isin(wanted)].reset_index(drop=True)
-    return table, len(wanted) - len(table)
-
-
-def split_digest(table: pd.DataFrame) -> str:
-    """sha256 over the sorted (subset, image_id) pairs of the training and validation rows.
-
-    Weights fitted elsewhere carry it, so the bundle step can prove it holds out the same lesions.
-    """
-    rows = table.loc[table["subset"].isin(["train", "val"]), ["subset", "image_id"]]
-    lines = sorted(f"{subset}:{image_id}" for subset, image_id in rows.itertuples(index=False))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import patients
 from .bundle import SPLIT_FILE, BundleError, read_manifest
-from .data import split_problem, split_when_starting_from
+from .splits import split_problem, split_when_starting_from
 
 START_FROM = {"imagenet": "ImageNet weights", "active": "The active model", "none": "No weights (random)"}
 MEMBER = "member-"            # "member-2": the active ensemble's second network

@@ -260,7 +260,7 @@ class Predictor:
         images, `on_stage(text)` names each later step and `on_scoring(done, total)` follows the longest, so a
         page can say what the wait is for."""
         say = on_stage or (lambda text: None)
-        from . import data, evaluation
+        from . import data, evaluation, splits
         from .bundle import SPLIT_FILE
         dataset = data.load_dataset(dataset_root, skip_bad=skip_bad, classes=self.classes, every_class=False,
                                     skip_other_labels=skip_other_labels)
@@ -269,7 +269,7 @@ class Predictor:
         split_known = split_csv.is_file()
         if leave_out_seen and split_known:
             try:
-                table, seen = data.leave_out_seen(table, split_csv)
+                table, seen = splits.leave_out_seen(table, split_csv)
             except data.DatasetError as exc:
                 raise data.DatasetError(f"This model's {SPLIT_FILE} cannot be read ({exc}), so the images it "
                                         "trained on cannot be left out.") from None

@@ -21,7 +21,7 @@ import pandas as pd
 import keras
 import tensorflow as tf
 
-from . import __version__, bundle as bundles, calibration, copies, data, evaluation, resume
+from . import __version__, bundle as bundles, calibration, copies, data, evaluation, resume, splits
 from . import familiarity as familiarity_model
 from . import patients as patient_details
 from .cancellation import StopWhenCancelled, stop_if_requested
@@ -133,7 +133,7 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
                               on_progress=lambda i, n: log.event("reading", None, done=i, total=n))
     table = arrays.table
     joined = {}
-    table["subset"], per_source = data.split_by_source(
+    table["subset"], per_source = splits.split_by_source(
         table, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, seed=cfg.seed, split_csv=split_csv,
         groups_of=_copy_grouping(arrays.pixels, joined, log) if cfg.copy_groups else None)
     if split_csv is None:
@@ -168,7 +168,7 @@ SPLIT_METHOD = LESION_SPLIT_METHOD + ("; lesions sharing a copy of one photo und
 
 
 def _copy_grouping(pixels: np.ndarray, joined: dict, log: ProgressLog):
-    """groups_of for data.split_by_source: a source's lesions joined by copies of one photo (copies.copy_groups),
+    """groups_of for splits.split_by_source: a source's lesions joined by copies of one photo (copies.copy_groups),
     counted by source in `joined` and reported, so that no held-out photo is a copy of one the model learns from."""
     def groups_of(rows: pd.DataFrame) -> pd.Series:
         source = rows["source"].iat[0]
@@ -210,7 +210,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     # attempts must not be continued on weights fitted to the old ones
     checkpoint = resume.Checkpoint(cfg.checkpoint, {**asdict(cfg), "replicas": replicas, "steps_per_epoch": steps,
                                                     "data_fingerprint": prep.arrays.fingerprint},
-                                   data.split_digest(prep.table)) if cfg.checkpoint else None
+                                   splits.split_digest(prep.table)) if cfg.checkpoint else None
     state = (checkpoint.load() if checkpoint else None) or resume.FitState()
     if state.epoch:      # a fresh random stream for the epochs left, not a replay of the first ones
         run_cfg = replace(run_cfg, seed=cfg.seed + 1000 * state.epoch)
@@ -399,7 +399,7 @@ def _recorded_split(cfg: TrainConfig, table: pd.DataFrame, learnt_from: tuple[Pa
     split = table[["image_id", "lesion_id", "dx", "subset"] + (["source"] if table["source"].nunique() > 1 else [])]
     starts = ([Path(cfg.init_bundle) / bundles.SPLIT_FILE] if cfg.init_bundle else []) + list(learnt_from)
     for starting_split in starts:
-        split = data.with_inherited_rows(split, starting_split)
+        split = splits.with_inherited_rows(split, starting_split)
     return split
 
 
@@ -513,7 +513,7 @@ def finish_from_weights(cfg: TrainConfig, weights_file: str, history_csv: str | 
     log = ProgressLog(cfg.progress_file)
     started = time.time()
     prep = prepare_as_recorded(cfg, log, split_csv, expected_fingerprint)
-    if fit_info.get("split_digest") and data.split_digest(prep.table) != fit_info["split_digest"]:
+    if fit_info.get("split_digest") and splits.split_digest(prep.table) != fit_info["split_digest"]:
         raise ValueError("These weights were trained and validated on other images than this dataset and seed give "
                          "(split digest mismatch), so its test split could hold images they were fitted on.")
     model = build_model(len(prep.classes), cfg.img_size, cfg.alpha, weights=None, dropout=cfg.dropout,
@@ -593,7 +593,7 @@ def member_of(source: bundles.Bundle, index: int, network: keras.Model | None = 
 
 def _refuse_test_leak(init_bundle: str, table: pd.DataFrame) -> None:
     """A run that starts from a bundle must not test on images that bundle was fitted or tuned on."""
-    problem = data.held_out_leak(Path(init_bundle) / bundles.SPLIT_FILE, table)
+    problem = splits.held_out_leak(Path(init_bundle) / bundles.SPLIT_FILE, table)
     if problem:
         raise ValueError(problem + " Use the dataset, --seed, --test-fraction and --val-fraction the starting "
                          "bundle used, or --split-from it, so the test figures stay honest.")

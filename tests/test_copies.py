@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from conftest import SAMPLE, make_ham_dataset, run_script
-from skin_core import bundle as bundles, copies, data, images, report
+from skin_core import bundle as bundles, copies, data, images, report, splits
 from skin_core.predict import Predictor
 
 
@@ -211,7 +211,7 @@ def test_a_fresh_split_moves_a_photo_filed_twice_to_the_side_of_its_original_and
     table = data.load_dataset(root).table
 
     def by_lesion_alone(seed):
-        subsets = data.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=seed)
+        subsets = splits.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=seed)
         return subsets.set_axis(table["image_id"])
     seed = next(s for s in range(100) if by_lesion_alone(s)["ISIC_9999999"] != by_lesion_alone(s)[original])
     apart = by_lesion_alone(seed)

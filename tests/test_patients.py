@@ -162,9 +162,9 @@ def test_finishing_scores_the_test_split_with_each_patients_details(tiny_patient
     np.testing.assert_allclose(np.array(again["predictions"]["probs"]),
                                np.array(stored["predictions"]["probs"]), atol=1e-4)
     # and what the photos alone score there (photos sent from elsewhere mostly come without the details)
-    from skin_core import data
+    from skin_core import data, splits
     split = pd.read_csv(tiny_patient_bundle / "split.csv", dtype=str)
-    test = data.load_under_split(SAMPLE, tiny_patient_bundle / "split.csv")
+    test = splits.load_under_split(SAMPLE, tiny_patient_bundle / "split.csv")
     test = test[test["subset"] == "test"].reset_index(drop=True)
     assert sorted(test["image_id"]) == sorted(split.loc[split["subset"] == "test", "image_id"])
     alone = predictor.probabilities(data.read_images(test, predictor.input_size, predictor.detail_side).pixels)

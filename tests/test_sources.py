@@ -12,7 +12,7 @@ from PIL import Image
 
 import train
 from conftest import SAMPLE, make_folder_dataset, make_ham_dataset
-from skin_core import data, evaluation
+from skin_core import data, evaluation, splits
 from skin_core.classes import CLASS_CODES
 
 
@@ -59,34 +59,34 @@ def test_an_image_or_lesion_in_two_datasets_or_two_folders_of_one_name_are_refus
 def test_each_source_is_split_on_its_own_and_a_recorded_source_keeps_its_split(tmp_path, two_sources):
     ham, bcn = two_sources
     table = data.load_datasets([ham, bcn]).table
-    subsets, how = data.split_by_source(table, test_fraction=0.2, val_fraction=0.2, seed=3)
+    subsets, how = splits.split_by_source(table, test_fraction=0.2, val_fraction=0.2, seed=3)
     for source, rows in table.assign(subset=subsets).groupby("source"):
         for name in ("train", "val", "test"):                 # stratified within each source
             assert set(rows.loc[rows["subset"] == name, "dx"]) == set(CLASS_CODES), (source, name)
         assert (rows.groupby("lesion_id")["subset"].nunique() == 1).all()
-        alone = data.split_by_lesion(rows, test_fraction=0.2, val_fraction=0.2, seed=3)
+        alone = splits.split_by_lesion(rows, test_fraction=0.2, val_fraction=0.2, seed=3)
         assert (alone == rows["subset"]).all()                 # as if that source were trained on alone
     # a model of the first source alone: a run on both keeps that model's split for it
     first = table[table["source"] == "ham"].assign(subset=subsets[table["source"] == "ham"].map(
         {"train": "val", "val": "test", "test": "train"}))      # any recorded assignment, not the seed's
     first[["image_id", "lesion_id", "subset"]].to_csv(tmp_path / "split.csv", index=False)
-    kept, how = data.split_by_source(table, seed=3, test_fraction=0.2, val_fraction=0.2, split_csv=tmp_path / "split.csv")
+    kept, how = splits.split_by_source(table, seed=3, test_fraction=0.2, val_fraction=0.2, split_csv=tmp_path / "split.csv")
     assert (kept[table["source"] == "ham"] == first["subset"]).all()
     assert (kept[table["source"] == "bcn"] == subsets[table["source"] == "bcn"]).all()
     assert how["ham"].startswith("as recorded") and how["bcn"].startswith("StratifiedGroupKFold")
     first.iloc[1:][["image_id", "subset"]].to_csv(tmp_path / "part.csv", index=False)
     with pytest.raises(data.DatasetError, match="1 images of ham are not in"):
-        data.split_by_source(table, split_csv=tmp_path / "part.csv")
+        splits.split_by_source(table, split_csv=tmp_path / "part.csv")
 
 
 def test_a_small_dataset_is_split_with_fewer_folds_and_too_few_lesions_are_refused():
     table = pd.DataFrame([{"image_id": f"{c}{k}", "lesion_id": f"{c}{k}", "dx": c}
                           for c in CLASS_CODES for k in range(4)])
-    subset = data.split_by_lesion(table, seed=0)               # five folds asked, four lesions per class
+    subset = splits.split_by_lesion(table, seed=0)               # five folds asked, four lesions per class
     for name in ("train", "val", "test"):
         assert set(table.loc[subset == name, "dx"]) == set(CLASS_CODES)
     with pytest.raises(data.DatasetError, match="akiec has 2.*at least 3 lesions"):
-        data.split_by_lesion(table[~table["image_id"].isin(["akiec2", "akiec3"])], seed=0)
+        splits.split_by_lesion(table[~table["image_id"].isin(["akiec2", "akiec3"])], seed=0)
 
 
 def test_lowering_the_detail_of_some_photos_blurs_those_alone_as_84px_copies_are():
@@ -177,12 +177,12 @@ def test_a_run_on_more_sources_is_compared_on_the_first_models_validation_images
     first.to_csv(tmp_path / "first.csv", index=False)
     more = pd.concat([first, pd.DataFrame({"image_id": ["x", "y"], "lesion_id": ["X", "Y"], "subset": ["train", "val"]})])
     more.to_csv(tmp_path / "more.csv", index=False)
-    assert data.holds_out_the_same(tmp_path / "first.csv", tmp_path / "more.csv")
+    assert splits.holds_out_the_same(tmp_path / "first.csv", tmp_path / "more.csv")
     # another collection holding a photo of a lesion the first validates on: it may have trained on that lesion
     more.assign(lesion_id=["A", "B", "C", "D", "B", "Y"]).to_csv(tmp_path / "shared.csv", index=False)
-    assert not data.holds_out_the_same(tmp_path / "first.csv", tmp_path / "shared.csv")
+    assert not splits.holds_out_the_same(tmp_path / "first.csv", tmp_path / "shared.csv")
     more.assign(subset=["train", "train", "test", "train", "train", "val"]).to_csv(tmp_path / "moved.csv", index=False)
-    assert not data.holds_out_the_same(tmp_path / "first.csv", tmp_path / "moved.csv")
+    assert not splits.holds_out_the_same(tmp_path / "first.csv", tmp_path / "moved.csv")
 
 
 def test_the_evaluation_page_shows_each_sources_figures_and_draws_one_on_request(two_source_bundle, tmp_path,

@@ -220,7 +220,7 @@ def test_another_seed_trains_on_the_starting_bundles_own_split_with_split_from(t
 
 def test_weights_fitted_elsewhere_are_bundled_only_with_the_split_they_were_fitted_on(tiny_bundle, tmp_path):
     """train.py --finish-from: the digest of the GPU run's train/val images must match the re-split."""
-    from skin_core import data
+    from skin_core import splits
     from skin_core.training import TrainConfig, finish_from_weights
     source = bundles.load_bundle(tiny_bundle)
     weights = tmp_path / "run.weights.h5"
@@ -230,7 +230,7 @@ def test_weights_fitted_elsewhere_are_bundled_only_with_the_split_they_were_fitt
     split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
     config = TrainConfig(data=str(SAMPLE), out=str(tmp_path / "bundle"), img_size=32, alpha=0.25, test_fraction=0.2,
                          val_fraction=0.2, workers=2, tta="none")
-    out = finish_from_weights(config, str(weights), str(history), {"split_digest": data.split_digest(split)})
+    out = finish_from_weights(config, str(weights), str(history), {"split_digest": splits.split_digest(split)})
     rebuilt = Predictor.from_path(out)
     assert rebuilt.bundle.manifest["test"]["n"] == int((split["subset"] == "test").sum())
     assert pd.read_csv(out / "split.csv", dtype=str)["subset"].tolist() == split["subset"].tolist()
@@ -238,19 +238,19 @@ def test_weights_fitted_elsewhere_are_bundled_only_with_the_split_they_were_fitt
     moved = split.copy()
     moved.loc[moved.index[moved["subset"] == "test"][0], "subset"] = "train"    # one test image was trained on
     with pytest.raises(ValueError, match="split digest mismatch"):
-        finish_from_weights(config, str(weights), str(history), {"split_digest": data.split_digest(moved)})
+        finish_from_weights(config, str(weights), str(history), {"split_digest": splits.split_digest(moved)})
 
 
 def test_the_gpu_pack_holds_the_training_and_validation_images_only(tiny_bundle, tmp_path):
     from gpu_pack import make_pack
-    from skin_core import data
+    from skin_core import data, splits
     pack = make_pack(str(SAMPLE), str(tiny_bundle / "split.csv"), str(tmp_path / "pack"))
     split = pd.read_csv(tiny_bundle / "split.csv", dtype=str)
     shipped = {p.stem for p in (pack / "data" / "images").iterdir()}
     assert shipped == set(split.loc[split["subset"] != "test", "image_id"])
     packed = data.load_dataset(pack / "data").table               # a valid dataset on its own
     packed["subset"] = packed["image_id"].map(split.set_index("image_id")["subset"])
-    assert data.split_digest(packed) == data.split_digest(split)  # what train.py --finish-from will check
+    assert splits.split_digest(packed) == splits.split_digest(split)  # what train.py --finish-from will check
 
 
 def test_validation_comparison_reproduces_the_bundle_and_a_self_soup_or_ensemble_changes_nothing(tiny_bundle):
@@ -304,8 +304,8 @@ def balanced_accuracy_of_raw_logits(bundle) -> float:
     from compare_on_validation import ImagesAtSize, candidate_logits
     from sklearn.metrics import balanced_accuracy_score
 
-    from skin_core import data
-    table = data.load_under_split(SAMPLE, bundle / bundles.SPLIT_FILE)
+    from skin_core import splits
+    table = splits.load_under_split(SAMPLE, bundle / bundles.SPLIT_FILE)
     val = table[table["subset"] == "val"].reset_index(drop=True)
     logits = candidate_logits(str(bundle), ImagesAtSize(val, bundle), None)
     code = {c: i for i, c in enumerate(bundles.read_manifest(bundle)["classes"])}
@@ -339,13 +339,13 @@ def test_validation_comparison_scores_a_model_that_never_saw_the_validation_lesi
 def test_a_learning_curve_dataset_keeps_the_bundles_held_out_lesions_and_a_share_of_its_training_ones(
         tiny_bundle, tmp_path, monkeypatch):
     import learning_curve_data
-    from skin_core import data
+    from skin_core import data, splits
     out = tmp_path / "half"
     run_script(learning_curve_data, monkeypatch, "--data", SAMPLE, "--split-from", tiny_bundle, "--keep-one-in", 2,
                "--out", out)
     split = pd.read_csv(tiny_bundle / bundles.SPLIT_FILE, dtype=str)
     table = data.load_dataset(out).table                           # a dataset train.py can read
-    table["subset"] = data.subsets_from_file(table, tiny_bundle / bundles.SPLIT_FILE)   # and --split-from accepts
+    table["subset"] = splits.subsets_from_file(table, tiny_bundle / bundles.SPLIT_FILE)   # and --split-from accepts
     for subset in ("val", "test"):
         assert set(table.loc[table["subset"] == subset, "image_id"]) == set(split.loc[split["subset"] == subset, "image_id"])
     trained, before = table[table["subset"] == "train"], split[split["subset"] == "train"]
