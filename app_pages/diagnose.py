@@ -79,20 +79,24 @@ def answered_from(analysis, predictor) -> str | None:
     return "Answered from the photo and " + ", ".join(g for g in given if g) + "."
 
 
-ANALYSES_KEPT = 16   # uploads whose answers a session keeps, so that redrawing the page does not run the model again
+ANALYSES_KEPT = 16   # answers a session keeps beyond the photos on the page (earlier uploads, other details)
 
 
-def analysed(data: bytes, predictor, patient: dict | None):
+def analysed(data: bytes, predictor, patient: dict | None, on_page: int):
     """One upload's analysis and its findings, computed once per photo, served model and patient details: any
-    later rerun of the page (another upload, a widget) draws from here. Raises images.ImageError."""
+    later rerun of the page (another upload, a widget, a download) draws from here. The least recently used
+    answers go first, and never one of the `on_page` photos shown now, however many there are. Raises
+    images.ImageError."""
     manifest = predictor.bundle.manifest
     key = (str(predictor.bundle.path), manifest["created"], json.dumps(manifest["files"], sort_keys=True),
            hashlib.sha256(data).hexdigest(), json.dumps(patient, sort_keys=True))
     kept = st.session_state.setdefault("analyses", {})
-    if key not in kept:
+    if key in kept:
+        kept[key] = kept.pop(key)                       # now the most recently used
+    else:
         analysis = predictor.analyse(images.decode(data), patient)
         kept[key] = analysis, report.findings(analysis, predictor.bundle.thresholds)
-        while len(kept) > ANALYSES_KEPT:
+        while len(kept) > max(ANALYSES_KEPT, on_page):
             kept.pop(next(iter(kept)))
     return kept[key]
 
@@ -135,7 +139,7 @@ def show_lesion(inputs: list[tuple[str, bytes]], predictor, patient: dict | None
     photos, flags = [], []
     for label, data in inputs:
         try:
-            analysis, (_, photo_findings) = analysed(data, predictor, patient)
+            analysis, (_, photo_findings) = analysed(data, predictor, patient, len(inputs))
         except images.ImageError:
             continue                  # its own section below says why
         photos.append((label, analysis))
@@ -156,10 +160,10 @@ def show_lesion(inputs: list[tuple[str, bytes]], predictor, patient: dict | None
                        file_name="lesion_combined_report.json", mime="application/json", key="json-lesion")
 
 
-def show_result(index: int, label: str, data: bytes, predictor, patient: dict | None = None) -> None:
+def show_result(index: int, label: str, data: bytes, predictor, patient: dict | None, on_page: int) -> None:
     st.subheader(label)
     try:
-        analysis, found = analysed(data, predictor, patient)
+        analysis, found = analysed(data, predictor, patient, on_page)
     except images.ImageError as exc:
         st.error(f"Cannot use this file: {exc}", icon="🚫")
         return
@@ -234,4 +238,4 @@ if len(inputs) >= lesion.SMALLEST and st.checkbox(
     show_lesion(inputs, predictor, patient)
 for index, (label, data) in enumerate(inputs):
     st.divider()
-    show_result(index, label, data, predictor, patient)
+    show_result(index, label, data, predictor, patient, len(inputs))

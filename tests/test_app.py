@@ -18,6 +18,13 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(ROOT / "app_pages" / f"{name}.py"), default_timeout=TIMEOUT)
 
 
+def page_constant(name: str, constant: str):
+    """A constant of a page's script, read without running the page."""
+    tree = ast.parse((ROOT / "app_pages" / f"{name}.py").read_text())
+    return next(ast.literal_eval(node.value) for node in tree.body
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == constant)
+
+
 def real_image() -> bytes:
     return next((SAMPLE / "HAM10000_images_part_1").glob("*.jpg")).read_bytes()
 
@@ -91,6 +98,15 @@ def test_diagnose_runs_the_model_once_per_photo_however_the_heat_map_is_changed(
     at.file_uploader[0].set_value([("lesion.jpg", real_image(), "image/jpeg"),
                                    ("second.png", encode_png(real_image()), "image/png")]).run()
     assert not at.exception and len(runs) == 2           # only the new photo is analysed
+    # more photos than the session keeps beyond the page: each is still analysed once, on every later rerun too
+    many = [(path.name, path.read_bytes(), "image/jpeg")
+            for path in sorted((SAMPLE / "HAM10000_images_part_1").glob("*.jpg"))[:page_constant("diagnose", "ANALYSES_KEPT") + 2]]
+    expected = len(runs) + sum(data != real_image() for _, data, _ in many)   # the first photo's answer is kept
+    at.file_uploader[0].set_value(many).run()
+    assert not at.exception and len(runs) == expected
+    at.run()
+    at.checkbox(key="one-lesion").check().run()                     # the combined answer reads the same analyses
+    assert not at.exception and len(runs) == expected
 
 
 def encode_png(jpeg: bytes) -> bytes:
