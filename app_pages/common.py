@@ -63,6 +63,11 @@ def served_path() -> tuple[Path, str | None]:
     return (default, problem) if problem else (path, None)
 
 
+def served_name() -> str:
+    """The registry's name of the bundle the app serves (a promoted run's is its run id, not its folder's)."""
+    return registry.DEFAULT_NAME if served_path()[1] else registry.active_name()
+
+
 def active_predictor():
     """The served bundle's predictor; if it cannot be loaded, the committed default with a warning."""
     path, problem = served_path()

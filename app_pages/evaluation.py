@@ -11,12 +11,13 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages.common import is_admin, notice, served_path
+from app_pages.common import is_admin, notice, served_name
 from skin_core import evaluation, evaluation_jobs, registry
 from skin_core.robustness import ROBUSTNESS_FILE
 from skin_core.bundle import (EVALUATION_FILE, HISTORY_FILE, BundleError, dataset_reports, read_manifest,
                                shares_split)
 from skin_core.classes import full_name
+from skin_core.jsonfiles import read_json_object
 
 SHOWN = ("accuracy", "balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy")   # ECE has its own tab
 
@@ -25,7 +26,7 @@ def load(name: str):
     path = registry.bundle_path(name)
     manifest = read_manifest(path)
     try:
-        report = json.loads((path / EVALUATION_FILE).read_text()) if (path / EVALUATION_FILE).is_file() else None
+        report = read_json_object(path / EVALUATION_FILE) if (path / EVALUATION_FILE).is_file() else None
         history = pd.read_csv(path / HISTORY_FILE) if (path / HISTORY_FILE).is_file() else None
     except (ValueError, OSError) as exc:   # a damaged report: named, not a traceback
         raise BundleError(f"{name}: its evaluation report or training history cannot be read ({exc}).") from None
@@ -39,9 +40,9 @@ def robustness(path, key: str) -> None:
                 "writes one.")
         return
     try:
-        report = json.loads(file.read_text())
+        report = read_json_object(file)
         rows = pd.DataFrame(report["conditions"])
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:   # damaged, or not the report's shape
         st.warning(f"The robustness report of this model cannot be read ({exc}).")
         return
     frame = rows.melt("condition", ["balanced_accuracy", "macro_f1"], var_name="metric")
@@ -58,7 +59,7 @@ def robustness(path, key: str) -> None:
                "'flagged unfamiliar' the share the Diagnose page would warn about as unlike the training images.")
 
 
-def headline(report: dict, key: str) -> None:
+def headline(report: dict) -> None:
     ci = report.get("ci95") or {}
     columns = st.columns(len(SHOWN) + 1)
     for column, metric in zip(columns, SHOWN):
@@ -232,7 +233,7 @@ def show(name: str, key: str) -> None:
         st.info("This bundle has no evaluation report.")
         curves(history, manifest, key)
         return
-    headline(report, key)
+    headline(report)
     copies = evaluation.test_copies_note(manifest)
     if copies:
         st.caption(copies)
@@ -271,7 +272,7 @@ def saved_dataset_reports(path, key: str) -> None:
         name = st.selectbox("Report", list(reports), key=f"saved-{key}",
                             format_func=lambda n: f"{reports[n].get('dataset', n)} ({n})")
         report = reports[name]
-        headline(report, f"{key}-saved")
+        headline(report)
         confusion(report, f"{key}-saved")
         per_class(report, f"{key}-saved")
 
@@ -340,7 +341,7 @@ def last_evaluation(job, path, key: str) -> None:
         reports, _ = dataset_reports(path)
         st.success(f"Evaluated {job.dataset} (started {when}). Saved as {job.report_name} beside the bundle.")
         if job.report_name in reports:
-            headline(reports[job.report_name], f"{key}-other")
+            headline(reports[job.report_name])
 
 
 st.title("📊 Evaluation")
@@ -349,7 +350,7 @@ names = registry.list_bundles()
 if not names:
     st.error("No model bundles found in models/.")
     st.stop()
-active = served_path()[0].name         # the model Diagnose serves is shown first
+active = served_name()                 # the model Diagnose serves is shown first
 compare = st.toggle("Compare two models side by side")
 if compare and len(names) > 1:
     first, second = st.columns(2)

@@ -220,10 +220,28 @@ def test_evaluation_page_names_damaged_reports_instead_of_failing(models_dir):
     at = page("evaluation").run()
     assert not at.exception
     assert any("robustness report of this model cannot be read" in str(w.value) for w in at.warning)
-    (models_dir / "default" / "evaluation.json").write_text("{not json")
+    (models_dir / "default" / robustness.ROBUSTNESS_FILE).write_text("[1, 2]")        # JSON, but not a report
     at = page("evaluation").run()
     assert not at.exception
-    assert any("evaluation report or training history cannot be read" in str(e.value) for e in at.error)
+    assert any("robustness report of this model cannot be read" in str(w.value) for w in at.warning)
+    for damaged in ("{not json", "[1, 2]"):
+        (models_dir / "default" / "evaluation.json").write_text(damaged)
+        at = page("evaluation").run()
+        assert not at.exception
+        assert any("evaluation report or training history cannot be read" in str(e.value) for e in at.error)
+
+
+def test_evaluation_page_shows_the_served_model_first_when_it_is_a_promoted_run(models_dir):
+    from skin_core import registry
+    run_id = "run-20261129-120000-abcd"
+    shutil.copytree(models_dir / "default", models_dir / "runs" / run_id / "bundle")
+    at = page("evaluation").run()
+    assert not at.exception and next(s for s in at.selectbox if s.label == "Model").value == "default"
+    registry.promote(run_id, models_dir)
+    at = page("evaluation").run()
+    assert not at.exception and next(s for s in at.selectbox if s.label == "Model").value == run_id
+    at.toggle[0].set_value(True).run()
+    assert [s.value for s in at.selectbox if s.label in ("Model A", "Model B")] == [run_id, "default"]
 
 
 def test_evaluation_page_without_history_and_comparing_two(models_dir):
