@@ -114,12 +114,16 @@ def _starting(folder_root: Path):
 
 def _launch(folder: Path, job: dict) -> None:
     folder.mkdir(parents=True)
-    replace_json(folder / "job.json", job, indent=2)
-    with open(folder / "log.txt", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "skin_core.evaluation_jobs", str(folder)], stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                   cwd=Path(__file__).resolve().parents[1],
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        replace_json(folder / "job.json", job, indent=2)
+        with open(folder / "log.txt", "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "skin_core.evaluation_jobs", str(folder)], stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                       cwd=Path(__file__).resolve().parents[1],
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)    # no process, no job: nothing may read as being started
+        raise
     job.update(pid=process.pid, pid_started=process_started_at(process.pid))
     replace_json(folder / "job.json", job, indent=2)
 

@@ -33,6 +33,19 @@ def test_a_folder_that_cannot_be_evaluated_is_refused_before_anything_starts(mod
     assert evaluation_jobs.latest(models_dir / "default") is None
 
 
+def test_an_evaluation_whose_process_cannot_start_leaves_no_job_behind(models_dir, monkeypatch):
+    def no_process(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(evaluation_jobs.subprocess, "Popen", no_process)
+    with pytest.raises(evaluation_jobs.EvaluationJobError, match="could not be started: Resource temporarily"):
+        evaluation_jobs.start(models_dir / "default", str(SAMPLE), leave_out=False)
+    assert evaluation_jobs.running_job() is None            # nothing reads as starting, so a retry may go ahead
+    assert not list(evaluation_jobs.jobs_dir().glob("eval-*"))
+    monkeypatch.undo()
+    job = ended(evaluation_jobs.start(models_dir / "default", str(SAMPLE), leave_out=False))
+    assert job.status == "done"
+
+
 def test_one_at_a_time_a_cancel_keeps_the_earlier_report_and_a_finished_one_replaces_it(models_dir):
     bundle = models_dir / "default"
     earlier = bundle / dataset_report_file(str(SAMPLE))
