@@ -94,11 +94,15 @@ def running_job(root: Path | None = None) -> str | None:
         return None
     if process_alive(held.get("pid"), held.get("pid_started")):
         return held["run_id"]
-    lock.unlink(missing_ok=True)
+    _remove_lock_if(lock, lambda taken: not _holder_alive(json_object_or_none(taken)))
     return None
 
 
-def start(config: dict, root: Path | None = None, *, extra_env: dict | None = None) -> str:
+def _holder_alive(held: dict | None) -> bool:
+    return held is not None and process_alive(held.get("pid"), held.get("pid_started"))
+
+
+def start(config: dict, root: Path | None = None) -> str:
     """Launch train.py for `config` (TrainConfig's settings by field name, less the files the job names
     itself); returns the run id. Settings TrainConfig would refuse are refused here, before anything starts."""
     run_id = time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
@@ -110,7 +114,7 @@ def start(config: dict, root: Path | None = None, *, extra_env: dict | None = No
                                               **_folders_as_the_server_reads_them(config)})
     except ValueError as exc:
         raise JobError(f"These settings cannot train: {exc}.") from None
-    return _with_lock(run_id, root, lambda runs, fd: _launch(runs / run_id, config, settings, fd, extra_env))
+    return _with_lock(run_id, root, lambda runs, fd: _launch(runs / run_id, config, settings, fd))
 
 
 def as_the_server_reads_it(folder) -> str:
@@ -141,13 +145,13 @@ def saved_progress(run_id: str, root: Path | None = None) -> dict | None:
     return last_saved_epoch(runs_dir(root) / run_id / CHECKPOINT)
 
 
-def resume(run_id: str, root: Path | None = None, *, extra_env: dict | None = None) -> None:
+def resume(run_id: str, root: Path | None = None) -> None:
     """Start a cancelled or crashed run again with the same command; it continues from its checkpoint."""
     if state(run_id, root).status == "running":
         raise JobError(f"{run_id} is still training.")
     if saved_progress(run_id, root) is None:
         raise JobError(f"{run_id} has no saved epoch to continue from.")
-    _with_lock(run_id, root, lambda runs, fd: _relaunch(runs / run_id, fd, extra_env))
+    _with_lock(run_id, root, lambda runs, fd: _relaunch(runs / run_id, fd))
 
 
 def _with_lock(run_id: str, root: Path | None, launch) -> str:
@@ -180,51 +184,58 @@ def _with_lock(run_id: str, root: Path | None, launch) -> str:
 
 def _clear_abandoned_lock(lock: Path) -> None:
     """Remove a lock that names no job and is older than any launch takes (a launcher killed between
-    creating the lock and writing it): otherwise it would read as "being launched" for ever.
-
-    The lock is first renamed away (one launcher wins the rename) and judged under its new name, so a
-    launcher that looked at the old lock cannot remove a fresh one another launcher has just created;
-    a lock that turns out to be live is linked back (never over a newer one)."""
+    creating the lock and writing it): otherwise it would read as "being launched" for ever."""
     try:
         if time.time() - lock.stat().st_mtime <= LAUNCH_SECONDS:
             return
-        taken = lock.with_name(f"{lock.name}.abandoned-{uuid.uuid4().hex[:8]}")
+    except OSError:
+        return
+    _remove_lock_if(lock, lambda taken: time.time() - taken.stat().st_mtime > LAUNCH_SECONDS
+                    and json_object_or_none(taken) is None)
+
+
+def _remove_lock_if(lock: Path, stale) -> None:
+    """Remove the lock if `stale(path)` holds for it, judged under a name of its own: the lock is first renamed
+    away (one remover wins the rename), so one that looked at an old lock cannot remove a fresh one another
+    launcher has just created; a lock that turns out not to be stale is linked back (never over a newer one)."""
+    taken = lock.with_name(f"{lock.name}.judged-{uuid.uuid4().hex[:8]}")
+    try:
         os.rename(lock, taken)
     except OSError:
         return
     try:
-        if time.time() - taken.stat().st_mtime <= LAUNCH_SECONDS or json_object_or_none(taken) is not None:
-            os.link(taken, lock)                 # not abandoned after all: put it back
+        if not stale(taken):
+            os.link(taken, lock)                 # not stale after all: put it back
     except OSError:
         pass
     finally:
         taken.unlink(missing_ok=True)
 
 
-def _launch(run_dir: Path, config: dict, settings: TrainConfig, lock_fd: int, extra_env: dict | None) -> None:
+def _launch(run_dir: Path, config: dict, settings: TrainConfig, lock_fd: int) -> None:
     """Start train.py on `settings` (checked by start, the job's own files in `run_dir`); job.json keeps `config`,
     the settings asked for."""
     run_dir.mkdir()
     replace_file(run_dir / RUN_CONFIG, lambda handle: handle.write(settings.to_json()))
     command = [sys.executable, str(TRAIN_SCRIPT), "--config", str(run_dir / RUN_CONFIG)]
     job = {"run_id": run_dir.name, "config": config, "started": time.time(), "command": command}
-    _spawn(run_dir, job, lock_fd, extra_env, log_mode="wb")
+    _spawn(run_dir, job, lock_fd, log_mode="wb")
 
 
-def _relaunch(run_dir: Path, lock_fd: int, extra_env: dict | None) -> None:
+def _relaunch(run_dir: Path, lock_fd: int) -> None:
     job = json_object_or_none(run_dir / "job.json")
     job.pop("status", None)
     # the earlier attempt's last word ("cancelled", an error) no longer decides the state
     job["events_from"] = len(progress_events(run_dir))
     job.setdefault("resumed", []).append(time.time())
-    _spawn(run_dir, job, lock_fd, extra_env, log_mode="ab")
+    _spawn(run_dir, job, lock_fd, log_mode="ab")
 
 
-def _spawn(run_dir: Path, job: dict, lock_fd: int, extra_env: dict | None, log_mode: str) -> None:
+def _spawn(run_dir: Path, job: dict, lock_fd: int, log_mode: str) -> None:
     with open(run_dir / "log.txt", log_mode) as log:
         process = subprocess.Popen(job["command"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=TRAIN_SCRIPT.parent, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
     job["pid"], job["pid_started"] = process.pid, process_started_at(process.pid)
     replace_json(run_dir / "job.json", job, indent=2)
     with os.fdopen(lock_fd, "w") as handle:
@@ -270,10 +281,13 @@ def state(run_id: str, root: Path | None = None) -> JobState:
 def _release(run_id: str, pid: int | None, root: Path | None) -> None:
     """Drop the lock if this finished attempt (run and process) still holds it; its process may still be
     exiting. A continued run's new attempt holds it under another process id and keeps it."""
+    def held_by_this_attempt(path: Path) -> bool:
+        held = json_object_or_none(path) or {}
+        return held.get("run_id") == run_id and held.get("pid") == pid
+
     lock = runs_dir(root) / LOCK
-    held = json_object_or_none(lock) or {}
-    if held.get("run_id") == run_id and held.get("pid") == pid:
-        lock.unlink(missing_ok=True)
+    if held_by_this_attempt(lock):
+        _remove_lock_if(lock, held_by_this_attempt)
 
 
 def cancel(run_id: str, root: Path | None = None) -> None:
