@@ -67,6 +67,8 @@ def main(args) -> int:
         return 2
 
     def cancel(signum, frame):
+        if cancellation.TOO_LATE.is_set():    # the bundle is being written: the run completes
+            return
         cancellation.REQUESTED.set()          # for the checks that stop it if this exception is lost
         raise cancellation.TrainingCancelled()
 
@@ -98,6 +100,7 @@ def main(args) -> int:
         raise
     finally:
         cancellation.REQUESTED.clear()    # this run is over (main may run again in the same process)
+        cancellation.TOO_LATE.clear()
     return 0
 
 

@@ -291,7 +291,8 @@ def _release(run_id: str, pid: int | None, root: Path | None) -> None:
 
 
 def cancel(run_id: str, root: Path | None = None) -> None:
-    """Stop a running job; train.py catches SIGTERM, writes nothing and records 'cancelled'."""
+    """Stop a running job; train.py catches SIGTERM, writes nothing and records 'cancelled' (unless its bundle is
+    already being written: then the cancel comes too late, and the run finishes as 'done')."""
     run_dir = runs_dir(root) / run_id
     job = json_object_or_none(run_dir / "job.json") or {}
     job["status"] = "cancelling"

@@ -21,7 +21,7 @@ import pandas as pd
 import keras
 import tensorflow as tf
 
-from . import __version__, bundle as bundles, calibration, copies, data, evaluation, resume, splits
+from . import __version__, bundle as bundles, calibration, cancellation, copies, data, evaluation, resume, splits
 from . import familiarity as familiarity_model
 from . import patients as patient_details
 from .cancellation import StopWhenCancelled, stop_if_requested
@@ -296,6 +296,7 @@ def finish(cfg: TrainConfig, prep: Prepared, model: keras.Model, history: pd.Dat
     manifest["seen_photos"] = {**seen.description(), "test_copies": test_copies(prep, seen, log)}
     manifest["training"]["seconds"] = round(time.time() - started, 1)
     stop_if_requested()          # a cancel lost while the evaluation's steps were traced
+    cancellation.TOO_LATE.set()  # from here the run completes: a cancel now would leave a bundle reported cancelled
     out = bundles.write_bundle(cfg.out, model, manifest, history=history, evaluation=report, split=split,
                                familiarity=familiarity, patient_head=patient_head, seen=seen)
     if cfg.checkpoint:   # the bundle holds everything now; gone before "done", which tells watchers the run is over

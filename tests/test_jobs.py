@@ -334,6 +334,28 @@ def test_a_cancel_whose_exception_is_lost_still_stops_the_run_and_writes_nothing
     assert not cancellation.REQUESTED.is_set()                 # a later run in this process starts uncancelled
 
 
+def test_a_cancel_that_arrives_once_the_bundle_is_being_written_comes_too_late_and_the_run_completes(
+        tmp_path, monkeypatch):
+    """Cancel pressed as the run ends: the bundle in place must not be reported as cancelled ("nothing was
+    written"), where the Retrain page would offer no Promote for it, nor its checkpoint be half removed."""
+    from skin_core import bundle as bundles, cancellation
+    original = bundles.write_bundle
+
+    def then_cancel(*args, **kwargs):
+        out = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)             # lands after the bundle is in place
+        return out
+
+    monkeypatch.setattr(bundles, "write_bundle", then_cancel)
+    code, events = train_script_events(tmp_path, "--epochs", "1", "--head-epochs", "1", "--img-size", "32",
+                                       "--alpha", "0.25", "--weights", "none", "--batch-size", "8",
+                                       "--checkpoint", str(tmp_path / "checkpoint"))
+    assert code == 0 and events[-1] == "done" and "cancelled" not in events
+    assert Predictor.from_path(tmp_path / "bundle").classes                  # complete and loadable
+    assert not (tmp_path / "checkpoint").exists()                             # its checkpoint discarded whole
+    assert not cancellation.TOO_LATE.is_set() and not cancellation.REQUESTED.is_set()
+
+
 def test_train_refuses_an_out_folder_that_is_not_a_bundle_before_reading_any_image(tmp_path, monkeypatch):
     """A typo in --out must never delete a folder (at the end of training a bundle replaces what is there)."""
     import train as train_script
