@@ -66,6 +66,8 @@ def main(args) -> int:
         log.event("error", f"error: {problem}", error=problem)
         return 2
 
+    cancellation.TOO_LATE.clear()             # a run in this process before (a test's, say) may have set it
+
     def cancel(signum, frame):
         if cancellation.TOO_LATE.is_set():    # the bundle is being written: the run completes
             return

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import shutil
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -323,15 +324,28 @@ def output_problem(target) -> str | None:
     return None
 
 
+SWAP_SECONDS = 5.0
+"""A bundle retired this recently may be in the middle of a live replacement (another process between
+_swap_into_place's two renames), so it is not put back yet."""
+
+
 def restore_interrupted_replacement(target) -> None:
     """Put back the previous bundle if a process was killed between _swap_into_place's two renames, which
-    leaves it under its retired name and nothing at `target`: a bundle is never lost."""
+    leaves it under its retired name and nothing at `target`: a bundle is never lost. A reader never takes
+    a bundle back from a writer still replacing it (SWAP_SECONDS), and one that loses a race to put it back
+    leaves it to the other."""
     target = Path(target)
     if target.exists():
         return
     retired = [folder for folder in target.parent.glob(f".{target.name}.old-*") if (folder / MANIFEST_FILE).is_file()]
-    if retired:
-        max(retired, key=lambda folder: folder.stat().st_mtime).rename(target)
+    if not retired:
+        return
+    newest = max(retired, key=lambda folder: folder.stat().st_mtime)
+    try:
+        if time.time() - newest.stat().st_ctime >= SWAP_SECONDS:     # a rename sets ctime: when it was retired
+            newest.rename(target)
+    except OSError:
+        pass                     # another process put it back or replaced it meanwhile
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:

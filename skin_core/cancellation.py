@@ -23,7 +23,7 @@ REQUESTED = threading.Event()
 TOO_LATE = threading.Event()
 """Set once the finished run's bundle is being written: from then on the run completes, and a cancel that
 arrives is ignored, so that a complete bundle is never reported as cancelled ("nothing was written") or left
-with its checkpoint half removed. Cleared by train.py when its run has ended."""
+with its checkpoint half removed. Cleared by train.py as each of its runs starts and ends."""
 
 
 def stop_if_requested() -> None:

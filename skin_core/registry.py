@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .bundle import BundleError, load_bundle, read_manifest
+from .bundle import BundleError, load_bundle, read_manifest, restore_interrupted_replacement
 from .jsonfiles import json_object_or_none, replace_json
 
 DEFAULT_NAME = "default"
@@ -57,6 +57,7 @@ def _write_pointer(root: Path, pointer: dict) -> None:
 def bundle_path(name: str, root: Path | None = None) -> Path:
     """models/<name>, or the bundle a retraining run wrote in models/runs/<name>/bundle."""
     root = root or models_dir()
+    restore_interrupted_replacement(root / name)      # models/<name> left retired by a killed replacement
     return root / name if (root / name / "manifest.json").exists() else root / "runs" / name / "bundle"
 
 

@@ -51,16 +51,31 @@ def test_an_interrupt_while_swapping_a_bundle_in_puts_the_old_one_back(tiny_bund
     bundles.load_bundle(target)
 
 
-def test_a_bundle_left_retired_by_a_killed_replacement_is_put_back(tiny_bundle, tmp_path):
+def test_a_bundle_left_retired_by_a_killed_replacement_is_put_back(tiny_bundle, tmp_path, monkeypatch):
     # SIGKILL between the two renames runs no clean-up: the previous bundle sits under its retired name
     target = tmp_path / "models" / "mine"
     shutil.copytree(tiny_bundle, target)
     before = (target / "manifest.json").read_text()
     target.rename(target.parent / ".mine.old-1a2b3c4d")
     (target.parent / ".mine.partial-5e6f7a8b").mkdir()          # the new one, never moved in
+    with pytest.raises(bundles.BundleError, match="manifest.json is missing"):
+        bundles.read_manifest(target)     # retired a moment ago: maybe a live replacement, not taken back yet
+    monkeypatch.setattr(bundles, "SWAP_SECONDS", 0.0)           # as it is seconds later
     assert bundles.read_manifest(target)["name"] == json.loads(before)["name"]
     assert (target / "manifest.json").read_text() == before
     bundles.load_bundle(target)
+
+
+def test_the_active_model_left_retired_by_a_killed_replacement_is_found_by_its_name(models_dir, monkeypatch):
+    """The app finds the active model by its name (registry.bundle_path), never by the exact folder: the name
+    must bring the retired bundle back too, or it would read as a run that does not exist."""
+    monkeypatch.setattr(bundles, "SWAP_SECONDS", 0.0)
+    shutil.copytree(models_dir / "default", models_dir / "mine")
+    registry.promote("mine", models_dir)
+    (models_dir / "mine").rename(models_dir / ".mine.old-1a2b3c4d")
+    assert registry.active_path(models_dir) == models_dir / "mine"
+    assert "mine" in registry.list_bundles(models_dir)
+    bundles.load_bundle(registry.active_path(models_dir))
 
 
 def test_a_read_only_models_folder_refuses_promotion_cleanly(models_dir, monkeypatch):
