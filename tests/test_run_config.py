@@ -55,7 +55,7 @@ def test_settings_a_run_cannot_train_with_are_refused_in_words(settings, message
 
 def test_a_job_hands_train_py_a_run_json_and_refuses_bad_settings_before_starting(models_dir, monkeypatch):
     started = []
-    monkeypatch.setattr(jobs, "_spawn", lambda run_dir, job, fd, env, log_mode: started.append((run_dir, job)))
+    monkeypatch.setattr(jobs, "_spawn", lambda run_dir, job, fd, log_mode: started.append((run_dir, job)))
     monkeypatch.setattr(jobs, "running_job", lambda root=None: None)
     with pytest.raises(jobs.JobError, match="These settings cannot train: epochs must be at least 1"):
         jobs.start({"data": str(SAMPLE), "epochs": 0}, models_dir)
