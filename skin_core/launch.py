@@ -3,8 +3,9 @@ the form and the active model, with the reason a run must not start decided befo
 
 The policy lives here, not in the page, so it is tested as code: a run that reuses a model's split must
 be on a dataset that split covers; a run that starts from the active model's weights keeps that model's
-held-out lesions out of its training (its split when the dataset allows, else a fresh split only if it
-tests on none of the images the model was fitted or tuned on) and takes its input size and width. An active
+held-out lesions out of its training (its split of the collections it learnt from, any others split afresh,
+or else a fresh split, only if it tests on none of the images the model was fitted or tuned on) and takes
+its input size and width. An active
 model of several networks side by side (the default pair) is continued one network at a time.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 
 from . import patients
 from .bundle import SPLIT_FILE, BundleError, read_manifest
+from .run_config import default_of
 from .splits import split_problem, split_when_starting_from
 
 START_FROM = {"imagenet": "ImageNet weights", "active": "The active model", "none": "No weights (random)"}
@@ -72,14 +74,20 @@ def plan_run(settings: dict, table: pd.DataFrame, *, start_from: str, same_lesio
         held = f"{len(members)} networks" if members else "one network"
         raise LaunchError(f"The active model holds {held}; it has no network {member} to start from.")
     if "split_from" not in config:          # keep the active model's held-out lesions out of training
-        reuse, problem = split_when_starting_from(table, active / SPLIT_FILE, config.get("seed", 42))
+        reuse, problem = split_when_starting_from(
+            table, active / SPLIT_FILE, config.get("seed", default_of("seed")),
+            test_fraction=config.get("test_fraction", default_of("test_fraction")),
+            val_fraction=config.get("val_fraction", default_of("val_fraction")))
         if problem:
             raise LaunchError(problem + " Start from the ImageNet weights instead, or use a dataset without "
                                         "those images.")
         if reuse:
             config["split_from"] = str(active)
             notes.append("The dataset is covered by the active model's split, so the run keeps it: its "
-                         "validation and test lesions stay unseen.")
+                         "validation and test lesions stay unseen." if split_problem(table, active / SPLIT_FILE)
+                         is None else
+                         "The run keeps the active model's split of the collections it was trained on (their "
+                         "validation and test lesions stay unseen) and splits the others by lesion afresh.")
     shape = {"img_size": manifest["input_size"], "alpha": manifest["alpha"]}
     if any(config.get(key) not in (None, value) for key, value in shape.items()):
         notes.append(f"Input size {shape['img_size']} px and width {shape['alpha']} are the active model's: "

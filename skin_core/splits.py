@@ -31,9 +31,9 @@ def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
     subsets = pd.Series(None, index=table.index, dtype=object)
     if split_csv is not None and Path(split_csv).is_file():
         try:
-            subsets = table["image_id"].map(_read_split(split_csv).set_index("image_id")["subset"])
+            subsets = table["image_id"].map(_recorded_subsets(split_csv))
         except DatasetError:
-            pass                                       # an unreadable split: the subsets stay unknown
+            pass                                       # not a split: the subsets stay unknown
     table = table.assign(subset=subsets.where(subsets.notna(), None), unseen=subsets.eq("test"))
     chosen = table.sort_values("unseen", ascending=False, kind="stable").drop_duplicates("dx")
     return [(row.dx, Path(row.path), row.subset) for row in chosen.sort_values("dx").itertuples()]
@@ -41,7 +41,8 @@ def sample_examples(split_csv=None) -> list[tuple[str, Path, str | None]]:
 
 
 MIN_LESIONS_PER_CLASS = 3
-"""A class needs a lesion in each of train, validation and test."""
+"""Fewer lesions than this cannot give a class one lesion on each side. It is the least, not enough: the folds
+follow the largest class, so a class with few lesions may still have none in validation or test."""
 
 
 def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.15,
@@ -51,15 +52,16 @@ def split_by_lesion(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
     Uses StratifiedGroupKFold twice: one fold becomes the test set, then one fold of the rest the
     validation set, so no lesion ever sits on two sides. Returns a Series of subset names. On a small
     dataset the folds are fewer (at most as many as the largest class has lesions), so the shares held
-    out grow; a class with fewer than MIN_LESIONS_PER_CLASS lesions is refused.
+    out grow; a class with fewer than MIN_LESIONS_PER_CLASS lesions is refused, and one with few more may
+    still miss a side.
     """
     lesions = table.groupby("dx")["lesion_id"].nunique()
     few = lesions[lesions < MIN_LESIONS_PER_CLASS]
     if len(few):
         raise DatasetError(
             f"Too few lesions to split: {', '.join(f'{c} has {n}' for c, n in few.items())}. Each class needs at "
-            f"least {MIN_LESIONS_PER_CLASS} lesions (one each for training, validation and test); photos of one "
-            "lesion count once.")
+            f"least {MIN_LESIONS_PER_CLASS} lesions (one each for training, validation and test, at the very "
+            "least); photos of one lesion count once.")
     subset = pd.Series("train", index=table.index)
     rest = table.index.to_numpy()
     for name, fraction in (("test", test_fraction), ("val", val_fraction / (1 - test_fraction))):
@@ -109,11 +111,7 @@ def split_by_source(table: pd.DataFrame, *, test_fraction: float = 0.2, val_frac
 def subsets_of_listed(table: pd.DataFrame, split_csv) -> pd.Series:
     """subsets_from_file for the sources the file lists (NaN for the rows of the others): a source may be
     wholly listed or not at all, since half a source's split cannot be completed without leaking lesions."""
-    try:
-        recorded = _read_split(split_csv).set_index("image_id")["subset"]
-    except DatasetError as exc:
-        raise DatasetError(f"{split_csv} is not a readable split file with image_id and subset columns ({exc}).") from None
-    subsets = table["image_id"].map(recorded[~recorded.index.duplicated()])
+    subsets = table["image_id"].map(_recorded_subsets(split_csv))
     if subsets.isna().all():
         raise DatasetError(f"None of the images is in {split_csv}. Use the split of a bundle trained on one of "
                            "these datasets.")
@@ -138,8 +136,9 @@ def _read_split(split_csv) -> pd.DataFrame:
     return frame
 
 
-def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
-    """Each row's subset as a bundle's split.csv (image_id, subset) records it; every image must be listed."""
+def _recorded_subsets(split_csv) -> pd.Series:
+    """Each image's subset as a bundle's split.csv records it (image_id -> subset), or a DatasetError saying
+    why the file is not a split: unreadable, without those columns, or listing an image twice."""
     try:
         recorded = _read_split(split_csv).set_index("image_id")["subset"]
     except DatasetError as exc:
@@ -147,7 +146,12 @@ def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
     if recorded.index.duplicated().any():
         raise DatasetError(f"{split_csv} lists some images twice: "
                            f"{first_few(recorded.index[recorded.index.duplicated()])}.")
-    subsets = table["image_id"].map(recorded)
+    return recorded
+
+
+def subsets_from_file(table: pd.DataFrame, split_csv) -> pd.Series:
+    """Each row's subset as a bundle's split.csv (image_id, subset) records it; every image must be listed."""
+    subsets = table["image_id"].map(_recorded_subsets(split_csv))
     missing = table.loc[subsets.isna(), "image_id"]
     if len(missing):
         raise DatasetError(f"{len(missing)} images are not in {split_csv}: {first_few(missing)}. "
@@ -242,29 +246,38 @@ def leave_out_seen(table: pd.DataFrame, split_csv) -> tuple[pd.DataFrame, int]:
 def split_when_starting_from(table: pd.DataFrame, starting_split_csv, seed: int, *, test_fraction: float = 0.2,
                              val_fraction: float = 0.15) -> tuple[bool, str | None]:
     """How a run from a bundle's weights keeps that bundle's held-out lesions out of its training, as
-    (reuse the bundle's split, problem): its own split when this dataset holds all of it, else a fresh
-    split with `seed` if that tests on none of the images the bundle was fitted or tuned on, else the
-    reason the run must not start. Checked before launching, so a doomed run is a message."""
-    if split_problem(table, starting_split_csv) is None:
+    (reuse the bundle's split, problem), judged on the split training will make: with the bundle's split.csv,
+    each source it lists keeps its recorded subsets and the others are split afresh with `seed`
+    (split_by_source), reused if that tests on none of the images the bundle was fitted or tuned on; else every
+    source split afresh, if that does not either; else the reason the run must not start. Checked before
+    launching, so a doomed run is a message. (Training then keeps copies of one photo on one side, which only
+    takes photos out of the held-out sides, so a split found clean here stays clean.)"""
+    shares = {"test_fraction": test_fraction, "val_fraction": val_fraction, "seed": seed}
+    try:
+        kept, _ = split_by_source(table, split_csv=starting_split_csv, **shares)
+    except DatasetError:
+        kept = None                 # it lists none of these images, or half a source: training could not keep it
+    if kept is not None and held_out_leak(starting_split_csv, table.assign(subset=kept)) is None:
         return True, None
-    fresh = table.assign(subset=split_by_lesion(table, test_fraction=test_fraction, val_fraction=val_fraction,
-                                                seed=seed))
-    return False, held_out_leak(starting_split_csv, fresh)
+    fresh, _ = split_by_source(table, **shares)
+    return False, held_out_leak(starting_split_csv, table.assign(subset=fresh))
 
 
 def load_under_split(root, split_csv, *, classes=CLASS_CODES) -> pd.DataFrame:
     """The dataset's table with a "subset" column taken from a bundle's split.csv: how scripts revisit a
-    bundle's own validation or test lesions without re-deriving the split."""
-    table = load_dataset(root, classes=classes).table
+    bundle's own validation or test lesions without re-deriving the split. Images labelled beyond the classes
+    are left out, as a run trained with skip_other_labels left them: the split lists only what the run read."""
+    table = load_dataset(root, classes=classes, skip_other_labels=True).table
     table["subset"] = subsets_from_file(table, split_csv)
     return table
 
 
 def rows_in_split(roots, split: pd.DataFrame, subsets=("train", "val")) -> tuple[pd.DataFrame, int]:
     """The rows of the datasets that a bundle's split puts in `subsets` (by default: what it trained or was tuned
-    on), and how many of those images none of the datasets holds."""
+    on), and how many of those images none of the datasets holds (images labelled beyond the seven classes are
+    never in a split, as in load_under_split)."""
     wanted = set(split.loc[split["subset"].isin(subsets), "image_id"])
-    table = load_datasets(roots).table
+    table = load_datasets(roots, skip_other_labels=True).table
     table = table[table["image_id"].isin(wanted)].reset_index(drop=True)
     return table, len(wanted) - len(table)
 

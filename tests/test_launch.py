@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from skin_core import data, launch
-from conftest import SAMPLE, make_ham_dataset
+from conftest import SAMPLE, make_folder_dataset, make_ham_dataset
 
 FORM = {"data": "somewhere", "epochs": 3, "img_size": 128, "alpha": 0.5, "seed": 42}
 
@@ -40,6 +40,24 @@ def test_a_run_that_would_test_on_images_the_active_model_learned_from_is_refuse
         launch.plan_run(FORM, bigger, start_from="active", same_lesions=False, active=tiny_bundle)
     with pytest.raises(launch.LaunchError, match="Unknown starting point"):
         launch.plan_run(FORM, bigger, start_from="The active model", same_lesions=False, active=tiny_bundle)
+
+
+def test_a_run_from_the_active_model_on_its_collection_and_another_keeps_its_split_of_the_first(tiny_bundle,
+                                                                                              tmp_path, sample_meta):
+    """Training on more sites from the active model (as the default was made): the collection it learnt from keeps
+    its recorded split and the new one is split afresh; the form must plan the split training will make."""
+    from skin_core import splits
+    other = make_folder_dataset(tmp_path / "other_site", sample_meta.assign(image_id="site2_" + sample_meta["image_id"]))
+    table = data.load_datasets([SAMPLE, other]).table
+    config, notes = launch.plan_run(FORM, table, start_from="active", same_lesions=False, active=tiny_bundle)
+    assert config["split_from"] == config["init_bundle"] == str(tiny_bundle)
+    assert any("keeps the active model's split of the collections it was trained on" in note for note in notes)
+    made, how = splits.split_by_source(table, split_csv=tiny_bundle / "split.csv", seed=FORM["seed"])   # as training
+    assert splits.held_out_leak(tiny_bundle / "split.csv", table.assign(subset=made)) is None
+    recorded = pd.read_csv(tiny_bundle / "split.csv", dtype=str).set_index("image_id")["subset"]
+    first = table["source"] == SAMPLE.name
+    assert (made[first] == table.loc[first, "image_id"].map(recorded)).all()
+    assert set(made[~first]) == {"train", "val", "test"} and how["other_site"].startswith("StratifiedGroupKFold")
 
 
 def test_a_run_from_an_active_ensemble_continues_one_of_its_networks(tiny_bundle, tmp_path):

@@ -1,4 +1,6 @@
 """Splitting by lesion without leaks, and keeping to (or checking a run against) a bundle's recorded split."""
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -48,6 +50,21 @@ def test_a_bundles_split_file_gives_each_row_its_subset_and_must_list_every_imag
     assert "no nowhere.csv beside that model" in splits.split_problem(table, tmp_path / "nowhere.csv")
 
 
+def test_a_bundles_split_is_revisited_on_a_dataset_whose_other_labels_its_run_left_out(tmp_path, sample_meta):
+    # an ISIC download with SCC photos, trained on with skip_other_labels: the scripts must read it as the run did
+    root = make_folder_dataset(tmp_path / "folders", sample_meta)
+    (root / "scc").mkdir()
+    shutil.copy(sample_meta["path"][0], root / "scc" / "extra.jpg")
+    table = data.load_dataset(root, skip_other_labels=True).table
+    table["subset"] = splits.split_by_lesion(table, test_fraction=0.2, val_fraction=0.2, seed=3)
+    table[["image_id", "subset"]].to_csv(tmp_path / "split.csv", index=False)
+    revisited = splits.load_under_split(root, tmp_path / "split.csv")
+    assert len(revisited) == len(sample_meta) and "extra" not in set(revisited["image_id"])
+    assert (revisited.set_index("image_id")["subset"] == table.set_index("image_id")["subset"]).all()
+    rows, missing = splits.rows_in_split([root], table)
+    assert missing == 0 and set(rows["image_id"]) == set(table.loc[table["subset"] != "test", "image_id"])
+
+
 def test_the_leak_check_matches_numeric_image_ids(tmp_path, sample_meta):
     # file names such as 0001.jpg: the starting model's split.csv must be read as text to match them
     renamed = sample_meta.assign(image_id=[f"{i:04d}" for i in range(len(sample_meta))])
@@ -81,6 +98,10 @@ def test_a_split_file_listing_an_image_twice_is_refused(tmp_path, sample_meta):
                             "subset": ["train"] * len(table) + ["test"]})
     doubled.to_csv(tmp_path / "split.csv", index=False)
     assert "lists some images twice" in splits.split_problem(table, tmp_path / "split.csv")
+    with pytest.raises(data.DatasetError, match="lists some images twice"):       # a run reusing it, too
+        splits.split_by_source(table, split_csv=tmp_path / "split.csv")
+    # the Diagnose page's examples then say nothing of the subsets, rather than fail
+    assert {subset for _, _, subset in splits.sample_examples(tmp_path / "split.csv")} == {None}
 
 
 def test_examples_prefer_images_the_shown_model_never_saw_and_say_which_it_did(tmp_path):
