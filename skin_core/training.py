@@ -1,10 +1,11 @@
 """Fine-tuning MobileNet V1 on a dataset and writing the result as a bundle.
 
-The flow: read and check the dataset -> split by lesion -> decode every image once through
-images.prepare -> tf.data (shuffle, balance, batch, augment, prefetch) -> phase 1 trains the head
-on a frozen body -> phase 2 fine-tunes the whole network with a cosine schedule and early
-stopping -> the best epoch on the validation split is kept -> temperature and melanoma threshold
-are fitted on the validation split -> the untouched test split is evaluated -> bundle.
+The flow: read and check the dataset -> decode every image once through images.prepare -> split by
+lesion (copies of one photo under two lesion ids kept on one side, which needs the pixels) -> tf.data
+(shuffle, balance, batch, augment, prefetch) -> phase 1 trains the head on a frozen body -> phase 2
+fine-tunes the whole network with a cosine schedule and early stopping -> the best epoch on the
+validation split is kept -> temperature and melanoma threshold are fitted on the validation split ->
+the untouched test split is evaluated -> bundle.
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def prepare(cfg: TrainConfig, log: ProgressLog, split_csv: str | Path | None = N
         split_info = {"method": SPLIT_METHOD if cfg.copy_groups else LESION_SPLIT_METHOD, "seed": cfg.seed,
                       "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction}
     else:
-        split_info = _split_info_of(Path(split_csv), taken_from)
+        split_info = _split_info_of(Path(split_csv), taken_from, set(sources.index))
     if joined:
         split_info["lesions_joined_by_copies"] = joined
     if len(per_source) > 1:
@@ -184,12 +185,17 @@ def _copy_grouping(pixels: np.ndarray, joined: dict, log: ProgressLog):
     return groups_of
 
 
-def _split_info_of(split_csv: Path, taken_from: str | None) -> dict:
-    """The recorded description of a reused split (from its bundle's manifest), and where it was taken from."""
+def _split_info_of(split_csv: Path, taken_from: str | None, sources) -> dict:
+    """The recorded description of a reused split (from its bundle's manifest), of the `sources` this run read
+    alone, and where it was taken from."""
     beside_a_bundle = (split_csv.parent / bundles.MANIFEST_FILE).is_file()
     recorded = bundles.read_manifest(split_csv.parent).get("split", {}) if beside_a_bundle else {}
     info = {k: v for k, v in recorded.items() if k not in ("sizes", "shares", "file")} or \
         {"method": "read from a split file"}
+    for per_source in ("by_source", "lesions_joined_by_copies"):      # what it says of sources not read here goes
+        kept = {source: v for source, v in (info.pop(per_source, None) or {}).items() if source in sources}
+        if kept and (per_source != "by_source" or len(sources) > 1):
+            info[per_source] = kept
     if taken_from:
         info.setdefault("taken_from", taken_from)
     return info
@@ -215,7 +221,7 @@ def fit(cfg: TrainConfig, prep: Prepared, log: ProgressLog) -> tuple[keras.Model
     if state.epoch:      # a fresh random stream for the epochs left, not a replay of the first ones
         run_cfg = replace(run_cfg, seed=cfg.seed + 1000 * state.epoch)
         keras.utils.set_random_seed(run_cfg.seed)
-    train_ds, _ = training_dataset(*prep.subset("train"), n_classes, run_cfg, prep.encoded_patients_of("train"))
+    train_ds = training_dataset(*prep.subset("train"), n_classes, run_cfg, prep.encoded_patients_of("train"))
     val_ds = eval_dataset(*prep.subset("val"), n_classes, run_cfg.batch_size, prep.encoded_patients_of("val"))
     train_labels = prep.labels_of("train")
     weights = class_weights(train_labels, n_classes, cfg.balance)

@@ -223,6 +223,8 @@ def test_a_run_continued_from_a_model_of_more_sources_records_what_that_model_le
     before = pd.read_csv(two_source_bundle / "split.csv", dtype=str).set_index("image_id")["subset"]
     after = pd.read_csv(out / "split.csv", dtype=str).set_index("image_id")["subset"]
     assert after.sort_index().equals(before.sort_index())       # the sample's split, and bcn's as inherited
+    recorded = json.loads((out / "manifest.json").read_text())["split"]
+    assert "by_source" not in recorded             # it read one source: how bcn was split is not this run's to say
     bcn = two_source_bundle.parent / "bcn"                   # the second source the fixture trained on
     report = Predictor.from_path(out).evaluate(bcn)
     assert report["n"] == int((before[before.index.str.startswith("BCN")] == "test").sum())
