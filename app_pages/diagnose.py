@@ -111,8 +111,7 @@ def heat_map(key: str, analysis, predictor) -> None:
     square = explain.display_square(decoded.rgb)
     overlay = explain.overlay(square, analysis.cam(explained), opacity)
     explained_p = analysis.as_dict()[explained]
-    side = min(decoded.rgb.shape[:2])      # images.prepare: detail capped, then resized to the input size
-    detail = min(side, predictor.detail_side or side, predictor.input_size)
+    detail = images.detail_seen(decoded.rgb, predictor.input_size, predictor.detail_side)
     st.image([square, overlay], caption=[f"Centre square (the model sees {detail} px of its detail)",
                                          f"Grad-CAM for {full_name(explained)} ({explained_p:.0%})"], width=260)
     if explained != ranked[0][0]:

@@ -85,8 +85,8 @@ def main():
 
     labels = np.arange(len(pixels)) % 7
     config = TrainConfig(data=str(SAMPLE), out="", batch_size=args.batch, seed=0)
-    pipeline, _ = training_dataset(pixels, labels, 7, config)
-    camera_pipeline, _ = training_dataset(pixels, labels, 7, TrainConfig(**{**config.__dict__, "photometric": True,
+    pipeline = training_dataset(pixels, labels, 7, config)
+    camera_pipeline = training_dataset(pixels, labels, 7, TrainConfig(**{**config.__dict__, "photometric": True,
                                                                            "compression": True}))
     if is_ensemble(model):    # an ensemble's networks are trained one by one: time one network like them
         model = build_model(7, size, predictor.bundle.manifest["alpha"], weights=None)

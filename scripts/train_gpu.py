@@ -8,15 +8,14 @@ with a train.py run. PyTorch rather than JAX because XLA's
 depthwise-convolution gradients made one MobileNet epoch take minutes (docs/experiments.md, run 2).
 
 Only the training and validation images need to travel (scripts/gpu_pack.py gathers them): `--split`
-gives each image's subset (the split.csv of a bundle trained on the whole dataset with the same
-seed), and test rows are never read. The best epoch's weights, the history and a JSON summary are rewritten after every better
+gives each image's subset (the split.csv of the bundle whose split the run keeps, one trained on the
+whole dataset), and test rows are never read. The best epoch's weights, the history and a JSON summary are rewritten after every better
 epoch, so a run cut short still leaves its best model. Then, on any CPU with TensorFlow,
 
     python train.py --finish-from OUT/NAME --data FULL_DATASET --split-from SPLIT_BUNDLE --out BUNDLE
 
-splits the full dataset as the bundle whose split.csv was packed did (by the seed without --split-from),
-checks that the training and validation images are the same ones, calibrates, evaluates the held-out
-test split and writes the bundle.
+takes the split of the bundle whose split.csv was packed, checks that the training and validation images
+are the same ones, calibrates, evaluates the held-out test split and writes the bundle.
 
     python scripts/train_gpu.py --data PACK/data --split PACK/split.csv \
         --weights PACK/weights/mobilenet_1_0_224_tf_no_top.h5 --out-dir runs/gpu --time-budget-s 420 \
@@ -115,11 +114,7 @@ class SaveBest(keras.callbacks.Callback):
 def load_train_val(args) -> tuple[pd.DataFrame, np.ndarray, str]:
     """The training and validation rows with their subset, their pixels, and the split's digest."""
     table = data.load_dataset(args.data).table
-    if args.split:
-        table["subset"] = splits.subsets_from_file(table, args.split)
-    else:
-        table["subset"] = splits.split_by_lesion(table, test_fraction=args.test_fraction,
-                                               val_fraction=args.val_fraction, seed=args.seed)
+    table["subset"] = splits.subsets_from_file(table, args.split)     # never re-derived here: see --split
     table = table[table["subset"].isin(["train", "val"])].reset_index(drop=True)
     arrays = data.read_images(table, args.img_size, args.detail_side, workers=os.cpu_count() or 4)
     return arrays.table, arrays.pixels, splits.split_digest(arrays.table)
@@ -219,14 +214,14 @@ def _machine() -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="dataset folder (all images, or the training and validation ones)")
-    p.add_argument("--split", default=None, help="CSV of image_id, subset; without it the data is split here")
+    p.add_argument("--split", required=True,
+                   help="CSV of image_id, subset: the split.csv of the bundle whose split the run keeps (gpu_pack.py "
+                        "packs it). A split is not derived here: train.py's also keeps copies of one photo under two "
+                        "lesion ids on one side, which --finish-from checks")
     p.add_argument("--weights", required=True, help="ImageNet MobileNet .h5 weights, or 'imagenet'")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--detail-side", type=int, default=150, help="cap on detail, as train.py (the copies' short side)")
-    p.add_argument("--seed", type=int, default=42, help="split seed when --split is not given")
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--time-budget-s", type=float, default=0,
                    help="fit the epochs into this many seconds from the start, by timing a short probe first")
     p.add_argument("--run", action="append", required=True, help="name:key=value,... (repeatable)")

@@ -138,6 +138,13 @@ def centre_square(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[top:top + side, left:left + side])
 
 
+def detail_seen(rgb: np.ndarray, input_size: int, detail_side: int | None = None) -> int:
+    """How many pixels across of the picture's own detail `prepare` passes on: its centre square's side, capped
+    by `detail_side`, and by the input size when that is smaller still."""
+    side = min(rgb.shape[:2])
+    return min(side, detail_side or side, input_size)
+
+
 def prepare(rgb: np.ndarray, input_size: int, detail_side: int | None = None) -> np.ndarray:
     """The model's view of a picture: centre square crop, optional detail cap, resize.
 

@@ -41,7 +41,7 @@ def resolve_weights(weights: str | None) -> str | None:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(f"Weights file not found: {path}")
-    if path.suffix not in (".h5", ".hdf5") and not path.name.endswith(".weights.h5"):
+    if path.suffix not in (".h5", ".hdf5"):            # Keras's own files, .weights.h5 among them
         raise WeightsError(f"Weights must be a Keras .h5 file, got {path.name}")
     return str(path)
 

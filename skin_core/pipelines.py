@@ -11,7 +11,7 @@ from .patients import GROUPS, MIXING_REFUSAL, unknown as unknown_rows
 from .recipe import augmenter, mixer
 
 if TYPE_CHECKING:
-    from .training import TrainConfig
+    from .run_config import TrainConfig
 
 
 def steps_per_epoch(n_images: int, cfg: TrainConfig) -> int:
@@ -19,8 +19,9 @@ def steps_per_epoch(n_images: int, cfg: TrainConfig) -> int:
     return max(1, n_images // cfg.batch_size)
 
 
-def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None) -> tuple[tf.data.Dataset, int]:
-    """Shuffled (or class-balanced) batches with augmentation, prefetched.
+def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None) -> tf.data.Dataset:
+    """Shuffled (or class-balanced) batches with augmentation, prefetched, repeated for ever (an epoch is
+    steps_per_epoch batches).
 
     With `patients` (one-hot rows, skin_core.patients), each batch's input is {"image", "patient"} and a
     share cfg.patient_dropout of each field is hidden as "unknown", so the model learns to answer without it.
@@ -33,7 +34,6 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None)
         ds = tf.data.Dataset.sample_from_datasets(per_class, seed=cfg.seed)
     else:
         ds = tf.data.Dataset.from_tensor_slices((inputs, onehot)).shuffle(len(labels), seed=cfg.seed).repeat()
-    steps = steps_per_epoch(len(labels), cfg)
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
     ds = ds.map(_on_images(lambda x: tf.cast(x, tf.float32)), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.augment:
@@ -58,7 +58,7 @@ def training_dataset(pixels, labels, n_classes, cfg: TrainConfig, patients=None)
             mixed = mixing({"images": x, "labels": y}, training=True)
             return mixed["images"], mixed["labels"]
         ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE), steps
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _rows(inputs, chosen):

@@ -25,10 +25,10 @@ def findings(analysis: Analysis, thresholds: dict[str, float]) -> tuple[list[qua
     return answer, photo
 
 
-def lesion_report(label: str, analysis: Analysis, bundle: Bundle, found=None) -> dict:
+def lesion_report(label: str, analysis: Analysis, bundle: Bundle, found) -> dict:
     """Probabilities, the top three, every finding and the model that answered, ready for JSON; `found` is
-    findings() already computed for this analysis (the page shows them too), else they are computed here."""
-    answer, photo = found if found is not None else findings(analysis, bundle.thresholds)
+    findings() of this analysis, computed once by the caller, which shows them too."""
+    answer, photo = found
     return {
         "image": label,
         **_answered(analysis, bundle),
