@@ -1,6 +1,6 @@
 """The Predictor: a loaded bundle ready to answer, with calibration and Grad-CAM built in, and the served
-forward pass it runs (make_forward: test-time views, calibrated probabilities and Grad-CAM maps in one
-traced call).
+forward pass it runs (make_forward: test-time views, logits and Grad-CAM maps in one traced call; the
+patient's details and the calibration are added to the logits after it, in one place, Predictor.calibrated).
 
 It is created once per process (the app caches it) and its functions have a fixed input signature,
 so each is traced once; the single-image path is warmed up at load, so a user's first upload is as
@@ -91,13 +91,11 @@ def _mean_of_views(values, tta: str, spatial: bool):
     return tf.add_n(parts) / float(len(parts))
 
 
-def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, tta: str = "none"):
-    """Two traced functions over uint8-valued float batches: (logits, pooled) and (probs, logits, cams,
-    pooled), where pooled are the features the dense head reads (for skin_core.familiarity).
-
-    The probabilities are calibrated: softmax((logits + logit_bias) / temperature). With test-time
-    views (see TTA_VIEWS; a dermoscopy photo has no preferred orientation), logits, maps and pooled
-    features are the mean over the views, still in one traced call.
+def make_forward(model: keras.Model, tta: str):
+    """Two traced functions over uint8-valued float batches: (logits, pooled) and (logits, cams, pooled),
+    where pooled are the features the dense head reads (for skin_core.familiarity). The logits are the
+    photo's alone, uncalibrated. With test-time views (see TTA_VIEWS; a dermoscopy photo has no preferred
+    orientation), logits, maps and pooled features are the mean over the views, still in one traced call.
     """
     if tta not in TTA_VIEWS:
         raise ValueError(f"Unknown test-time augmentation {tta!r}; expected one of {', '.join(TTA_VIEWS)}.")
@@ -106,8 +104,6 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, 
     features_model = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER).output)
     side_by_side = is_ensemble(model)
     pool, dense = model.get_layer(POOL_LAYER), model.get_layer(LOGITS_LAYER)
-    temp = tf.constant(float(temperature), tf.float32)
-    bias = tf.constant(np.zeros(model.output_shape[-1]) if logit_bias is None else logit_bias, tf.float32)
 
     @tf.function(input_signature=spec)
     def logits_only(images):
@@ -127,7 +123,7 @@ def make_forward(model: keras.Model, temperature: float = 1.0, logit_bias=None, 
         logits, cams = _mean_of_views(logits, tta, spatial=False), _mean_of_views(cams, tta, spatial=True)
         peak = tf.reduce_max(cams, axis=[1, 2], keepdims=True)
         cams = tf.math.divide_no_nan(cams, peak)                    # each class map in [0, 1]
-        return tf.nn.softmax((logits + bias) / temp), logits, cams, _mean_of_views(pooled, tta, spatial=False)
+        return logits, cams, _mean_of_views(pooled, tta, spatial=False)
 
     return logits_only, with_cams
 
@@ -171,8 +167,7 @@ class Predictor:
     def __init__(self, bundle: Bundle):
         self.bundle = bundle
         self._feature_width = int(bundle.model.get_layer(POOL_LAYER).output.shape[-1])
-        self._logits, self._with_cams = make_forward(bundle.model, bundle.temperature, bundle.logit_bias,
-                                                     bundle.test_time_augmentation)
+        self._logits, self._with_cams = make_forward(bundle.model, bundle.test_time_augmentation)
         # warm up the path a single upload takes; the batch path (evaluation) traces on its first call
         self._with_cams(tf.zeros((1, self.input_size, self.input_size, 3), tf.float32))
 
@@ -312,11 +307,11 @@ class Predictor:
     def analyse(self, decoded: images.DecodedImage, patient: dict | None = None) -> Analysis:
         """One photo's answer; `patient` is patients.check's row (age, sex, localization), or None."""
         model_input = self.prepare(decoded.rgb)
-        probs, logits, cams, pooled = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
+        logits, cams, pooled = self._with_cams(tf.convert_to_tensor(model_input[None], tf.float32))
         logits = logits.numpy()
         if self.patient_head is not None:     # the maps stay the photo's: the push does not depend on it
             logits = self.with_patients(logits, None if patient is None else pd.DataFrame([patient]))
-            probs = self.calibrated(logits)
+        probs = self.calibrated(logits)
         distance = limit = None
         if self.familiarity is not None:
             distance, limit = float(self.familiarity.distance(pooled.numpy())[0]), self.familiarity.threshold
