@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import registry
-from .jobs import as_the_server_reads_it, process_alive, process_started_at, progress_events, stop_process_group
+from .jobs import as_the_server_reads_it, process_alive, progress_events, start_detached, stop_process_group
 from .jsonfiles import json_object_or_none, read_json_object, replace_json
 
 FOLDER = "evaluations"
@@ -116,16 +115,10 @@ def _launch(folder: Path, job: dict) -> None:
     folder.mkdir(parents=True)
     try:
         replace_json(folder / "job.json", job, indent=2)
-        with open(folder / "log.txt", "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "skin_core.evaluation_jobs", str(folder)], stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                       cwd=Path(__file__).resolve().parents[1],
-                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        start_detached([sys.executable, "-m", "skin_core.evaluation_jobs", str(folder)], folder, job)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)    # no process, no job: nothing may read as being started
         raise
-    job.update(pid=process.pid, pid_started=process_started_at(process.pid))
-    replace_json(folder / "job.json", job, indent=2)
 
 
 def _record(job_id: str, root: Path | None) -> dict:

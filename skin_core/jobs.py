@@ -232,14 +232,21 @@ def _relaunch(run_dir: Path, lock_fd: int) -> None:
 
 
 def _spawn(run_dir: Path, job: dict, lock_fd: int, log_mode: str) -> None:
-    with open(run_dir / "log.txt", log_mode) as log:
-        process = subprocess.Popen(job["command"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    start_detached(job["command"], run_dir, job, log_mode=log_mode)
+    with os.fdopen(lock_fd, "w") as handle:
+        json.dump({"run_id": job["run_id"], "pid": job["pid"], "pid_started": job["pid_started"]}, handle)
+
+
+def start_detached(command: list[str], folder: Path, job: dict, *, log_mode: str = "wb") -> None:
+    """Start `command` from the repository's root in a session of its own (closing the page leaves it running;
+    Cancel signals its whole group), its output in folder/log.txt, and record its process id and start time in
+    `job`, written to folder/job.json (a reused process id is then not taken for it)."""
+    with open(folder / "log.txt", log_mode) as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=TRAIN_SCRIPT.parent, start_new_session=True,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    job["pid"], job["pid_started"] = process.pid, process_started_at(process.pid)
-    replace_json(run_dir / "job.json", job, indent=2)
-    with os.fdopen(lock_fd, "w") as handle:
-        json.dump({"run_id": job["run_id"], "pid": process.pid, "pid_started": job["pid_started"]}, handle)
+    job.update(pid=process.pid, pid_started=process_started_at(process.pid))
+    replace_json(folder / "job.json", job, indent=2)
 
 
 def progress_events(run_dir: Path) -> list[dict]:

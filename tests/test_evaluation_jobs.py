@@ -3,6 +3,7 @@ through their files, cancelled or killed without touching the report an earlier 
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pandas as pd
@@ -36,7 +37,7 @@ def test_a_folder_that_cannot_be_evaluated_is_refused_before_anything_starts(mod
 def test_an_evaluation_whose_process_cannot_start_leaves_no_job_behind(models_dir, monkeypatch):
     def no_process(*args, **kwargs):
         raise OSError(11, "Resource temporarily unavailable")
-    monkeypatch.setattr(evaluation_jobs.subprocess, "Popen", no_process)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
     with pytest.raises(evaluation_jobs.EvaluationJobError, match="could not be started: Resource temporarily"):
         evaluation_jobs.start(models_dir / "default", str(SAMPLE), leave_out=False)
     assert evaluation_jobs.running_job() is None            # nothing reads as starting, so a retry may go ahead
