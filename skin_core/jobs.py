@@ -94,12 +94,14 @@ def running_job(root: Path | None = None) -> str | None:
         return None
     if process_alive(held.get("pid"), held.get("pid_started")):
         return held["run_id"]
-    _remove_lock_if(lock, lambda taken: not _holder_alive(json_object_or_none(taken)))
+    _remove_lock_if(lock, _holder_dead)
     return None
 
 
-def _holder_alive(held: dict | None) -> bool:
-    return held is not None and process_alive(held.get("pid"), held.get("pid_started"))
+def _holder_dead(lock: Path) -> bool:
+    """Whether the lock names a process that has ended (an empty lock is a launch under way, not a dead job)."""
+    held = json_object_or_none(lock)
+    return held is not None and not process_alive(held.get("pid"), held.get("pid_started"))
 
 
 def start(config: dict, root: Path | None = None) -> str:

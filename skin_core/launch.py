@@ -5,8 +5,8 @@ The policy lives here, not in the page, so it is tested as code: a run that reus
 be on a dataset that split covers; a run that starts from the active model's weights keeps that model's
 held-out lesions out of its training (its split of the collections it learnt from, any others split afresh,
 or else a fresh split, only if it tests on none of the images the model was fitted or tuned on) and takes
-its input size and width. An active
-model of several networks side by side (the default pair) is continued one network at a time.
+its input size and width. An active model of several networks side by side (the default pair) is continued
+one network at a time.
 """
 from __future__ import annotations
 

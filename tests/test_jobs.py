@@ -152,28 +152,31 @@ def test_a_stale_lock_is_cleared(models_dir):
     assert not (runs / ".lock").exists()
 
 
-def test_clearing_a_dead_jobs_lock_never_removes_a_live_one_written_in_its_place(models_dir, monkeypatch):
+@pytest.mark.parametrize("meanwhile", ["a live job", "a launch not yet written"])
+def test_clearing_a_dead_jobs_lock_never_removes_a_live_one_written_in_its_place(models_dir, monkeypatch, meanwhile):
     """Two pages can find the same dead lock: the one that clears it second must not remove the lock the first
     has taken since for its own launch."""
+    live = {"run_id": "run-live", "pid": os.getpid(), "pid_started": psutil.Process().create_time()}
+    written_meanwhile = json.dumps(live) if meanwhile == "a live job" else ""
     runs = models_dir / "runs"
     runs.mkdir()
     (runs / ".lock").write_text(json.dumps({"run_id": "run-ghost", "pid": 2 ** 22 + 12345}))
-    live = {"run_id": "run-live", "pid": os.getpid(), "pid_started": psutil.Process().create_time()}
     judged = []
     original = jobs.process_alive
 
     def another_launch_in_between(pid, started=None):
         if not judged:                        # this page has judged the ghost dead; another launches meanwhile
-            (runs / ".lock").write_text(json.dumps(live))
+            (runs / ".lock").write_text(written_meanwhile)
         judged.append(pid)
         return original(pid, started)
 
     monkeypatch.setattr(jobs, "process_alive", another_launch_in_between)
-    assert jobs.running_job(models_dir) is None           # what it saw was dead...
-    assert json.loads((runs / ".lock").read_text()) == live   # ...but the live lock stays
-    assert [p.name for p in runs.iterdir()] == [".lock"]      # and nothing is left under another name
-    jobs._release("run-live", os.getpid(), models_dir)    # its own attempt's end removes it
-    assert not (runs / ".lock").exists()
+    assert jobs.running_job(models_dir) is None                    # what it saw was dead...
+    assert (runs / ".lock").read_text() == written_meanwhile       # ...but the lock written since stays
+    assert [p.name for p in runs.iterdir()] == [".lock"]           # and nothing is left under another name
+    if written_meanwhile:
+        jobs._release("run-live", os.getpid(), models_dir)         # its own attempt's end removes it
+        assert not (runs / ".lock").exists()
 
 
 def test_a_lock_a_killed_launcher_left_empty_blocks_only_while_a_launch_could_still_be_writing_it(models_dir):
