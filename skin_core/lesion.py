@@ -46,8 +46,9 @@ def findings(answer: LesionAnswer, photos: list[tuple[str, Analysis]], threshold
     copies = [label for label, analysis in photos if analysis.copy_of]
     if doubtful:
         found.append(quality.Finding("photos", f"{_listed(doubtful)} {'looks' if len(doubtful) == 1 else 'look'} "
-                                               "unlike the dermoscopy images the model learned from (its own answer says why); "
-                                               "leave such photos out if they are not good views of the lesion."))
+                                               "unlike the dermoscopy images the model learned from (its own "
+                                               "answer says why); leave such photos out if they are not good "
+                                               "views of the lesion."))
     if copies:
         found.append(quality.Finding("seen", f"{_listed(copies)} {'is a copy' if len(copies) == 1 else 'are copies'} "
                                              "of photos the model was trained or tuned on."))

@@ -61,14 +61,15 @@ def combined_report(answer: LesionAnswer, patient: dict | None, bundle: Bundle,
 def _answered(answer: Answer, bundle: Bundle) -> dict:
     """What any answer's record says: when, which model, the probabilities and how they stand to the thresholds."""
     probabilities = dict(zip(answer.classes, map(float, answer.probabilities)))
+    ranked = answer.ranked()
     return {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": bundle.name,
         "model_created": bundle.manifest["created"],
         "model_checksum": bundle.manifest["files"].get(MODEL_FILE),
         "probabilities": answer.as_dict(),
-        "top": answer.ranked()[0][0],
-        "top3": answer.ranked()[:3],
+        "top": ranked[0][0],
+        "top3": ranked[:3],
         "thresholds": bundle.thresholds,
         "at_or_above_threshold": {code: probabilities[code] >= limit for code, limit in bundle.thresholds.items()
                                   if code in probabilities},
